@@ -200,5 +200,23 @@ def cluster_kubeconfig(state_dir: Path | None) -> None:
         raise click.ClickException(str(error)) from None
 
 
+# --- demo --------------------------------------------------------------------
+
+
+@main.command("demo")
+@state_dir_option
+@click.option("--no-wait", is_flag=True, help="Stop at once instead of waiting for Ctrl-C.")
+def demo(state_dir: Path | None, no_wait: bool) -> None:
+    """Bring up the local control plane with a mixed GPU fleet and show Lepton at work."""
+    from lepton import demo as demo_module
+    from lepton.cluster.local import ClusterError
+    from lepton.cluster.tools import ToolBuildError
+
+    try:
+        demo_module.run(state_dir, echo=click.echo, wait=not no_wait)
+    except (ToolBuildError, ClusterError) as error:
+        raise click.ClickException(str(error)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

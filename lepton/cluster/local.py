@@ -179,7 +179,7 @@ class LocalCluster:
         binaries = {name: tools.tool_path(name) for name in ("etcd", "kwok", "kube-apiserver")}
         binaries["kube-controller-manager"] = tools.tool_path("kube-controller-manager")
         binaries["kube-scheduler"] = tools.tool_path("kube-scheduler")
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir()
         self.progress(f"[cluster] certificates and kubeconfig in {self.dir}")
         cert_paths = certs.generate(self.dir / "pki")

@@ -15,6 +15,7 @@ main module. kwok and helm install directly.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -271,6 +272,17 @@ def build_group(group: str, progress: ProgressFn = _default_progress) -> None:
     if all(t.path.exists() for t in wanted):
         return
     check_go()
+    lock_path = cache_dir() / "locks" / f"{group}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        # Two builds of one group at once (two terminals, or CI and a demo) would
+        # overwrite each other's binaries: the second waits, then finds them built.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all(t.path.exists() for t in wanted):
+            _build(group, wanted, progress)
+
+
+def _build(group: str, wanted: list[Tool], progress: ProgressFn) -> None:
     src, files, steps = _plan(group)
     out = wanted[0].path.parent
     src.mkdir(parents=True, exist_ok=True)
