@@ -187,6 +187,25 @@ def cluster_status(state_dir: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cluster.command("simulate-work")
+@click.option(
+    "--kubeconfig", envvar="KUBECONFIG", required=True, help="The local cluster's kubeconfig."
+)
+@click.option(
+    "--time-compression",
+    default=360.0,
+    show_default=True,
+    type=float,
+    help="Simulated seconds per wall second (360: an hour of GPU work runs in 10 s).",
+)
+def cluster_simulate_work(kubeconfig: str, time_compression: float) -> None:
+    """Finish LeptonJob pods on kwok nodes when their work is done at their GPU's speed
+    (needs a cluster started with held LeptonJob pods, as the demo does)."""
+    from lepton.cluster.workload import run
+
+    run(kubeconfig, time_compression)
+
+
 @cluster.command("kubeconfig")
 @state_dir_option
 def cluster_kubeconfig(state_dir: Path | None) -> None:
@@ -198,6 +217,159 @@ def cluster_kubeconfig(state_dir: Path | None) -> None:
         click.echo(local.state.kubeconfig)
     except ClusterError as error:
         raise click.ClickException(str(error)) from None
+
+
+# --- components ----------------------------------------------------------------
+
+kubeconfig_option = click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    default=None,
+    help="Kubeconfig file (default: $KUBECONFIG, else in-cluster config).",
+)
+prometheus_option = click.option(
+    "--prometheus-url",
+    envvar="LEPTON_PROMETHEUS_URL",
+    default=None,
+    help="Prometheus base URL, e.g. http://prometheus:9090 (env LEPTON_PROMETHEUS_URL).",
+)
+
+
+@main.command("operator")
+@kubeconfig_option
+@prometheus_option
+@click.option("--namespace", default=None, help="Watch one namespace only (default: all).")
+@click.option(
+    "--scheduler-name",
+    default="lepton-scheduler",
+    show_default=True,
+    help="schedulerName set on LeptonJob pods.",
+)
+@click.option(
+    "--prometheus-query",
+    default=None,
+    help="PromQL template for a job's joules; placeholders {namespace}, {job_name}, "
+    "{range_seconds} (default: the exporter's per-pod active-energy counter).",
+)
+@click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
+def operator_command(
+    kubeconfig: str | None,
+    prometheus_url: str | None,
+    namespace: str | None,
+    scheduler_name: str,
+    prometheus_query: str | None,
+    verbose: bool,
+) -> None:
+    """Run the kopf operator: admits LeptonJobs against EnergyBudgets and accounts their energy."""
+    from lepton_operator.main import run
+    from lepton_operator.prometheus import DEFAULT_QUERY_TEMPLATE
+
+    run(
+        kubeconfig,
+        namespace,
+        prometheus_url,
+        scheduler_name=scheduler_name,
+        prometheus_query=prometheus_query or DEFAULT_QUERY_TEMPLATE,
+        verbose=verbose or logging.getLogger().level <= logging.INFO,
+    )
+
+
+@main.command("scheduler")
+@kubeconfig_option
+@prometheus_option
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8888, show_default=True, type=int, help="Port to listen on.")
+@click.option("--tls-cert-file", default=None, help="Serve HTTPS with this certificate.")
+@click.option("--tls-key-file", default=None, help="The certificate's private key.")
+def scheduler_command(
+    kubeconfig: str | None,
+    prometheus_url: str | None,
+    host: str,
+    port: int,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+) -> None:
+    """Run the scheduler extender (POST /filter, /prioritize; /healthz, /readyz, /metrics,
+    /explain?pod=NAMESPACE/NAME)."""
+    from lepton_scheduler.app import run
+
+    run(host, port, kubeconfig, prometheus_url, tls_cert_file, tls_key_file)
+
+
+@main.command("exporter")
+@kubeconfig_option
+@click.option(
+    "--backend",
+    default="nvml",
+    show_default=True,
+    help="Comma-separated: nvml (GPU meters), rapl (CPU meters), model (estimated from the GPU "
+    "profiles, for nodes without meters and kwok fleets); e.g. nvml,rapl.",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=9402,
+    show_default=True,
+    type=int,
+    help="Port to listen on (dcgm-exporter has 9400, so both can run on one node).",
+)
+@click.option(
+    "--node-name", envvar="NODE_NAME", default=None, help="This node's name (env NODE_NAME)."
+)
+@click.option(
+    "--sysfs-root",
+    default="/host/sys",
+    show_default=True,
+    help="Where the host's /sys is mounted (for RAPL's powercap tree).",
+)
+@click.option(
+    "--podresources-socket",
+    default="/var/lib/kubelet/pod-resources/kubelet.sock",
+    show_default=True,
+    help="The kubelet pod-resources socket, to attribute GPUs to pods ('' to disable).",
+)
+@click.option(
+    "--enable-power-capping",
+    is_flag=True,
+    help="Apply the GPU power limits Lepton decides (needs privileges).",
+)
+@click.option(
+    "--interval-seconds", default=5.0, show_default=True, type=float, help="Sampling interval."
+)
+def exporter_command(
+    kubeconfig: str | None,
+    backend: str,
+    host: str,
+    port: int,
+    node_name: str | None,
+    sysfs_root: str,
+    podresources_socket: str,
+    enable_power_capping: bool,
+    interval_seconds: float,
+) -> None:
+    """Run the power exporter: per-GPU, per-CPU-zone and per-pod power and energy on /metrics."""
+    from lepton_exporter.main import run
+
+    backends = [b.strip() for b in backend.split(",") if b.strip()]
+    unknown = sorted(set(backends) - {"nvml", "rapl", "model"})
+    if not backends or unknown:
+        raise click.BadParameter(
+            f"unknown backend(s) {unknown or backend!r}: "
+            "use nvml, rapl and/or model, comma-separated",
+            param_hint="--backend",
+        )
+
+    run(
+        backend,
+        host,
+        port,
+        node_name,
+        kubeconfig,
+        sysfs_root,
+        podresources_socket or None,
+        enable_power_capping,
+        interval_seconds,
+    )
 
 
 # --- demo --------------------------------------------------------------------

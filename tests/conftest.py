@@ -19,6 +19,7 @@ import pytest
 
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
+from lepton.cluster.stack import LeptonStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,29 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# One wall second stands for this many seconds of GPU work on the stack's cluster:
+# a LeptonJob of one reference GPU-hour runs 10 s on an A40.
+STACK_TIME_COMPRESSION = 360.0
+
+
+@pytest.fixture(scope="session")
+def lepton_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeptonStack]:
+    """A second local cluster running all of Lepton, as the demo does.
+
+    The operator (cluster-wide), the extender with the ``lepton-scheduler`` profile,
+    the exporter's model backend, a real Prometheus scraping both, and the work
+    simulator that finishes LeptonJob pods when their work is done on the GPU they
+    got. It is a cluster of its own so that its cluster-wide operator never meets
+    the namespaced operators other tests start on ``cluster``.
+    """
+    tools.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
+    local = LocalCluster(tmp_path_factory.mktemp("stack"), progress=_progress)
+    local.up(hold_lepton_pods=True)
+    try:
+        stack = LeptonStack(local)
+        stack.start_all(time_compression=STACK_TIME_COMPRESSION)
+        yield stack
+    finally:
+        local.down()

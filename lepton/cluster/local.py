@@ -165,8 +165,13 @@ class LocalCluster:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def up(self, fleet: Fleet = DEFAULT_FLEET) -> ClusterState:
-        """Start every component, wait until all are healthy, and create the fleet."""
+    def up(self, fleet: Fleet = DEFAULT_FLEET, hold_lepton_pods: bool = False) -> ClusterState:
+        """Start every component, wait until all are healthy, and create the fleet.
+
+        With ``hold_lepton_pods`` LeptonJob pods keep running until released by
+        :mod:`lepton.cluster.workload` (which knows how long their work takes on the GPU
+        they got); otherwise kwok completes every Job pod as soon as it runs.
+        """
         if self.state_path.exists():
             existing = ClusterState.load(self.state_path)
             if any(p.alive() for p in existing.processes.values()):
@@ -191,11 +196,11 @@ class LocalCluster:
         try:
             self._start_etcd(binaries["etcd"])
             self._start_apiserver(binaries["kube-apiserver"], cert_paths, api_port)
-            self._wait_healthy(["etcd", "kube-apiserver"])
+            self.wait_healthy(["etcd", "kube-apiserver"])
             self._start_controller_manager(binaries["kube-controller-manager"], cert_paths)
             self._start_scheduler(binaries["kube-scheduler"])
-            self._start_kwok(binaries["kwok"])
-            self._wait_healthy(list(COMPONENTS))
+            self._start_kwok(binaries["kwok"], hold_lepton_pods)
+            self.wait_healthy(list(COMPONENTS))
             self._create_fleet(fleet)
             self._wait_for_default_service_account()
         except BaseException:
@@ -270,7 +275,7 @@ class LocalCluster:
         proc = self._start_scheduler(
             tools.tool_path("kube-scheduler"), name=LEPTON_SCHEDULER, config_path=config_path
         )
-        self._wait_healthy([LEPTON_SCHEDULER])
+        self.wait_healthy([LEPTON_SCHEDULER])
         return proc
 
     def stop_lepton_scheduler(self) -> None:
@@ -337,7 +342,18 @@ class LocalCluster:
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
-    def _spawn(self, name: str, argv: list[str], port: int, health_url: str) -> Process:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        health_url: str,
+        env: dict[str, str] | None = None,
+    ) -> Process:
+        """Start a process the cluster owns: `down` stops it; its log is logs/NAME.log.
+
+        ``health_url`` empty means "healthy while running".
+        """
         log_path = self.dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log_file:
             popen = subprocess.Popen(
@@ -347,6 +363,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.dir,
+                env=env,
             )
         proc = Process(
             name=name,
@@ -367,7 +384,7 @@ class LocalCluster:
     def _start_etcd(self, binary: Path) -> None:
         client, peer = free_port(), free_port()
         data = self.dir / "etcd"
-        self._spawn(
+        self.spawn(
             "etcd",
             [
                 str(binary),
@@ -389,7 +406,7 @@ class LocalCluster:
 
     def _start_apiserver(self, binary: Path, c: certs.CertPaths, port: int) -> None:
         etcd = self.state.processes["etcd"]
-        self._spawn(
+        self.spawn(
             "kube-apiserver",
             [
                 str(binary),
@@ -428,7 +445,7 @@ class LocalCluster:
 
     def _start_controller_manager(self, binary: Path, c: certs.CertPaths) -> None:
         port = free_port()
-        self._spawn(
+        self.spawn(
             "kube-controller-manager",
             [
                 str(binary),
@@ -470,7 +487,7 @@ class LocalCluster:
                     }
                 )
             )
-        return self._spawn(
+        return self.spawn(
             name,
             [
                 str(binary),
@@ -484,9 +501,16 @@ class LocalCluster:
             f"https://127.0.0.1:{port}/healthz",
         )
 
-    def _start_kwok(self, binary: Path) -> None:
+    def _start_kwok(self, binary: Path, hold_lepton_pods: bool) -> None:
         port = free_port()
-        self._spawn(
+        stages: list[str] = []
+        if hold_lepton_pods:
+            stages_path = self.dir / "kwok-pod-stages.yaml"
+            stages_path.write_text(
+                resources.files("lepton.cluster").joinpath("data/kwok-pod-stages.yaml").read_text()
+            )
+            stages = [f"--config={stages_path}"]
+        self.spawn(
             "kwok",
             [
                 str(binary),
@@ -496,6 +520,7 @@ class LocalCluster:
                 "--cidr=10.0.0.0/16",
                 "--node-ip=10.0.0.1",
                 f"--server-address=127.0.0.1:{port}",
+                *stages,
             ],
             port,
             f"http://127.0.0.1:{port}/healthz",
@@ -508,6 +533,8 @@ class LocalCluster:
         return ctx
 
     def _probe(self, url: str) -> bool:
+        if not url:
+            return True
         context: ssl.SSLContext | None = None
         if url.startswith("https://"):
             if url.startswith(self.state.api_server):
@@ -521,7 +548,7 @@ class LocalCluster:
         except (urllib.error.URLError, OSError, ssl.SSLError):
             return False
 
-    def _wait_healthy(self, names: list[str], timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
+    def wait_healthy(self, names: list[str], timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         pending = list(names)
         while pending:

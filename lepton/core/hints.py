@@ -33,6 +33,14 @@ ANNOTATION_SPARES = f"{GROUP}/spares"
 ANNOTATION_POWER_CAP = f"{GROUP}/power-cap"
 ANNOTATION_BUDGET_PRESSURE = f"{GROUP}/budget-pressure"
 
+# Written by the operator on running pods when an exhausted CapPower budget lowers their
+# GPU power limit (watts); the exporter applies the lower of this and the job's powerCap.
+ANNOTATION_POWER_LIMIT_WATTS = f"{GROUP}/power-limit-watts"
+# How busy a pod keeps its GPUs (0..1, default 1.0): read by the exporter's model backend.
+ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
+# The SDK's phase table (compact JSON), written by the SDK on its own pod.
+ANNOTATION_PHASES = f"{GROUP}/phases"
+
 
 class EnergyPolicy(StrEnum):
     """How a job weighs its energy against its completion time."""

@@ -1,0 +1,161 @@
+"""Admission throughput: 500 LeptonJobs applied at once, seconds until each is Admitted or Waiting.
+
+Runs the real operator (``python -m lepton_operator``) against the local control plane. The
+budget fits 100 of the jobs; their pods go to a scheduler that does not exist, so no job ends
+and frees room: the figure is the operator's admission work alone (goal: under 60 s).
+
+    python -m bench.bench_admission [--jobs 500] [--out results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lepton.api.v1alpha1 import LeptonJobSpec
+from lepton.cluster import tools
+from lepton.cluster.local import LocalCluster
+from lepton.core.jobspec import estimate_energy
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL_SECONDS = 60.0
+NAMESPACE = "bench-admission"
+
+
+def lepton_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "LeptonJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "budgetName": "bench",
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": 3600},
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+
+
+def measure(cluster: LocalCluster, jobs: int, admit: int) -> dict[str, Any]:
+    estimate = estimate_energy(LeptonJobSpec.model_validate(lepton_job("x")["spec"])).watt_hours
+    limit = math.ceil(admit * estimate)
+    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    for crd in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    budget = {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "EnergyBudget",
+        "metadata": {"name": "bench", "namespace": NAMESPACE},
+        "spec": {"limitWattHours": limit},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
+    operator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lepton_operator",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--namespace",
+            NAMESPACE,
+            "--scheduler-name",
+            "no-such-scheduler",
+        ],
+        env=cluster.env(),
+        cwd=REPO,
+    )
+    try:
+        time.sleep(3)  # let the operator start and settle on the empty budget
+        items = [lepton_job(f"job-{i:04d}") for i in range(jobs)]
+        started = time.monotonic()
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            "--server-side",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            timeout=300,
+        )
+        applied_s = time.monotonic() - started
+        series: list[tuple[float, int, int]] = []
+        settled_s = None
+        while time.monotonic() - started < 300:
+            out = cluster.kubectl("get", "leptonjobs", "-n", NAMESPACE, "-o", "json", timeout=120)
+            states = [(i.get("status") or {}).get("state") for i in json.loads(out.stdout)["items"]]
+            admitted = sum(1 for s in states if s in ("Admitted", "Running"))
+            waiting = sum(1 for s in states if s == "Waiting")
+            series.append((time.monotonic() - started, admitted, waiting))
+            if admitted + waiting == jobs:
+                settled_s = series[-1][0]
+                break
+            time.sleep(0.5)
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+    return {
+        "jobs": jobs,
+        "budget_fits_jobs": admit,
+        "apply_seconds": round(applied_s, 2),
+        "seconds_until_all_admitted_or_waiting": None if settled_s is None else round(settled_s, 2),
+        "admitted": series[-1][1] if series else 0,
+        "waiting": series[-1][2] if series else 0,
+        "goal_seconds": GOAL_SECONDS,
+        "met_goal": settled_s is not None and settled_s < GOAL_SECONDS,
+        "series": series,
+    }
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [p[0] for p in result["series"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(t, [p[1] for p in result["series"]], label="Admitted")
+    ax.plot(t, [p[2] for p in result["series"]], label="Waiting")
+    ax.axvline(GOAL_SECONDS, color="red", linestyle="--", label="goal (60 s)")
+    ax.set_xlabel("seconds after `kubectl apply`")
+    ax.set_ylabel("LeptonJobs")
+    ax.set_title(
+        f"Admission of {result['jobs']} LeptonJobs (budget fits {result['budget_fits_jobs']})"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_admission")
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--admit", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    tools.build_all(("etcd", "kwok", "kubernetes"))
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-admission-") as tmp:
+        cluster = LocalCluster(Path(tmp))
+        cluster.up()
+        try:
+            result = measure(cluster, args.jobs, args.admit)
+        finally:
+            cluster.down()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_admission.json").write_text(json.dumps(result, indent=2))
+    chart(result, args.out / "bench_admission.png")
+    summary = {k: v for k, v in result.items() if k != "series"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

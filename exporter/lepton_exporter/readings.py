@@ -1,0 +1,101 @@
+"""What a backend hands the exporter on each sample: readings and errors, no Prometheus.
+
+The three backends (NVML, RAPL, model) read very different meters; the
+accounting and the metrics only need these few shapes, so a backend can be
+swapped or faked without touching what users scrape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+SOURCE_NVML = "nvml"
+SOURCE_RAPL = "rapl"
+SOURCE_MODEL = "model"
+
+
+@dataclass(frozen=True, order=True)
+class PodRef:
+    """A container holding a device, as the kubelet's pod-resources API names it."""
+
+    namespace: str
+    pod: str
+    container: str = ""
+
+
+@dataclass
+class GpuReading:
+    """One GPU at one instant; None where the device could not say (error or unsupported)."""
+
+    node: str
+    uuid: str
+    model: str
+    source: str
+    power_watts: float | None = None
+    # The device's own cumulative energy counter (NVML: mJ since driver load, in J here);
+    # None where the GPU has none, and the energy is integrated from power instead.
+    energy_counter_joules: float | None = None
+    power_limit_watts: float | None = None
+    power_limit_min_watts: float | None = None
+    power_limit_max_watts: float | None = None
+    power_limit_default_watts: float | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    sm_clock_hertz: float | None = None
+    # Process id -> SM utilisation share (0..1) over the last sample period.
+    process_sm_shares: dict[int, float] = field(default_factory=dict)
+    # Power the device draws with nothing running (from its profile), for the idle/active split.
+    idle_watts: float = 0.0
+    # Pods holding this GPU where the backend knows them itself (the model backend);
+    # the NVML backend leaves this empty and the pod-resources API fills it.
+    holders: tuple[PodRef, ...] = ()
+    # Per-holder utilisation shares where the backend knows them (model backend).
+    holder_shares: dict[PodRef, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CpuZoneReading:
+    """One RAPL zone's cumulative energy counter."""
+
+    node: str
+    zone: str
+    energy_microjoules: float
+    max_energy_range_microjoules: float
+
+
+@dataclass(frozen=True)
+class DeviceError:
+    """A failed read: which device, which call, and NVML's (or the OS's) error class."""
+
+    node: str
+    device: str
+    source: str
+    call: str
+    error: str
+
+
+@dataclass
+class Sample:
+    """Everything one backend saw in one pass over its devices."""
+
+    source: str
+    up: bool
+    gpus: list[GpuReading] = field(default_factory=list)
+    cpu_zones: list[CpuZoneReading] = field(default_factory=list)
+    errors: list[DeviceError] = field(default_factory=list)
+    # Devices that failed as a whole this pass (lost GPU), by node and device id.
+    down_devices: list[tuple[str, str]] = field(default_factory=list)
+
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def error_label(error: BaseException) -> str:
+    """A short snake_case label for an error: ``NVMLError_GpuIsLost`` -> ``gpu_is_lost``."""
+    name = type(error).__name__
+    if name.startswith("NVMLError_"):
+        name = name[len("NVMLError_") :]
+    elif name == "NVMLError":
+        return f"nvml_{getattr(error, 'value', 'unknown')}"
+    return _CAMEL.sub("_", name).lower()

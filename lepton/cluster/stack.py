@@ -1,0 +1,178 @@
+"""Lepton's own components on the local control plane, as real processes.
+
+The demo, the end-to-end tests and the benchmarks need the operator, the
+scheduler extender (with the ``lepton-scheduler`` kube-scheduler profile), the
+exporter's model backend for the kwok fleet and a real Prometheus scraping
+them. Each runs as the user would run it — the ``lepton`` command or the
+``prometheus`` binary — and is owned by the :class:`LocalCluster`, so
+``lepton cluster down`` stops it with everything else.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from lepton.cluster.local import ClusterError, LocalCluster, Process, free_port
+
+CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+def _lepton_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lepton.cli", *args]
+
+
+class LeptonStack:
+    """Start and find Lepton's components on one local cluster."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    def _url(self, name: str) -> str:
+        proc = self.cluster.state.processes.get(name)
+        if proc is None:
+            raise ClusterError(f"{name} is not running on this cluster")
+        return f"http://127.0.0.1:{proc.port}"
+
+    @property
+    def extender_url(self) -> str:
+        return self._url("lepton-extender")
+
+    @property
+    def exporter_url(self) -> str:
+        return self._url("lepton-exporter")
+
+    @property
+    def prometheus_url(self) -> str:
+        return self._url("prometheus")
+
+    def install_crds(self, crds_dir: Path = CRDS_DIR) -> None:
+        """Apply the generated CRDs and wait until the apiserver serves them."""
+        files = sorted(crds_dir.glob("*.yaml"))
+        if not files:
+            raise ClusterError(
+                f"no CRDs in {crds_dir}: generate them with `python -m lepton.api.crdgen`"
+            )
+        for path in files:
+            self.cluster.kubectl("apply", "--server-side", "-f", str(path))
+        for path in files:
+            name = yaml.safe_load(path.read_text())["metadata"]["name"]
+            self.cluster.kubectl(
+                "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", timeout=70
+            )
+
+    def start_extender(self, prometheus_url: str | None = None, port: int | None = None) -> Process:
+        """The extender (``lepton scheduler``) and the ``lepton-scheduler`` kube-scheduler."""
+        port = port or free_port()
+        args = ["scheduler", "--host=127.0.0.1", f"--port={port}"]
+        args.append(f"--kubeconfig={self.cluster.kubeconfig}")
+        if prometheus_url:
+            args.append(f"--prometheus-url={prometheus_url}")
+        proc = self.cluster.spawn(
+            "lepton-extender", _lepton_argv(*args), port, f"http://127.0.0.1:{port}/readyz"
+        )
+        self.cluster.wait_healthy(["lepton-extender"])
+        self.cluster.start_lepton_scheduler(f"http://127.0.0.1:{port}")
+        return proc
+
+    def start_exporter(self, interval_seconds: float = 2.0) -> Process:
+        """The exporter's model backend, serving the whole kwok fleet from one process."""
+        port = free_port()
+        argv = _lepton_argv(
+            "exporter",
+            "--backend=model",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--kubeconfig={self.cluster.kubeconfig}",
+            "--podresources-socket=",
+            f"--interval-seconds={interval_seconds}",
+        )
+        proc = self.cluster.spawn("lepton-exporter", argv, port, f"http://127.0.0.1:{port}/metrics")
+        self.cluster.wait_healthy(["lepton-exporter"])
+        return proc
+
+    def start_prometheus(
+        self, scrape_interval_seconds: int = 2, extender_port: int | None = None
+    ) -> Process:
+        """A real Prometheus scraping the exporter and the extender.
+
+        ``extender_port`` names the extender's port before it starts (the extender reads
+        its history from this Prometheus, so Prometheus comes first).
+        """
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise ClusterError(
+                "prometheus is not installed: `apt-get install --no-install-recommends prometheus`"
+            )
+        targets = {
+            job: [f"127.0.0.1:{self.cluster.state.processes[name].port}"]
+            for job, name in (
+                ("lepton-exporter", "lepton-exporter"),
+                ("lepton-extender", "lepton-extender"),
+            )
+            if name in self.cluster.state.processes
+        }
+        if extender_port is not None:
+            targets["lepton-extender"] = [f"127.0.0.1:{extender_port}"]
+        config = {
+            "global": {
+                "scrape_interval": f"{scrape_interval_seconds}s",
+                "evaluation_interval": f"{scrape_interval_seconds}s",
+            },
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": addrs}]}
+                for job, addrs in targets.items()
+            ],
+        }
+        config_path = self.cluster.dir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        argv = [
+            binary,
+            f"--config.file={config_path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={self.cluster.dir / 'prometheus'}",
+            "--log.level=warn",
+        ]
+        proc = self.cluster.spawn("prometheus", argv, port, f"http://127.0.0.1:{port}/-/ready")
+        self.cluster.wait_healthy(["prometheus"])
+        return proc
+
+    def start_operator(self, prometheus_url: str | None = None) -> Process:
+        """The kopf operator, watching every namespace."""
+        args = ["operator", f"--kubeconfig={self.cluster.kubeconfig}"]
+        if prometheus_url:
+            args.append(f"--prometheus-url={prometheus_url}")
+        proc = self.cluster.spawn("lepton-operator", _lepton_argv(*args), 0, "")
+        self.cluster.wait_healthy(["lepton-operator"])
+        return proc
+
+    def start_work_simulator(self, time_compression: float) -> Process:
+        """Finish held LeptonJob pods when their work is done (see lepton.cluster.workload)."""
+        argv = _lepton_argv(
+            "cluster",
+            "simulate-work",
+            f"--kubeconfig={self.cluster.kubeconfig}",
+            f"--time-compression={time_compression}",
+        )
+        proc = self.cluster.spawn("lepton-work-simulator", argv, 0, "")
+        self.cluster.wait_healthy(["lepton-work-simulator"])
+        return proc
+
+    def start_all(self, time_compression: float | None = None) -> None:
+        """CRDs, exporter, extender, Prometheus and the operator, in dependency order.
+
+        With ``time_compression`` (for a cluster started with held LeptonJob pods), the
+        work simulator finishes pods that many times faster than real time.
+        """
+        self.install_crds()
+        if time_compression is not None:
+            self.start_work_simulator(time_compression)
+        self.start_exporter()
+        extender_port = free_port()
+        self.start_prometheus(extender_port=extender_port)
+        self.start_extender(self.prometheus_url, port=extender_port)
+        self.start_operator(self.prometheus_url)

@@ -1,0 +1,562 @@
+"""Where a LeptonJob pod should run: the filter and the score, in one place.
+
+The scheduler extender and the trace-driven simulator both call
+:func:`filter_nodes` and :func:`score_nodes`, so this module takes plain
+dataclasses (no HTTP, no Kubernetes types). The formulas run over columns
+(:class:`CandidateTable`, numpy arrays) so that 5,000 candidates cost a few
+milliseconds; a list of :class:`CandidateNode` is turned into a table first.
+
+For a pod needing ``g`` GPUs of a job with work ``W`` (reference GPU-hours), on a
+node with GPU model ``m`` under power limit ``cap`` (from the job's ``powerCap``):
+
+* ``T = W / (g · speed(m, cap)) · slowdown``, ``slowdown = 1 + contention_slowdown · excess``,
+  ``excess = max(0, u - target) / (1 - target)`` for the node's predicted GPU
+  utilisation ``u`` over the job's horizon (a loaded host slows a job: shared
+  PCIe, CPU, memory bandwidth and power headroom);
+* dynamic energy ``g · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds;
+* marginal idle energy ``P_node_idle · T`` if the node is empty (placing there
+  wakes it), else 0 (a busy node pays its idle draw anyway: consolidation saves);
+* terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``;
+* ``score = round(10 · (w_e · energy + w_t · time) · (1 - load_penalty · excess) · spread)``,
+  ``(w_e, w_t)`` from the energy policy, moved towards energy by budget pressure;
+  ``spread`` < 1 for a node in a domain already holding more of the job's pods
+  than the emptiest candidate domain.
+
+Filters: GPU model acceptable, enough free GPUs, redundancy (``maxReplicasPerDomain``
+over ``spreadAcross``; the job's placed pods, spares included, count), and the
+deadline: a node that cannot finish in time fails, unless no candidate can, in
+which case all pass and the score ranks by completion time alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, overload
+
+import numpy as np
+
+from .energy import HOST_IDLE_WATTS, SECONDS_PER_HOUR, chosen_power_limit_watts
+from .hints import EnergyPolicy, JobHints
+from .profiles import get_profile, is_known
+
+MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
+# A million reference GPU-hours (over a century on a thousand GPUs) bounds any real job.
+MAX_WORK_REFERENCE_GPU_HOURS = 1e6
+
+# (energy weight, time weight) per policy. Performance still breaks ties on energy.
+POLICY_WEIGHTS: Mapping[EnergyPolicy, tuple[float, float]] = {
+    EnergyPolicy.PERFORMANCE: (0.1, 0.9),
+    EnergyPolicy.BALANCED: (0.5, 0.5),
+    EnergyPolicy.EFFICIENCY: (0.9, 0.1),
+}
+
+Floats = np.ndarray[Any, np.dtype[np.float64]]
+Ints = np.ndarray[Any, np.dtype[np.int64]]
+Bools = np.ndarray[Any, np.dtype[np.bool_]]
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Tunable constants of the score; defaults are the documented design choices."""
+
+    # Utilisation above which a node counts as contended (Trimaran's TargetLoadPacking
+    # uses a target of this order; we take 70 %).
+    load_target: float = 0.7
+    # assumed: a fully loaded node slows a job by up to 50 %.
+    contention_slowdown: float = 0.5
+    # how much of the score a fully loaded node loses beyond its slowdown
+    load_penalty: float = 0.5
+    # score factor for a node in a domain already holding more of the job's pods than the
+    # emptiest candidate domain (spreadAcross without a maximum)
+    crowded_domain_factor: float = 0.8
+
+
+DEFAULT_CONFIG = ScoringConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateNode:
+    """A node as the scorer sees it."""
+
+    name: str
+    gpu_model: str  # short name or nvidia.com/gpu.product value
+    free_gpus: int
+    total_gpus: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    empty: bool = False  # no pods keep it awake: placing here wakes it
+    predicted_utilization: float = 0.0  # 0..1, mean GPU utilisation over the job's horizon
+
+    def domain(self, topology_key: str) -> str | None:
+        """The node's value of a topology label (its zone, rack …), or None."""
+        return self.labels.get(topology_key)
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateTable(Sequence[CandidateNode]):
+    """Candidates as columns; also a read-only sequence of :class:`CandidateNode`."""
+
+    names: Sequence[str]
+    models: Sequence[str]  # distinct GPU models
+    model_index: Ints  # per node, into ``models``
+    free_gpus: Ints
+    total_gpus: Ints
+    empty: Bools
+    predicted_utilization: Floats
+    labels: Sequence[Mapping[str, str]]
+    # Optional, precomputed per topology key: (distinct values, per-node index or -1).
+    domains: Mapping[str, tuple[Sequence[str], Ints]] = field(default_factory=dict)
+
+    def domain_ids(self, key: str) -> tuple[Sequence[str], Ints]:
+        """Each node's domain of ``key`` as an index into the distinct values (-1: no label)."""
+        if key in self.domains:
+            return self.domains[key]
+        values: dict[str, int] = {}
+        ids = [
+            -1 if (v := labels.get(key)) is None else values.setdefault(v, len(values))
+            for labels in self.labels
+        ]
+        return list(values), np.array(ids, dtype=np.int64)
+
+    @classmethod
+    def from_nodes(cls, nodes: Iterable[CandidateNode]) -> CandidateTable:
+        nodes = list(nodes)
+        models: dict[str, int] = {}
+        index = [models.setdefault(n.gpu_model, len(models)) for n in nodes]
+        return cls(
+            names=[n.name for n in nodes],
+            models=list(models),
+            model_index=np.array(index, dtype=np.int64),
+            free_gpus=np.array([n.free_gpus for n in nodes], dtype=np.int64),
+            total_gpus=np.array([n.total_gpus for n in nodes], dtype=np.int64),
+            empty=np.array([n.empty for n in nodes], dtype=bool),
+            predicted_utilization=np.array(
+                [n.predicted_utilization for n in nodes], dtype=np.float64
+            ),
+            labels=[n.labels for n in nodes],
+        )
+
+    def take(self, rows: Ints | Bools) -> CandidateTable:
+        """The rows selected by an index or mask array, in order."""
+        picked = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+        return CandidateTable(
+            names=[self.names[i] for i in picked.tolist()],
+            models=self.models,
+            model_index=self.model_index[picked],
+            free_gpus=self.free_gpus[picked],
+            total_gpus=self.total_gpus[picked],
+            empty=self.empty[picked],
+            predicted_utilization=self.predicted_utilization[picked],
+            labels=[self.labels[i] for i in picked.tolist()],
+            domains={k: (values, ids[picked]) for k, (values, ids) in self.domains.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> CandidateNode: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[CandidateNode]: ...
+    def __getitem__(self, i: int | slice) -> CandidateNode | Sequence[CandidateNode]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return CandidateNode(
+            name=self.names[i],
+            gpu_model=self.models[int(self.model_index[i])],
+            free_gpus=int(self.free_gpus[i]),
+            total_gpus=int(self.total_gpus[i]),
+            labels=self.labels[i],
+            empty=bool(self.empty[i]),
+            predicted_utilization=float(self.predicted_utilization[i]),
+        )
+
+    def __iter__(self) -> Iterator[CandidateNode]:
+        return (self[i] for i in range(len(self)))
+
+
+def as_table(nodes: Sequence[CandidateNode]) -> CandidateTable:
+    return nodes if isinstance(nodes, CandidateTable) else CandidateTable.from_nodes(nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTerms:
+    """Every term that gave one node its score."""
+
+    node: str
+    gpu_model: str
+    profile: str
+    power_limit_watts: float
+    predicted_utilization: float
+    contention_slowdown: float
+    duration_seconds: float
+    dynamic_watt_hours: float
+    idle_watt_hours: float
+    energy_watt_hours: float
+    meets_deadline: bool | None
+    energy_term: float
+    time_term: float
+    load_factor: float
+    spread_factor: float
+    score: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, camelCase like the API."""
+        return {
+            "node": self.node,
+            "gpuModel": self.gpu_model,
+            "profile": self.profile,
+            "score": self.score,
+            "powerLimitWatts": round(self.power_limit_watts, 1),
+            "predictedUtilization": round(self.predicted_utilization, 3),
+            "contentionSlowdown": round(self.contention_slowdown, 3),
+            "durationSeconds": round(self.duration_seconds, 1),
+            "dynamicWattHours": round(self.dynamic_watt_hours, 2),
+            "idleWattHours": round(self.idle_watt_hours, 2),
+            "energyWattHours": round(self.energy_watt_hours, 2),
+            "meetsDeadline": self.meets_deadline,
+            "energyTerm": round(self.energy_term, 3),
+            "timeTerm": round(self.time_term, 3),
+            "loadFactor": round(self.load_factor, 3),
+            "spreadFactor": round(self.spread_factor, 3),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Terms:
+    """The per-node columns of one scoring pass (what an explanation is made of)."""
+
+    table: CandidateTable
+    profiles: Sequence[str]  # per distinct model
+    power_limit_watts: Floats  # per distinct model
+    predicted_utilization: Floats
+    slowdown: Floats
+    seconds: Floats
+    dynamic_wh: Floats
+    idle_wh: Floats
+    energy_wh: Floats
+    meets: Bools | None
+    load_factor: Floats
+    energy_term: Floats = field(default_factory=lambda: np.empty(0))
+    time_term: Floats = field(default_factory=lambda: np.empty(0))
+    spread: Floats = field(default_factory=lambda: np.empty(0))
+    scores: Ints = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def row(self, i: int) -> NodeTerms:
+        m = int(self.table.model_index[i])
+        return NodeTerms(
+            node=self.table.names[i],
+            gpu_model=self.table.models[m],
+            profile=self.profiles[m],
+            power_limit_watts=float(self.power_limit_watts[m]),
+            predicted_utilization=float(self.predicted_utilization[i]),
+            contention_slowdown=float(self.slowdown[i]),
+            duration_seconds=float(self.seconds[i]),
+            dynamic_watt_hours=float(self.dynamic_wh[i]),
+            idle_watt_hours=float(self.idle_wh[i]),
+            energy_watt_hours=float(self.energy_wh[i]),
+            meets_deadline=None if self.meets is None else bool(self.meets[i]),
+            energy_term=float(self.energy_term[i]),
+            time_term=float(self.time_term[i]),
+            load_factor=float(self.load_factor[i]),
+            spread_factor=float(self.spread[i]),
+            score=int(self.scores[i]),
+        )
+
+    def ranking(self) -> Ints:
+        """Row order, best first: score, then less energy, then name."""
+        return np.lexsort((np.array(self.table.names, dtype=object), self.energy_wh, -self.scores))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why each node got its score: the weights and each node's terms, best first."""
+
+    job_name: str
+    energy_policy: str
+    energy_weight: float
+    time_weight: float
+    budget_pressure: float
+    terms: _Terms | None = None
+    notes: tuple[str, ...] = ()
+
+    def top(self, n: int = 3) -> tuple[NodeTerms, ...]:
+        """The ``n`` best-scored nodes."""
+        if self.terms is None:
+            return ()
+        return tuple(self.terms.row(int(i)) for i in self.terms.ranking()[:n])
+
+    @property
+    def nodes(self) -> tuple[NodeTerms, ...]:
+        """Every node's terms, best first (built on demand: it is rarely read)."""
+        return self.top(len(self.terms.table) if self.terms is not None else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "job": self.job_name,
+            "energyPolicy": self.energy_policy,
+            "energyWeight": round(self.energy_weight, 3),
+            "timeWeight": round(self.time_weight, 3),
+            "budgetPressure": round(self.budget_pressure, 3),
+            "nodes": [t.as_dict() for t in self.nodes],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """The nodes a pod may run on, and why each of the others may not."""
+
+    passed: Sequence[CandidateNode]
+    failed: Mapping[str, str]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed_names(self) -> list[str]:
+        if isinstance(self.passed, CandidateTable):
+            return list(self.passed.names)
+        return [n.name for n in self.passed]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Integer scores 0..10 per node name, with the explanation."""
+
+    scores: Mapping[str, int]
+    explanation: Explanation
+    score_list: Sequence[int] = ()  # in the order of the candidates given
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def policy_weights(policy: EnergyPolicy, budget_pressure: float) -> tuple[float, float]:
+    """(energy, time) weights: the policy's, shifted towards energy as the budget runs out."""
+    w_energy, _ = POLICY_WEIGHTS.get(policy, POLICY_WEIGHTS[EnergyPolicy.BALANCED])
+    pressure = 0.0 if math.isnan(budget_pressure) else min(1.0, max(0.0, budget_pressure))
+    w_energy = w_energy + (1.0 - w_energy) * pressure
+    return w_energy, 1.0 - w_energy
+
+
+def replicas_per_domain(
+    node_names_of_placed_pods: Iterable[str], node_labels: Mapping[str, Mapping[str, str]], key: str
+) -> dict[str, int]:
+    """How many of a job's placed pods (replicas and spares) sit in each domain of ``key``."""
+    counts: dict[str, int] = {}
+    for node in node_names_of_placed_pods:
+        domain = node_labels.get(node, {}).get(key)
+        if domain is not None:
+            counts[domain] = counts.get(domain, 0) + 1
+    return counts
+
+
+def _model_accepted(node_model: str, accepted: tuple[str, ...]) -> bool:
+    if not accepted:
+        return True
+    node_profile = get_profile(node_model) if is_known(node_model) else None
+    for wanted in accepted:
+        if wanted.lower() == node_model.lower():
+            return True
+        if node_profile is not None and is_known(wanted) and get_profile(wanted) is node_profile:
+            return True
+    return False
+
+
+def _work_hours(hints: JobHints) -> float:
+    """The job's work, made safe to compute with (the API bounds it; a stray hint must not)."""
+    work = hints.work_reference_gpu_hours
+    if not math.isfinite(work) or work < 0:
+        return 0.0
+    return min(work, MAX_WORK_REFERENCE_GPU_HOURS)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: ScoringConfig) -> _Terms:
+    gpus = max(1, hints.gpus_per_replica)
+    work_seconds = _work_hours(hints) * SECONDS_PER_HOUR / gpus
+    profiles, limits, base_seconds, dynamic_watts, gpu_idle = [], [], [], [], []
+    for model in table.models:  # a handful of distinct models: plain Python
+        profile = get_profile(model)
+        try:
+            limit = chosen_power_limit_watts(profile, hints.power_cap)
+        except ValueError:
+            limit = chosen_power_limit_watts(profile, "Auto")
+        profiles.append(profile.model)
+        limits.append(limit)
+        base_seconds.append(work_seconds / profile.speed_at(limit))
+        dynamic_watts.append(gpus * (profile.active_power_watts(1.0, limit) - profile.idle_watts))
+        gpu_idle.append(profile.idle_watts)
+    m = table.model_index
+    utilization = np.clip(np.nan_to_num(table.predicted_utilization, nan=0.0), 0.0, 1.0)
+    excess = np.maximum(0.0, utilization - config.load_target) / (1.0 - config.load_target)
+    slowdown = 1.0 + config.contention_slowdown * excess
+    seconds = np.asarray(base_seconds, dtype=np.float64)[m] * slowdown
+    hours = seconds / SECONDS_PER_HOUR
+    dynamic = np.asarray(dynamic_watts, dtype=np.float64)[m] * hours
+    # energy.node_idle_watts, per node: the host plus every GPU idle
+    node_idle = HOST_IDLE_WATTS + table.total_gpus * np.asarray(gpu_idle, dtype=np.float64)[m]
+    idle = np.where(table.empty, node_idle * hours, 0.0)
+    meets = None
+    if hints.deadline_time is not None:
+        meets = seconds <= (_aware(hints.deadline_time) - _aware(now)).total_seconds()
+    return _Terms(
+        table=table,
+        profiles=profiles,
+        power_limit_watts=np.asarray(limits, dtype=np.float64),
+        predicted_utilization=utilization,
+        slowdown=slowdown,
+        seconds=seconds,
+        dynamic_wh=dynamic,
+        idle_wh=idle,
+        energy_wh=dynamic + idle,
+        meets=meets,
+        load_factor=1.0 - config.load_penalty * excess,
+    )
+
+
+# --------------------------------------------------------------------------- filter
+
+
+def filter_nodes(
+    nodes: Sequence[CandidateNode],
+    hints: JobHints,
+    placed_per_domain: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+    config: ScoringConfig = DEFAULT_CONFIG,
+) -> FilterResult:
+    """The nodes a pod of this job may run on; a reason for each node that may not.
+
+    ``placed_per_domain`` counts the job's other pods already placed (replicas
+    and spares alike) per value of ``hints.spread_across``.
+    """
+    table = as_table(nodes)
+    now = now or datetime.now(UTC)
+    placed = placed_per_domain or {}
+    failed: dict[str, str] = {}
+    ok = np.ones(len(table), dtype=bool)
+    names = table.names
+
+    accepted = np.array([_model_accepted(m, hints.gpu_models) for m in table.models], dtype=bool)
+    wrong_model = ~accepted[table.model_index] if len(table.models) else ok & False
+    for i in np.flatnonzero(wrong_model).tolist():
+        model = table.models[int(table.model_index[i])]
+        failed[names[i]] = (
+            f"GPU model {model or 'none'} is not among the job's gpuModels "
+            f"({', '.join(hints.gpu_models)})"
+        )
+    ok &= ~wrong_model
+    short = ok & (table.free_gpus < hints.gpus_per_replica)
+    for i in np.flatnonzero(short).tolist():
+        failed[names[i]] = f"{table.free_gpus[i]} free GPUs, the pod needs {hints.gpus_per_replica}"
+    ok &= ~short
+
+    key, limit = hints.spread_across, hints.max_replicas_per_domain
+    if key:
+        values, ids = table.domain_ids(key)
+        unlabelled = ok & (ids < 0)
+        for i in np.flatnonzero(unlabelled).tolist():
+            failed[names[i]] = f"no {key} label: cannot honour spreadAcross"
+        ok &= ~unlabelled
+        if limit is not None and values:
+            held = np.array([placed.get(v, 0) for v in values], dtype=np.int64)
+            full = ok & (held[np.maximum(ids, 0)] >= limit)
+            for i in np.flatnonzero(full).tolist():
+                domain = values[int(ids[i])]
+                failed[names[i]] = (
+                    f"{key}={domain} already holds {placed.get(domain, 0)} of the job's "
+                    f"replicas and spares (maxReplicasPerDomain {limit})"
+                )
+            ok &= ~full
+
+    notes: list[str] = []
+    if hints.deadline_time is not None and ok.any():
+        terms = _terms(table, hints, now, config)
+        assert terms.meets is not None
+        if (terms.meets & ok).any():
+            late = ok & ~terms.meets
+            for i in np.flatnonzero(late).tolist():
+                failed[names[i]] = (
+                    f"would finish in {terms.seconds[i]:.0f} s on "
+                    f"{terms.profiles[int(table.model_index[i])]}, after the deadline "
+                    f"{hints.deadline_time.isoformat()}"
+                )
+            ok &= ~late
+        else:
+            notes.append("no candidate meets the deadline: all kept, ranked by completion time")
+    passed = (
+        table.take(ok)
+        if isinstance(nodes, CandidateTable)
+        else tuple(n for n, keep in zip(nodes, ok, strict=True) if keep)
+    )
+    return FilterResult(passed=passed, failed=failed, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- score
+
+
+def _relative(best: float, values: Floats) -> Floats:
+    """best / value, 1 where the value is 0, 0 where it is not finite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(values > 0, best / values, 1.0)
+    return np.where(np.isfinite(ratio), ratio, 0.0)
+
+
+def score_nodes(
+    nodes: Sequence[CandidateNode],
+    hints: JobHints,
+    placed_per_domain: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+    config: ScoringConfig = DEFAULT_CONFIG,
+) -> ScoreResult:
+    """Integer scores 0..10 (higher is better) for each node, and why."""
+    table = as_table(nodes)
+    now = now or datetime.now(UTC)
+    placed = placed_per_domain or {}
+    w_energy, w_time = policy_weights(hints.energy_policy, hints.budget_pressure)
+    notes: list[str] = []
+
+    def explanation(terms: _Terms | None) -> Explanation:
+        return Explanation(
+            job_name=hints.job_name,
+            energy_policy=str(hints.energy_policy),
+            energy_weight=w_energy,
+            time_weight=w_time,
+            budget_pressure=hints.budget_pressure,
+            terms=terms,
+            notes=tuple(notes),
+        )
+
+    if not len(table):
+        return ScoreResult({}, explanation(None), [])
+    t = _terms(table, hints, now, config)
+    some_meet = t.meets is not None and bool(t.meets.any())
+    if t.meets is not None and not some_meet:
+        w_energy, w_time = 0.0, 1.0
+        notes.append("no candidate meets the deadline: ranked by completion time alone")
+    energy_term = _relative(float(np.min(t.energy_wh)), t.energy_wh)
+    time_term = _relative(float(np.min(t.seconds)), t.seconds)
+    spread = np.ones(len(table))
+    if hints.spread_across:
+        values, ids = table.domain_ids(hints.spread_across)
+        held = np.array([placed.get(v, 0) for v in values] or [0], dtype=np.int64)
+        counts = np.where(ids >= 0, held[np.maximum(ids, 0)], -1)
+        known = counts >= 0
+        fewest = counts[known].min() if known.any() else 0
+        spread = np.where(known & (counts <= fewest), 1.0, config.crowded_domain_factor)
+    raw = (w_energy * energy_term + w_time * time_term) * t.load_factor * spread
+    scores = np.clip(np.rint(MAX_SCORE * np.nan_to_num(raw)), 0, MAX_SCORE).astype(np.int64)
+    if t.meets is not None and some_meet:
+        scores[~t.meets] = 0
+    t = replace(t, energy_term=energy_term, time_term=time_term, spread=spread, scores=scores)
+    score_list = scores.tolist()
+    return ScoreResult(
+        scores=dict(zip(table.names, score_list, strict=True)),
+        explanation=explanation(t),
+        score_list=score_list,
+    )

@@ -1,0 +1,495 @@
+"""One pass over an EnergyBudget: account, release, admit, enforce — then act on the decisions.
+
+A pass reads the budget, its LeptonJobs and their Jobs, lets :mod:`lepton.core.budget` decide,
+writes the budget's new books with a resourceVersion precondition, and only then touches the
+jobs (un-suspend, suspend, status). The budget's ``status.reservations`` (keyed by LeptonJob
+UID) is the source of truth: if the operator dies after the budget write, the next pass finds
+the reservation and finishes the job's admission without reserving again; if it dies before,
+nothing happened. Passes over one budget never overlap (the caller holds a lock per budget).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from lepton.api.v1alpha1 import (
+    EnergyBudgetSpec,
+    LeptonJobSpec,
+    LeptonJobState,
+    WhenExhausted,
+)
+from lepton.core.budget import (
+    BudgetState,
+    Candidate,
+    Waiting,
+    WaitReason,
+    budget_pressure,
+    consume,
+    plan_admissions,
+    release,
+    roll_over,
+)
+from lepton.core.hints import ANNOTATION_POWER_LIMIT_WATTS, GROUP, LABEL_JOB_UID, VERSION
+from lepton.core.jobspec import (
+    DEFAULT_SCHEDULER_NAME,
+    EnergyEstimate,
+    build_job,
+    estimate_energy,
+    estimated_consumption_watt_hours,
+)
+from lepton.core.profiles import get_profile
+
+from . import translate as tr
+from .kube import KubeApi
+from .prometheus import EnergySource
+
+log = logging.getLogger("lepton.operator")
+
+# A waiting job's message quotes the budget's numbers, which move every second while jobs run;
+# rewriting hundreds of statuses each second would load the apiserver for nothing.
+WAITING_MESSAGE_REFRESH_SECONDS = 15.0
+
+
+@dataclass
+class OperatorConfig:
+    """What the operator was started with."""
+
+    scheduler_name: str = DEFAULT_SCHEDULER_NAME
+    energy_source: EnergySource | None = None
+    interval_seconds: float = 1.0
+    workers: int = 16
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """An Event to post about an object (posted by the async handler, not the worker thread)."""
+
+    obj: dict[str, Any]
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class PassMemory:
+    """What passes remember between runs (lost on restart, which costs only extra writes)."""
+
+    waiting_written: dict[str, float] = field(default_factory=dict)
+    estimates: dict[tuple[str, int], EnergyEstimate] = field(default_factory=dict)
+
+
+def _ref(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+def _estimate(lj: Mapping[str, Any], memory: PassMemory) -> EnergyEstimate:
+    key = (lj["metadata"]["uid"], int(lj["metadata"].get("generation") or 0))
+    if key not in memory.estimates:
+        memory.estimates[key] = estimate_energy(LeptonJobSpec.model_validate(lj["spec"]))
+    return memory.estimates[key]
+
+
+def _selector_allows(spec: EnergyBudgetSpec, lj: Mapping[str, Any]) -> bool:
+    if spec.job_selector is None:
+        return True
+    labels = lj["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in spec.job_selector.match_labels.items())
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A job's lifetime energy and where the figure comes from."""
+
+    watt_hours: float
+    measured: bool
+
+
+def measure(
+    lj: Mapping[str, Any],
+    observation: tr.JobObservation,
+    estimate: EnergyEstimate | None,
+    config: OperatorConfig,
+    now: datetime,
+) -> Usage | None:
+    """The job's energy so far: measured when Prometheus has it, else the model's estimate."""
+    status = lj.get("status") or {}
+    previous = float(status.get("consumedWattHours") or 0.0)
+    admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
+    if config.energy_source is not None and admitted is not None:
+        range_seconds = int((now - admitted).total_seconds()) + 60
+        try:
+            measured = config.energy_source.job_watt_hours(
+                lj["metadata"]["namespace"], lj["metadata"]["name"], range_seconds
+            )
+        except Exception as error:  # a Prometheus outage must not stop admission
+            log.warning("prometheus query failed, estimating instead: %s", error)
+            measured = None
+        if measured is not None:
+            return Usage(max(previous, measured), measured=True)
+    if estimate is None or observation.start_time is None:
+        return Usage(previous, measured=False) if previous else None
+    end = observation.completion_time or now
+    run_seconds = (end - observation.start_time).total_seconds()
+    return Usage(max(previous, estimated_consumption_watt_hours(estimate, run_seconds)), False)
+
+
+@dataclass
+class JobPlan:
+    """What one pass decided about one LeptonJob."""
+
+    lj: dict[str, Any]
+    observation: tr.JobObservation
+    estimate: EnergyEstimate | None = None
+    usage: Usage | None = None
+    released: bool = False
+    waiting: Waiting | None = None
+    blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
+    blocked_message: str = ""
+
+
+def reconcile_budget(
+    api: KubeApi,
+    config: OperatorConfig,
+    memory: PassMemory,
+    namespace: str,
+    name: str,
+    now: datetime,
+) -> list[EventNote]:
+    """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile."""
+    budget = api.get_budget(namespace, name)
+    if budget is None or budget["metadata"].get("deletionTimestamp"):
+        return []
+    spec = EnergyBudgetSpec.model_validate(budget["spec"])
+    lepton_jobs = [
+        lj
+        for lj in api.list_lepton_jobs(namespace)
+        if (lj.get("spec") or {}).get("budgetName") == name
+        and not lj["metadata"].get("deletionTimestamp")
+    ]
+    jobs_by_uid = {
+        (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j
+        for j in api.list_jobs(namespace, name)
+    }
+    plans: dict[str, JobPlan] = {}
+    for lj in lepton_jobs:
+        uid = lj["metadata"]["uid"]
+        plans[uid] = JobPlan(lj=lj, observation=tr.observe_job(jobs_by_uid.get(uid)))
+
+    events: list[EventNote] = []
+    state: BudgetState = roll_over(tr.budget_state(budget, now), now)
+    if budget.get("status") and state.period_start != tr.budget_state(budget, now).period_start:
+        events.append(
+            EventNote(
+                _ref(budget, "EnergyBudget"),
+                "Normal",
+                "PeriodRolledOver",
+                f"new period from {tr.format_time(state.period_start)}",
+            )
+        )
+
+    # Accounting: running jobs consume, finished or deleted ones release.
+    for reservation in state.reservations:
+        plan = plans.get(reservation.job_uid)
+        if plan is None:
+            state = release(state, reservation.job_uid)
+            events.append(
+                EventNote(
+                    _ref(budget, "EnergyBudget"),
+                    "Normal",
+                    "ReservationReleased",
+                    f"LeptonJob {reservation.job_name!r} is gone; released its reservation",
+                )
+            )
+            continue
+        try:
+            plan.estimate = _estimate(plan.lj, memory)
+        except (ValidationError, ValueError):
+            plan.estimate = None
+        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now)
+        if plan.usage is not None:
+            state = consume(state, reservation.job_uid, plan.usage.watt_hours)
+        if plan.observation.finished:
+            state = release(state, reservation.job_uid)
+            plan.released = True
+
+    # Admission: every job without a reservation that has not ended queues, in order.
+    candidates: list[Candidate] = []
+    for uid, plan in plans.items():
+        if state.reservation(uid) is not None or plan.released:
+            continue
+        current = (plan.lj.get("status") or {}).get("state")
+        if current in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value):
+            continue
+        if not _selector_allows(spec, plan.lj):
+            plan.blocked_reason = "SelectorMismatch"
+            plan.blocked_message = (
+                f"EnergyBudget {name!r} only admits LeptonJobs labelled "
+                f"{spec.job_selector.match_labels if spec.job_selector else {}}; add the labels "
+                "or set spec.budgetName to another budget"
+            )
+            continue
+        try:
+            plan.estimate = _estimate(plan.lj, memory)
+        except (ValidationError, ValueError) as error:
+            plan.blocked_reason = "InvalidSpec"
+            plan.blocked_message = f"the spec cannot be estimated: {error}"
+            continue
+        created = tr.parse_time(plan.lj["metadata"].get("creationTimestamp")) or now
+        candidates.append(
+            Candidate(
+                uid,
+                plan.lj["metadata"]["name"],
+                created,
+                plan.estimate.watt_hours,
+                plan.estimate.gpu_model,
+            )
+        )
+    admission = plan_admissions(state, candidates, now, name)
+    for waiting in admission.waiting:
+        plans[waiting.candidate.job_uid].waiting = waiting
+    state = admission.state
+
+    blocked = sum(1 for p in plans.values() if p.blocked_reason)
+    status = tr.budget_status(
+        state,
+        queued_jobs=len(admission.waiting) + blocked,
+        when_exhausted=spec.when_exhausted,
+        previous=budget.get("status") or {},
+        generation=budget["metadata"].get("generation"),
+        now=now,
+    )
+    api.replace_budget_status(budget, status)  # the commit point; Conflict aborts the pass
+    was_exhausted = any(
+        c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
+        for c in (budget.get("status") or {}).get("conditions") or []
+    )
+    if state.exhausted and not was_exhausted:
+        events.append(
+            EventNote(
+                _ref(budget, "EnergyBudget"),
+                "Warning",
+                "BudgetExhausted",
+                f"consumed {state.consumed_watt_hours:.2f} Wh of "
+                f"{state.limit_watt_hours:.0f} Wh; whenExhausted={spec.when_exhausted}",
+            )
+        )
+
+    def act(plan: JobPlan) -> list[EventNote]:
+        return _act_on_job(api, config, memory, spec, name, state, plan, now)
+
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        for notes in pool.map(act, plans.values()):
+            events.extend(notes)
+    return events
+
+
+def _power_limit_watts(gpu_model: str, percent: int) -> int:
+    profile = get_profile(gpu_model)
+    return int(profile.clamp_power_limit(profile.max_power_limit_watts * percent / 100.0))
+
+
+def _act_on_job(
+    api: KubeApi,
+    config: OperatorConfig,
+    memory: PassMemory,
+    spec: EnergyBudgetSpec,
+    budget_name: str,
+    state: BudgetState,
+    plan: JobPlan,
+    now: datetime,
+) -> list[EventNote]:
+    lj = plan.lj
+    meta = lj["metadata"]
+    namespace, job_name, uid = meta["namespace"], meta["name"], meta["uid"]
+    current: dict[str, Any] = dict(lj.get("status") or {})
+    old_conditions = current.get("conditions") or []
+    generation = meta.get("generation")
+    ref = _ref(lj, "LeptonJob")
+    events: list[EventNote] = []
+    observation = plan.observation
+    reservation = state.reservation(uid)
+    desired: dict[str, Any] = {"observedGeneration": generation, "jobName": job_name}
+    if plan.estimate is not None:
+        desired.update(
+            gpus=plan.estimate.gpus,
+            gpuModel=plan.estimate.gpu_model,
+            estimatedWattHours=round(plan.estimate.watt_hours, 6),
+        )
+
+    def cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        return tr.condition(type_, ok, reason, message, now, old_conditions, generation)
+
+    if not observation.exists and reservation is None and plan.blocked_reason is None:
+        with contextlib.suppress(ValueError):  # an invalid template is reported in status
+            api.create_job(build_job(lj, scheduler_name=config.scheduler_name))
+
+    if plan.released or current.get("state") in ("Finished", "Failed"):
+        if current.get("state") in ("Finished", "Failed") and not plan.released:
+            return []
+        usage = plan.usage
+        final_state = tr.job_state(observation, admitted=True, evicted=False)
+        consumed = round(usage.watt_hours, 6) if usage else 0.0
+        source = tr.source_label(usage.measured if usage else False)
+        desired.update(
+            state=final_state.value,
+            completionTime=tr.format_time(observation.completion_time or now),
+            consumedWattHours=consumed,
+            consumptionSource=source,
+            conditions=[
+                cond(tr.BUDGET_RESERVED, False, "Released", "the job ended; reservation released"),
+                cond(tr.ADMITTED, True, "Admitted", "admitted by the budget"),
+                cond(tr.RUNNING, False, "JobEnded", "the Job has ended"),
+                cond(
+                    tr.FINISHED,
+                    True,
+                    "Succeeded" if observation.succeeded else "Failed",
+                    f"the Job {'completed' if observation.succeeded else 'failed'}; used "
+                    f"{consumed:.4f} Wh ({source.lower()})",
+                ),
+            ],
+        )
+        events.append(
+            EventNote(
+                ref,
+                "Normal" if observation.succeeded else "Warning",
+                final_state.value,
+                desired["conditions"][-1]["message"],
+            )
+        )
+        api.patch_lepton_job_status(namespace, job_name, desired)
+        return events
+
+    if reservation is not None:
+        evict = spec.when_exhausted is WhenExhausted.SUSPEND_RUNNING and state.exhausted
+        cap = spec.when_exhausted is WhenExhausted.CAP_POWER and state.exhausted
+        if not observation.exists:
+            job = build_job(
+                lj, scheduler_name=config.scheduler_name, budget_pressure=budget_pressure(state)
+            )
+            api.create_job(job)
+        if evict and not observation.suspended:
+            api.set_job_suspended(namespace, job_name, True)
+            events.append(
+                EventNote(
+                    ref,
+                    "Warning",
+                    "Evicted",
+                    f"EnergyBudget {budget_name!r} is exhausted; suspended",
+                )
+            )
+        elif not evict and (observation.suspended or not observation.exists):
+            api.set_job_suspended(namespace, job_name, False)
+            reason = "Resumed" if current.get("state") == "Suspended" else "Admitted"
+            events.append(
+                EventNote(
+                    ref,
+                    "Normal",
+                    reason,
+                    f"reserved {reservation.reserved_watt_hours:.4f} Wh "
+                    f"({reservation.gpu_model} estimate) in EnergyBudget "
+                    f"{budget_name!r}",
+                )
+            )
+        limit_watts = _power_limit_watts(reservation.gpu_model, spec.capped_power_percent)
+        if cap != (current.get("powerLimitWatts") is not None):
+            pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
+            value: Any = str(limit_watts) if cap else None
+            for pod in pods:
+                api.annotate_pod(
+                    namespace, pod["metadata"]["name"], {ANNOTATION_POWER_LIMIT_WATTS: value}
+                )
+            if cap:
+                events.append(
+                    EventNote(
+                        ref,
+                        "Warning",
+                        "PowerCapped",
+                        f"budget exhausted: GPU power limit {limit_watts} W",
+                    )
+                )
+        running_now = observation.active > 0 and not evict
+        usage = plan.usage
+        desired.update(
+            state=tr.job_state(observation, True, evict).value,
+            admittedTime=current.get("admittedTime")
+            or tr.format_time(reservation.admitted_time or now),
+            startTime=tr.format_time(observation.start_time),
+            consumedWattHours=round(usage.watt_hours, 6) if usage else 0.0,
+            consumptionSource=tr.source_label(usage.measured if usage else False),
+            powerLimitWatts=limit_watts if cap else None,
+            conditions=[
+                cond(
+                    tr.BUDGET_RESERVED,
+                    True,
+                    "Reserved",
+                    f"reserved {reservation.reserved_watt_hours:.4f} Wh "
+                    f"({reservation.gpu_model} estimate) in EnergyBudget {budget_name!r}",
+                ),
+                cond(tr.ADMITTED, True, "Admitted", "the Job is un-suspended"),
+                cond(
+                    tr.RUNNING,
+                    running_now,
+                    "PodsActive" if running_now else "NoActivePods",
+                    f"{observation.active} active pod(s)",
+                ),
+                cond(
+                    tr.EVICTED,
+                    evict,
+                    "BudgetExhausted" if evict else "BudgetAvailable",
+                    f"EnergyBudget {budget_name!r} is exhausted; the Job is suspended until "
+                    "room appears"
+                    if evict
+                    else "the budget has room",
+                ),
+                cond(
+                    tr.POWER_CAPPED,
+                    cap,
+                    "BudgetExhausted" if cap else "NotCapped",
+                    f"GPU power limit lowered to {limit_watts} W ({spec.capped_power_percent} %"
+                    " of maximum) because the budget is exhausted"
+                    if cap
+                    else "no cap",
+                ),
+            ],
+        )
+    else:
+        if plan.waiting is not None:
+            reason, message = plan.waiting.reason.value, plan.waiting.message
+        else:
+            reason = plan.blocked_reason or WaitReason.WAITING_FOR_BUDGET.value
+            message = plan.blocked_message
+        desired.update(
+            state=LeptonJobState.WAITING.value,
+            conditions=[cond(tr.BUDGET_RESERVED, False, reason, message)],
+        )
+        old_reason = next(
+            (c.get("reason") for c in old_conditions if c.get("type") == tr.BUDGET_RESERVED), None
+        )
+        if old_reason == reason and current.get("state") == "Waiting":
+            last = memory.waiting_written.get(uid, 0.0)
+            old_message = next(
+                c.get("message") for c in old_conditions if c.get("type") == tr.BUDGET_RESERVED
+            )
+            if old_message == message or time.monotonic() - last < WAITING_MESSAGE_REFRESH_SECONDS:
+                return events
+        else:
+            events.append(EventNote(ref, "Normal", reason, message))
+        memory.waiting_written[uid] = time.monotonic()
+
+    if any(current.get(k) != v for k, v in desired.items()):
+        api.patch_lepton_job_status(namespace, job_name, desired)
+    return events

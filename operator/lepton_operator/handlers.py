@@ -1,0 +1,145 @@
+"""kopf handlers: translate kopf's calls into admission passes and API writes, nothing more.
+
+One timer per EnergyBudget runs its admission pass every second; passes over one budget are
+serialized by an asyncio.Lock (and by kopf, which never overlaps one object's timer runs). A
+LeptonJob gets its suspended Job as soon as it is created, so a user sees it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from lepton.core.hints import GROUP, VERSION
+from lepton.core.jobspec import build_job
+
+from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
+from .kube import ConflictError, KubeApi
+
+log = logging.getLogger("lepton.operator")
+registry = kopf.OperatorRegistry()
+
+
+@dataclass
+class OperatorMemo:
+    """What every handler shares (passed to kopf as its memo)."""
+
+    api: KubeApi
+    config: OperatorConfig
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    memories: dict[tuple[str, str], PassMemory] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+    def memory(self, namespace: str, name: str) -> PassMemory:
+        return self.memories.setdefault((namespace, name), PassMemory())
+
+
+def _post(notes: list[EventNote]) -> None:
+    for note in notes:
+        try:
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, note.obj)),
+                type=note.type,
+                reason=note.reason,
+                message=note.message[:1000],
+            )
+        except Exception as error:  # events are best effort
+            log.debug("event not posted: %s", error)
+
+
+@kopf.on.startup(registry=registry)
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Standalone (no peering), quiet, and events only from WARNING up from kopf itself."""
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in with the pod's service account, else $KUBECONFIG (read now, not at import)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+        **kwargs
+    ) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
+async def run_budget_pass(memo: OperatorMemo, namespace: str, name: str) -> None:
+    """One serialized admission pass over a budget."""
+    async with memo.lock(namespace, name):
+        try:
+            notes = await asyncio.to_thread(
+                reconcile_budget,
+                memo.api,
+                memo.config,
+                memo.memory(namespace, name),
+                namespace,
+                name,
+                datetime.now(UTC),
+            )
+        except ConflictError as error:
+            log.debug("retrying soon: %s", error)
+            return
+    _post(notes)
+
+
+@kopf.timer(GROUP, VERSION, "energybudgets", interval=1.0, registry=registry)
+async def budget_timer(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Account, release and admit for one budget."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    await run_budget_pass(memo, namespace, name)
+
+
+@kopf.on.create(GROUP, VERSION, "leptonjobs", registry=registry)
+@kopf.on.resume(GROUP, VERSION, "leptonjobs", registry=registry)
+async def lepton_job_created(
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Create the LeptonJob's suspended Job; report a missing budget with the fix."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    raw = dict(body)
+    budget_name = raw["spec"].get("budgetName", "")
+    try:
+        job = build_job(raw, scheduler_name=memo.config.scheduler_name)
+    except ValueError as error:
+        await asyncio.to_thread(
+            memo.api.patch_lepton_job_status,
+            namespace,
+            name,
+            {"state": "Failed", "conditions": [_condition("InvalidSpec", str(error))]},
+        )
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        return
+    created = await asyncio.to_thread(memo.api.create_job, job)
+    if created:
+        kopf.info(body, reason="JobCreated", message=f"created suspended Job {name!r}")
+    budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
+    if budget is None:
+        message = (
+            f"EnergyBudget {budget_name!r} not found in namespace {namespace!r} — create one "
+            "or set spec.budgetName"
+        )
+        await asyncio.to_thread(
+            memo.api.patch_lepton_job_status,
+            namespace,
+            name,
+            {"state": "Waiting", "conditions": [_condition("BudgetNotFound", message)]},
+        )
+        kopf.warn(body, reason="BudgetNotFound", message=message)
+
+
+def _condition(reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": "BudgetReserved",
+        "status": "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

@@ -1,0 +1,222 @@
+"""Translation between Kubernetes objects (dicts) and the core's budget values, without I/O.
+
+The handlers read objects from the API, call these to get the core's dataclasses, let the core
+decide (:mod:`lepton.core.budget`), and call these again to turn the decision into status
+bodies. Keeping them apart from the handlers lets them be tested with plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lepton.api.v1alpha1 import (
+    ConsumptionSource,
+    EnergyBudgetSpec,
+    LeptonJobState,
+    WhenExhausted,
+)
+from lepton.core.budget import BudgetState, Reservation
+
+# Condition types and reasons (Kueue's Workload conditions, adapted).
+BUDGET_RESERVED = "BudgetReserved"
+ADMITTED = "Admitted"
+RUNNING = "Running"
+FINISHED = "Finished"
+EVICTED = "Evicted"
+POWER_CAPPED = "PowerCapped"
+ACTIVE = "Active"
+EXHAUSTED = "Exhausted"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time from the API, or None."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def format_time(value: datetime | None) -> str | None:
+    """An RFC 3339 time as the API writes it (UTC, seconds, 'Z')."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _format_precise(value: datetime) -> str:
+    # Period starts keep microseconds: rounding them would shift the period schedule.
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
+    """The core's books of a budget, from its spec and the status the operator wrote."""
+    spec = EnergyBudgetSpec.model_validate(budget.get("spec") or {})
+    status = budget.get("status") or {}
+    start = parse_time(status.get("periodStartTime")) or now
+    reservations = tuple(
+        Reservation(
+            job_uid=r["jobUid"],
+            job_name=r.get("jobName", ""),
+            gpu_model=r.get("gpuModel", ""),
+            reserved_watt_hours=float(r.get("reservedWattHours", 0.0)),
+            consumed_watt_hours=float(r.get("consumedWattHours", 0.0)),
+            baseline_watt_hours=float(r.get("baselineWattHours", 0.0)),
+            admitted_time=parse_time(r.get("admittedTime")),
+        )
+        for r in status.get("reservations") or []
+    )
+    return BudgetState(
+        limit_watt_hours=float(spec.limit_watt_hours),
+        period_seconds=spec.period_seconds,
+        period_start=start,
+        settled_watt_hours=float(status.get("settledWattHours", 0.0)),
+        reservations=reservations,
+    )
+
+
+def condition(
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    previous: Sequence[Mapping[str, Any]] = (),
+    generation: int | None = None,
+) -> dict[str, Any]:
+    """A condition; its lastTransitionTime moves only when its status changes."""
+    status_text = "True" if status else "False"
+    transition = format_time(now)
+    for old in previous:
+        if old.get("type") == type_ and old.get("status") == status_text:
+            transition = old.get("lastTransitionTime") or transition
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": status_text,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def budget_status(
+    state: BudgetState,
+    *,
+    queued_jobs: int,
+    when_exhausted: WhenExhausted,
+    previous: Mapping[str, Any],
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The EnergyBudget status body for the books in ``state``."""
+    old_conditions = previous.get("conditions") or []
+    exhausted = state.exhausted
+    return {
+        "observedGeneration": generation,
+        "periodStartTime": _format_precise(state.period_start),
+        "consumedWattHours": round(state.consumed_watt_hours, 6),
+        "settledWattHours": state.settled_watt_hours,
+        "reservedWattHours": round(state.reserved_watt_hours, 6),
+        "remainingWattHours": round(state.remaining_watt_hours, 6),
+        "admittedJobs": len(state.reservations),
+        "queuedJobs": queued_jobs,
+        "reservations": [
+            {
+                "jobUid": r.job_uid,
+                "jobName": r.job_name,
+                "gpuModel": r.gpu_model,
+                "reservedWattHours": r.reserved_watt_hours,
+                "consumedWattHours": r.consumed_watt_hours,
+                "baselineWattHours": r.baseline_watt_hours,
+                **({"admittedTime": format_time(r.admitted_time)} if r.admitted_time else {}),
+            }
+            for r in state.reservations
+        ],
+        "conditions": [
+            condition(
+                ACTIVE,
+                True,
+                "PeriodOpen",
+                f"period ends at {format_time(state.period_end)}",
+                now,
+                old_conditions,
+                generation,
+            ),
+            condition(
+                EXHAUSTED,
+                exhausted,
+                "LimitReached" if exhausted else "WithinLimit",
+                (
+                    f"consumed {state.consumed_watt_hours:.2f} Wh of "
+                    f"{state.limit_watt_hours:.0f} Wh"
+                    + (f"; whenExhausted={when_exhausted.value} applies" if exhausted else "")
+                ),
+                now,
+                old_conditions,
+                generation,
+            ),
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the child Job says about a LeptonJob's run."""
+
+    exists: bool
+    suspended: bool = True
+    active: int = 0
+    succeeded: bool = False
+    failed: bool = False
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The Job completed or failed."""
+        return self.succeeded or self.failed
+
+
+def observe_job(job: Mapping[str, Any] | None) -> JobObservation:
+    """Read a batch/v1 Job's state."""
+    if job is None:
+        return JobObservation(exists=False)
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    completion = parse_time(status.get("completionTime"))
+    failed_at = parse_time((conds.get("Failed") or {}).get("lastTransitionTime"))
+    return JobObservation(
+        exists=True,
+        suspended=bool(spec.get("suspend")),
+        # Pending pods count as active in a Job; only ready pods are running.
+        active=int(status.get("ready") or 0),
+        succeeded="Complete" in conds,
+        failed="Failed" in conds,
+        start_time=parse_time(status.get("startTime")),
+        completion_time=completion or failed_at,
+    )
+
+
+def job_state(observation: JobObservation, admitted: bool, evicted: bool) -> LeptonJobState:
+    """The one-word state of a LeptonJob."""
+    if observation.succeeded:
+        return LeptonJobState.FINISHED
+    if observation.failed:
+        return LeptonJobState.FAILED
+    if not admitted:
+        return LeptonJobState.WAITING
+    if evicted:
+        return LeptonJobState.SUSPENDED
+    if observation.active > 0:
+        return LeptonJobState.RUNNING
+    return LeptonJobState.ADMITTED
+
+
+def source_label(measured: bool) -> str:
+    """The consumptionSource value."""
+    return (ConsumptionSource.MEASURED if measured else ConsumptionSource.ESTIMATED).value

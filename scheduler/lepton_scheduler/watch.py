@@ -1,0 +1,157 @@
+"""Keeping the cache current: list, then watch, Nodes, Pods and EnergyBudgets.
+
+One daemon thread per kind runs the informer loop client-go made familiar:
+list (JSON parsed once, without building client models: 50,000 pods must load
+in seconds), hand the items to the cache, watch from the list's
+resourceVersion, apply each event, and relist when the watch expires (410
+Gone). Errors back off and mark the extender degraded until the next success.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from lepton.core.hints import GROUP, VERSION
+
+from .cache import ClusterCache
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_SECONDS = 300
+MAX_BACKOFF_SECONDS = 30.0
+# Terminal pods hold no GPUs; leaving them out keeps the cache small on busy clusters.
+ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+@dataclass
+class Kind:
+    """One watched resource: how to list it and what to do with what comes back."""
+
+    name: str
+    list_fn: Callable[..., Any]
+    replace: Callable[[list[Mapping[str, Any]]], None]
+    upsert: Callable[[Mapping[str, Any]], object]
+    delete: Callable[[Mapping[str, Any]], None]
+
+
+def load_kube_config(kubeconfig: str | None) -> client.ApiClient:
+    """A client for the kubeconfig, or the in-cluster service account when None."""
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def kinds(
+    api: client.ApiClient,
+    cache: ClusterCache,
+    on_pod: Callable[[Mapping[str, Any], bool], None],
+) -> list[Kind]:
+    """The three kinds the extender watches."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def upsert_pod(obj: Mapping[str, Any]) -> None:
+        cache.upsert_pod(obj)
+        on_pod(obj, False)
+
+    def replace_pods(items: list[Mapping[str, Any]]) -> None:
+        cache.replace_pods(items)
+        for obj in items:
+            on_pod(obj, True)
+
+    return [
+        Kind("nodes", core.list_node, cache.replace_nodes, cache.upsert_node, cache.delete_node),
+        Kind(
+            "pods",
+            partial(core.list_pod_for_all_namespaces, field_selector=ACTIVE_PODS),
+            replace_pods,
+            upsert_pod,
+            cache.delete_pod,
+        ),
+        Kind(
+            "energybudgets",
+            partial(custom.list_cluster_custom_object, GROUP, VERSION, "energybudgets"),
+            cache.replace_budgets,
+            cache.upsert_budget,
+            cache.delete_budget,
+        ),
+    ]
+
+
+class Informer(threading.Thread):
+    """List-then-watch one kind into the cache until stopped."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        stop: threading.Event,
+        on_error: Callable[[str, BaseException | None], None],
+    ) -> None:
+        super().__init__(name=f"watch-{kind.name}", daemon=True)
+        self.kind = kind
+        self.stop_event = stop
+        self.on_error = on_error
+        self.synced = threading.Event()
+
+    def _list(self) -> str:
+        response = self.kind.list_fn(_preload_content=False)
+        data = json.loads(response.data)
+        self.kind.replace(data.get("items") or [])
+        self.synced.set()
+        return str(data.get("metadata", {}).get("resourceVersion", ""))
+
+    def _watch(self, resource_version: str) -> str:
+        w = watch.Watch(return_type="object")
+        for event in w.stream(
+            self.kind.list_fn,
+            resource_version=resource_version,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            allow_watch_bookmarks=True,
+        ):
+            if self.stop_event.is_set():
+                w.stop()
+                break
+            kind, obj = event["type"], event["raw_object"]
+            if kind in ("ADDED", "MODIFIED"):
+                self.kind.upsert(obj)
+            elif kind == "DELETED":
+                self.kind.delete(obj)
+        return str(w.resource_version or resource_version)
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                version = self._list()
+                self.on_error(self.kind.name, None)
+                backoff = 0.5
+                while not self.stop_event.is_set():
+                    version = self._watch(version)
+            except ApiException as error:
+                if error.status == 410:  # the watch expired: relist
+                    continue
+                if error.status == 404 and not self.synced.is_set():
+                    # The resource is not served (EnergyBudget CRD not installed): run
+                    # without it rather than stay unready, and look again later.
+                    log.warning(
+                        "%s are not served by the API: running without them", self.kind.name
+                    )
+                    self.kind.replace([])
+                    self.synced.set()
+                    self.stop_event.wait(MAX_BACKOFF_SECONDS)
+                    continue
+                self.on_error(self.kind.name, error)
+            except Exception as error:
+                self.on_error(self.kind.name, error)
+            self.stop_event.wait(backoff)
+            backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)

@@ -1,0 +1,128 @@
+"""Property tests: under any interleaving of reserve, consume, release and rollover the books hold.
+
+A small model of the world runs beside the pure budget functions: jobs report lifetime energy
+totals that only grow; the model tracks every watt-hour it reported, and the budget must count
+each one exactly once, in the period in which it was used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lepton.core.budget import (
+    EPSILON_WATT_HOURS,
+    BudgetState,
+    Candidate,
+    consume,
+    plan_admissions,
+    release,
+    reserve,
+    roll_over,
+)
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+JOBS = [f"j{i}" for i in range(8)]
+
+reserve_op = st.tuples(st.just("reserve"), st.sampled_from(JOBS), st.floats(0, 60))
+consume_op = st.tuples(st.just("consume"), st.sampled_from(JOBS), st.floats(0, 40))
+release_op = st.tuples(st.just("release"), st.sampled_from(JOBS), st.just(0.0))
+time_op = st.tuples(st.just("advance"), st.just(""), st.floats(0, 5000))
+limit_op = st.tuples(st.just("limit"), st.just(""), st.floats(1, 300))
+admit_op = st.tuples(
+    st.just("admit"), st.just(""), st.lists(st.tuples(st.sampled_from(JOBS), st.floats(0, 60)))
+)
+ops = st.lists(
+    st.one_of(reserve_op, consume_op, release_op, time_op, limit_op, admit_op), max_size=40
+)
+
+
+def check_books(state: BudgetState) -> None:
+    assert state.reserved_watt_hours >= 0
+    assert state.consumed_watt_hours >= 0
+    assert state.remaining_watt_hours >= 0
+    expected_remaining = max(0.0, state.limit_watt_hours - state.committed_watt_hours)
+    assert abs(state.remaining_watt_hours - expected_remaining) < EPSILON_WATT_HOURS
+    uids = [r.job_uid for r in state.reservations]
+    assert len(uids) == len(set(uids)), "a job holds two reservations"
+
+
+@settings(max_examples=120, deadline=None)
+@given(ops, st.floats(1, 300))
+def test_budget_invariants_hold_under_any_interleaving(
+    operations: list[tuple[str, str, object]], limit: float
+) -> None:
+    state = BudgetState(limit_watt_hours=limit, period_seconds=3600, period_start=T0)
+    now = T0
+    lifetime: dict[str, float] = {}  # what each job reported as its lifetime total
+    running: set[str] = set()
+    finished: set[str] = set()
+    accounted_in_closed_periods = 0.0
+    # Jobs that overran their reservation or held one when the limit was lowered, and whether
+    # such a thing happened in this period: only then may consumed + reserved exceed the limit.
+    tainted: set[str] = set()
+    period_tainted = False
+
+    for kind, uid, value in operations:
+        before = state
+        if kind == "reserve" and uid not in finished:
+            assert isinstance(value, float)
+            fits = state.fits(value)
+            state, ok = reserve(state, uid, uid, "A40", value, now)
+            assert ok == (uid in running or fits)
+            if ok:
+                running.add(uid)
+        elif kind == "admit":
+            assert isinstance(value, list)
+            candidates = [
+                Candidate(u, u, T0, wh, "A40") for u, wh in dict(value).items() if u not in finished
+            ]
+            plan = plan_admissions(state, candidates, now, "b")
+            for c in plan.admitted:
+                assert c.job_uid not in running, "admitted a job twice"
+                running.add(c.job_uid)
+            state = plan.state
+        elif kind == "consume" and uid in running:
+            assert isinstance(value, float)
+            lifetime[uid] = lifetime.get(uid, 0.0) + value
+            state = consume(state, uid, lifetime[uid])
+            held = state.reservation(uid)
+            assert held is not None
+            if held.consumed_watt_hours > held.reserved_watt_hours + EPSILON_WATT_HOURS:
+                tainted.add(uid)
+                period_tainted = True
+            assert state.consumed_watt_hours >= before.consumed_watt_hours - EPSILON_WATT_HOURS
+        elif kind == "release" and uid in running:
+            state = release(state, uid)
+            running.discard(uid)
+            tainted.discard(uid)
+            finished.add(uid)
+            assert abs(state.consumed_watt_hours - before.consumed_watt_hours) < 1e-6
+        elif kind == "advance":
+            assert isinstance(value, float)
+            now = now + timedelta(seconds=value)
+            state = roll_over(state, now)
+            if state.period_start != before.period_start:
+                accounted_in_closed_periods += before.consumed_watt_hours
+                assert state.consumed_watt_hours == 0.0
+                assert state.period_start <= now < state.period_end
+                period_tainted = False  # a new period starts from clean books
+        elif kind == "limit":
+            assert isinstance(value, float)
+            if value < state.limit_watt_hours:
+                tainted |= running
+                period_tainted = True
+            state = replace(state, limit_watt_hours=value)
+
+        check_books(state)
+        assert {r.job_uid for r in state.reservations} == running
+        if not tainted and not period_tainted:
+            assert state.committed_watt_hours <= state.limit_watt_hours + EPSILON_WATT_HOURS
+
+    # Every watt-hour reported was accounted exactly once across the periods.
+    total_reported = sum(lifetime.values())
+    total_accounted = accounted_in_closed_periods + state.consumed_watt_hours
+    assert abs(total_reported - total_accounted) < 1e-6 * max(1.0, total_reported)

@@ -1,0 +1,274 @@
+"""Every dashboard query returns data from a real Prometheus.
+
+Prometheus (the Debian package) scrapes the real exporter and the real extender, both
+running against the local control plane: the exporter's model backend estimates the kwok
+fleet's GPUs and charges a GPU pod running there; its RAPL backend reads a fake sysfs
+(this machine has no RAPL), so the CPU panels have a counter to show. The extender
+answers a few filter/prioritize calls so its latency histogram has samples. Each panel's
+query, with Grafana's variables filled in, must then return at least one series.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
+from lepton_exporter.main import build_exporter
+from prometheus_client import start_http_server
+
+from lepton.cluster.local import LocalCluster, free_port
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+# The operator serves no metrics yet: the two budget panels read metrics it must add
+# (lepton_energybudget_{consumed,limit}_joules{namespace, energybudget}).
+NOT_YET_SERVED = ("lepton_energybudget_consumed_joules", "lepton_energybudget_limit_joules")
+SCRAPE_INTERVAL_SECONDS = 1
+
+
+def http_json(url: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def gpu_pod(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
+    """A LeptonJob-like pod holding one GPU on the fleet (kwok keeps it Running)."""
+    namespace, name = "dash-team", "dash-train-x7k2p"
+    cluster.kubectl("create", "namespace", namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "trainer",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ]
+        },
+    }
+    wait_for(
+        lambda: (
+            not cluster.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False).returncode
+        ),
+        60,
+        "the namespace's default ServiceAccount",
+    )
+    wait_for(
+        lambda: (
+            cluster.kubectl(
+                "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}"
+            ).stdout
+            == "Running"
+        ),
+        60,
+        "the GPU pod to run",
+    )
+    try:
+        yield namespace, name
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def exporter_target(
+    cluster: LocalCluster, gpu_pod: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    sysfs = tmp_path_factory.mktemp("sys")
+    zone = sysfs / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    exporter, stoppers = build_exporter(
+        "model,rapl", None, str(cluster.kubeconfig), str(sysfs), None, False
+    )
+    stop = threading.Event()
+
+    def run() -> None:
+        energy_uj = 1000
+        while not stop.is_set():
+            energy_uj += 40_000_000  # 40 J per half second: an 80 W CPU package
+            (zone / "energy_uj").write_text(f"{energy_uj}\n")
+            exporter.sample_once()
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=run, daemon=True)
+    sampler.start()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+        server.shutdown()
+        thread.join(timeout=5)
+        for stopper in stoppers:
+            stopper()
+
+
+@pytest.fixture(scope="module")
+def extender_target(cluster: LocalCluster) -> Iterator[str]:
+    port = free_port()
+    code = (
+        "from lepton_scheduler.app import run; "
+        f"run('127.0.0.1', {port}, {str(cluster.kubeconfig)!r}, None)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200,
+            60,
+            "the extender to sync its caches",
+        )
+        nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        names = [n["metadata"]["name"] for n in nodes]
+        pod = {
+            "metadata": {"name": "probe", "namespace": "default", "uid": "probe-uid"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+        stop = threading.Event()
+
+        def trickle() -> None:
+            # kube-scheduler's calls, steadily, so that rate() over the histogram is not 0/0.
+            while not stop.is_set():
+                http_json(f"{url}/filter", {"Pod": pod, "NodeNames": names})
+                http_json(f"{url}/prioritize", {"Pod": pod, "NodeNames": names})
+                stop.wait(0.2)
+
+        caller = threading.Thread(target=trickle, daemon=True)
+        caller.start()
+        yield f"127.0.0.1:{port}"
+        stop.set()
+        caller.join(timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter_target: str, extender_target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+        },
+        "scrape_configs": [
+            {"job_name": "lepton-exporter", "static_configs": [{"targets": [exporter_target]}]},
+            {"job_name": "lepton-extender", "static_configs": [{"targets": [extender_target]}]},
+        ],
+    }
+    (folder / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port()
+    log = (folder / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={folder / 'data'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Both targets up, and enough scrapes for rate() and increase() (two samples at least).
+        def scraped() -> bool:
+            result = instant(url, "count_over_time(up[1m]) >= 6 and up == 1")
+            return len(result) == 2
+
+        wait_for(scraped, 60, "Prometheus to scrape the exporter and the extender")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def instant(url: str, expr: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"query": expr})
+    body = http_json(f"{url}/api/v1/query?{query}")
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    found = []
+    for path in DASHBOARD_FILES:
+        board = load(path)
+        for title, expr in queries(board):
+            found.append((path.stem, title, fill_variables(expr, board)))
+    return found
+
+
+PANEL_QUERIES = panel_queries()
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "title", "expr"),
+    [q for q in PANEL_QUERIES if not any(m in q[2] for m in NOT_YET_SERVED)],
+    ids=[f"{d}:{t}" for d, t, e in PANEL_QUERIES if not any(m in e for m in NOT_YET_SERVED)],
+)
+def test_panel_query_returns_data(prometheus: str, dashboard: str, title: str, expr: str) -> None:
+    result = instant(prometheus, expr)
+    assert result, f"{dashboard}: panel {title!r} returned no data:\n{expr}"
+    values = [float(r["value"][1]) for r in result]
+    assert all(v == v for v in values), f"{title!r} returned NaN: {result}"
+
+
+def test_energy_per_leptonjob_names_the_job_from_its_pod(
+    prometheus: str, gpu_pod: tuple[str, str]
+) -> None:
+    namespace, _ = gpu_pod
+    expr = next(e for _, t, e in PANEL_QUERIES if t == "Energy per LeptonJob")
+    jobs = {
+        (r["metric"]["namespace"], r["metric"]["leptonjob"]): float(r["value"][1])
+        for r in instant(prometheus, expr)
+    }
+    assert jobs.get((namespace, "dash-train")), jobs
+
+
+def test_budget_panels_wait_for_operator_metrics(prometheus: str) -> None:
+    # Still missing: when the operator serves these, scrape it here and drop this test.
+    sources = " ".join(p.read_text() for p in (REPO / "operator").rglob("*.py"))
+    for metric in NOT_YET_SERVED:
+        assert metric not in sources, f"the operator serves {metric} now: scrape it in this test"
+        assert instant(prometheus, metric) == []

@@ -1,0 +1,98 @@
+"""Helpers shared by the exporter's tests: render a registry and read one series back."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+from lepton_exporter.accounting import Accountant
+from lepton_exporter.metrics import LeptonCollector
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(accountant: Accountant) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample the collector serves, keyed by (sample name, labels)."""
+    registry = CollectorRegistry()
+    registry.register(LeptonCollector(accountant))
+    text = generate_latest(registry).decode()
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def series(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> list[float]:
+    """Values of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return [v for (n, ls), v in samples.items() if n == name and wanted <= ls]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running_prometheus(directory: Path, target: str) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping ``target`` every second; yields its URL."""
+    binary = shutil.which("prometheus")
+    assert binary, "install Prometheus: apt-get install -y --no-install-recommends prometheus"
+    config = directory / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: lepton-exporter\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={directory / 'tsdb'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    """The instant-query result, or [] while Prometheus is still starting."""
+    try:
+        reply = requests.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=5)
+    except requests.ConnectionError:
+        return []
+    if reply.status_code == 503:  # "Service Unavailable" until the TSDB is open
+        return []
+    reply.raise_for_status()
+    result: list[dict[str, Any]] = reply.json()["data"]["result"]
+    return result
+
+
+def wait_for_series(prometheus: str, promql: str, timeout: float = 40.0) -> list[dict[str, Any]]:
+    """Poll ``promql`` until it returns series (the first scrape comes a few seconds in)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = query(prometheus, promql)
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"no series for {promql} after {timeout:.0f} s")

@@ -1,0 +1,104 @@
+"""The model backend watching a real kwok fleet, scraped by a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from exporter_helpers import free_port, query, running_prometheus, wait_for_series
+from lepton_exporter.main import build_exporter
+from lepton_exporter.metrics import METRICS
+from prometheus_client import start_http_server
+
+from lepton.cluster.local import LocalCluster
+from lepton.core.profiles import get_profile
+
+pytestmark = pytest.mark.e2e
+
+
+def gpu_pod(name: str, node: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "annotations": {"lepton.dev/gpu-utilization": "0.5"}},
+            "spec": {
+                "nodeName": node,
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": "busybox",
+                        "resources": {
+                            "requests": {"nvidia.com/gpu": "1"},
+                            "limits": {"nvidia.com/gpu": "1"},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+
+
+def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    node = "a40-0"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=gpu_pod("train-0", node))
+    exporter, stoppers = build_exporter(
+        "model",
+        node_name=None,
+        kubeconfig=str(cluster.kubeconfig),
+        sysfs_root=str(tmp_path),
+        podresources_socket=None,
+        enable_power_capping=False,
+    )
+    stop = threading.Event()
+    sampler = threading.Thread(target=exporter.run, args=(0.5, stop), daemon=True)
+    sampler.start()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
+    try:
+        with running_prometheus(tmp_path, f"127.0.0.1:{port}") as prometheus:
+            pod = wait_for_series(
+                prometheus,
+                f'lepton_pod_gpu_active_energy_joules_total{{namespace="{namespace}",'
+                'pod="train-0",source="model"} > 0',
+                timeout=60,
+            )
+            assert pod[0]["metric"]["node"] == node
+            assert pod[0]["metric"]["container"] == "trainer"
+            # Every GPU of every kwok node is served, estimated, by this one process.
+            nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+            gpus = sum(int(n["status"]["capacity"]["nvidia.com/gpu"]) for n in nodes)
+            watts = query(prometheus, 'lepton_gpu_power_watts{source="model"}')
+            assert len(watts) == gpus
+            a40 = get_profile("A40")
+            busy = [float(s["value"][1]) for s in watts if s["metric"]["node"] == node]
+            assert max(busy) == pytest.approx(a40.active_power_watts(0.5))
+            for family in METRICS:
+                if family.startswith(("lepton_cpu", "lepton_gpu_temperature", "lepton_gpu_sm")):
+                    continue  # RAPL and NVML-only families: the model has no such meters
+                if family in ("lepton_gpu_power_cap_watts", "lepton_exporter_device_errors_total"):
+                    continue  # no cap applied, no errors on a healthy fleet
+                assert query(prometheus, family), f"no series for {family}"
+            cluster.kubectl("delete", "pod", "-n", namespace, "train-0", "--wait=false")
+
+            def node_is_free() -> bool:
+                snapshot = exporter.accountant.snapshot()
+                readings = [g.reading for g in snapshot.gpus if g.reading and g.node == node]
+                return all(r.holders == () for r in readings)
+
+            deadline = time.monotonic() + 30
+            while not node_is_free() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert node_is_free(), "the deleted pod still holds its modelled GPU"
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+        server.shutdown()
+        thread.join(timeout=5)
+        for stopper in stoppers:
+            stopper()

@@ -1,0 +1,337 @@
+"""The operator's admission pass against an in-memory API: races, crashes, accounting, policies.
+
+The fake API keeps resourceVersions like the apiserver does, so a stale budget write fails
+with a conflict, and it can 'crash' (raise) at a chosen call to imitate a SIGKILL mid-pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
+from lepton_operator.kube import ConflictError
+
+from lepton.api.v1alpha1 import LeptonJobSpec
+from lepton.core.hints import LABEL_JOB_UID
+from lepton.core.jobspec import estimate_energy
+
+NS = "ml"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class SimulatedCrashError(Exception):
+    """The operator 'died' here."""
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.budgets: dict[str, dict[str, Any]] = {}
+        self.lepton_jobs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.versions = itertools.count(1)
+        self.crash_after_calls: int | None = None
+        self.calls = 0
+        self.unsuspensions: list[str] = []
+
+    def _tick(self) -> None:
+        self.calls += 1
+        if self.crash_after_calls is not None and self.calls > self.crash_after_calls:
+            raise SimulatedCrashError
+
+    def add_budget(self, name: str, limit: int, **spec: Any) -> None:
+        self.budgets[name] = {
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "uid": f"b-{name}",
+                "generation": 1,
+                "resourceVersion": str(next(self.versions)),
+            },
+            "spec": {"limitWattHours": limit, **spec},
+        }
+
+    def add_job(self, name: str, budget: str = "team", seconds: int = 3600, offset: int = 0) -> str:
+        uid = f"uid-{name}"
+        self.lepton_jobs[name] = {
+            "apiVersion": "lepton.dev/v1alpha1",
+            "kind": "LeptonJob",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "uid": uid,
+                "generation": 1,
+                "creationTimestamp": (T0 + timedelta(seconds=offset)).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            },
+            "spec": {
+                "budgetName": budget,
+                "gpuModels": ["A40"],
+                "work": {"referenceGpuSeconds": seconds},
+                "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}},
+            },
+        }
+        return uid
+
+    # --- the KubeApi surface ----------------------------------------------------------
+    def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._tick()
+        return copy.deepcopy(self.budgets.get(name))
+
+    def replace_budget_status(self, budget: dict[str, Any], status: dict[str, Any]) -> None:
+        self._tick()
+        stored = self.budgets[budget["metadata"]["name"]]
+        if stored["metadata"]["resourceVersion"] != budget["metadata"]["resourceVersion"]:
+            raise ConflictError("stale")
+        stored["status"] = copy.deepcopy(status)
+        stored["metadata"]["resourceVersion"] = str(next(self.versions))
+
+    def list_lepton_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        self._tick()
+        return copy.deepcopy(list(self.lepton_jobs.values()))
+
+    def patch_lepton_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._tick()
+        if name in self.lepton_jobs:
+            merged = {**self.lepton_jobs[name].get("status", {}), **status}
+            self.lepton_jobs[name]["status"] = {k: v for k, v in merged.items() if v is not None}
+
+    def list_jobs(self, namespace: str, budget_name: str) -> list[dict[str, Any]]:
+        self._tick()
+        return copy.deepcopy(list(self.jobs.values()))
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        self._tick()
+        if job["metadata"]["name"] in self.jobs:
+            return False
+        self.jobs[job["metadata"]["name"]] = copy.deepcopy(job)
+        return True
+
+    def set_job_suspended(self, namespace: str, name: str, suspended: bool) -> None:
+        self._tick()
+        self.jobs[name]["spec"]["suspend"] = suspended
+        if not suspended:
+            self.unsuspensions.append(name)
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        pass
+
+    # --- helpers ----------------------------------------------------------------------
+    def state(self, name: str) -> str | None:
+        return self.lepton_jobs[name].get("status", {}).get("state")
+
+    def finish(self, name: str, started: datetime, ended: datetime, ok: bool = True) -> None:
+        self.jobs[name]["status"] = {
+            "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completionTime": ended.strftime("%Y-%m-%dT%H:%M:%SZ") if ok else None,
+            "conditions": [
+                {
+                    "type": "Complete" if ok else "Failed",
+                    "status": "True",
+                    "lastTransitionTime": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            ],
+        }
+
+
+def one_estimate(seconds: int = 3600) -> float:
+    spec = LeptonJobSpec.model_validate(
+        {
+            "budgetName": "team",
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": seconds},
+            "template": {},
+        }
+    )
+    return estimate_energy(spec).watt_hours
+
+
+def run_pass(
+    api: FakeApi,
+    now: datetime = T0,
+    memory: PassMemory | None = None,
+    config: OperatorConfig | None = None,
+) -> None:
+    reconcile_budget(
+        api, config or OperatorConfig(workers=2), memory or PassMemory(), NS, "team", now
+    )  # type: ignore[arg-type]
+
+
+def admitted(api: FakeApi) -> list[str]:
+    return sorted(r["jobName"] for r in api.budgets["team"]["status"]["reservations"])
+
+
+def test_twenty_jobs_against_a_budget_for_five_admit_exactly_five() -> None:
+    api = FakeApi()
+    estimate = one_estimate()
+    limit = math.ceil(5 * estimate)
+    assert limit < 6 * estimate
+    api.add_budget("team", limit)
+    for i in range(20):
+        api.add_job(f"j{i:02d}", offset=i)
+    run_pass(api)
+    assert admitted(api) == [f"j{i:02d}" for i in range(5)]
+    assert sorted(api.unsuspensions) == admitted(api)
+    states = [api.state(f"j{i:02d}") for i in range(20)]
+    assert states.count("Admitted") == 5 and states.count("Waiting") == 15
+    status = api.budgets["team"]["status"]
+    assert status["reservedWattHours"] + status["consumedWattHours"] <= limit
+    assert status["queuedJobs"] == 15
+    message = api.lepton_jobs["j05"]["status"]["conditions"][0]["message"]
+    assert f"needs {estimate:.2f} Wh" in message and f"of {limit:.2f} Wh left" in message
+    assert api.lepton_jobs["j05"]["status"]["conditions"][0]["reason"] == "WaitingForBudget"
+    assert len(api.jobs) == 20 and all(
+        j["spec"]["suspend"] for n, j in api.jobs.items() if n not in admitted(api)
+    )
+
+
+@pytest.mark.parametrize("crash_after_calls", [1, 2, 3, 4, 5, 7, 9, 11, 13, 15, 17])
+def test_a_crash_at_any_call_never_admits_twice_and_the_next_pass_completes(
+    crash_after_calls: int,
+) -> None:
+    api = FakeApi()
+    api.add_budget("team", math.ceil(3 * one_estimate()))
+    for i in range(6):
+        api.add_job(f"j{i}", offset=i)
+    api.crash_after_calls = crash_after_calls
+    with pytest.raises(SimulatedCrashError):
+        run_pass(api)
+    api.crash_after_calls = None
+    run_pass(api, memory=PassMemory())  # a restarted operator remembers nothing
+    run_pass(api, memory=PassMemory())
+    assert admitted(api) == ["j0", "j1", "j2"]
+    assert sorted(set(api.unsuspensions)) == ["j0", "j1", "j2"]
+    assert [api.state(f"j{i}") for i in range(6)] == ["Admitted"] * 3 + ["Waiting"] * 3
+    assert all(
+        j["metadata"]["ownerReferences"][0]["uid"] == f"uid-{n}" for n, j in api.jobs.items()
+    )
+
+
+def test_a_stale_budget_write_conflicts_and_touches_no_job() -> None:
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    original = api.get_budget
+
+    def stale(namespace: str, name: str) -> dict[str, Any] | None:
+        body = original(namespace, name)
+        api.budgets[name]["metadata"]["resourceVersion"] = "changed-meanwhile"
+        return body
+
+    api.get_budget = stale  # type: ignore[method-assign]
+    with pytest.raises(ConflictError):
+        run_pass(api)
+    assert api.unsuspensions == [] and "status" not in api.budgets["team"]
+
+
+def test_finished_job_records_its_watt_hours_and_frees_room_for_the_next() -> None:
+    api = FakeApi()
+    estimate = one_estimate()
+    api.add_budget("team", math.ceil(estimate * 1.5))
+    api.add_job("first", offset=0)
+    api.add_job("second", offset=1)
+    run_pass(api)
+    assert api.state("first") == "Admitted" and api.state("second") == "Waiting"
+    api.finish("first", T0, T0 + timedelta(seconds=600))
+    run_pass(api, now=T0 + timedelta(seconds=601))
+    first = api.lepton_jobs["first"]["status"]
+    assert first["state"] == "Finished"
+    assert first["consumptionSource"] == "Estimated"
+    assert first["consumedWattHours"] > 0
+    status = api.budgets["team"]["status"]
+    assert status["consumedWattHours"] == pytest.approx(first["consumedWattHours"], rel=1e-5)
+    assert admitted(api) == ["second"]
+    assert api.state("second") == "Admitted"
+
+
+def test_raising_the_limit_admits_the_waiting_job() -> None:
+    api = FakeApi()
+    api.add_budget("team", 1)
+    api.add_job("big")
+    run_pass(api)
+    assert api.lepton_jobs["big"]["status"]["conditions"][0]["reason"] == "ExceedsBudget"
+    api.budgets["team"]["spec"]["limitWattHours"] = math.ceil(one_estimate()) + 1
+    run_pass(api, now=T0 + timedelta(seconds=2))
+    assert api.state("big") == "Admitted"
+
+
+def test_deleting_a_lepton_job_releases_its_reservation() -> None:
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate()))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    run_pass(api)
+    assert admitted(api) == ["a"]
+    del api.lepton_jobs["a"]
+    run_pass(api)
+    assert admitted(api) == ["b"]
+
+
+def test_suspend_running_evicts_running_jobs_when_the_budget_is_exhausted() -> None:
+    api = FakeApi()
+    estimate = one_estimate(seconds=3600)
+    api.add_budget("team", math.ceil(estimate), whenExhausted="SuspendRunning")
+    api.add_job("a")
+    run_pass(api)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    # Twice the estimated run time later the job has used about twice its estimate.
+    run_pass(api, now=T0 + timedelta(hours=2))
+    assert api.jobs["a"]["spec"]["suspend"] is True
+    status = api.lepton_jobs["a"]["status"]
+    assert status["state"] == "Suspended"
+    evicted = next(c for c in status["conditions"] if c["type"] == "Evicted")
+    assert evicted["status"] == "True" and evicted["reason"] == "BudgetExhausted"
+    # A raised limit makes room: the job resumes.
+    api.budgets["team"]["spec"]["limitWattHours"] = math.ceil(estimate * 10)
+    run_pass(api, now=T0 + timedelta(hours=2, seconds=1))
+    assert api.jobs["a"]["spec"]["suspend"] is False
+    assert api.state("a") in ("Running", "Admitted")
+
+
+def test_cap_power_records_the_lower_limit_in_status() -> None:
+    api = FakeApi()
+    api.add_budget(
+        "team", math.ceil(one_estimate()), whenExhausted="CapPower", cappedPowerPercent=60
+    )
+    api.add_job("a")
+    run_pass(api)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    run_pass(api, now=T0 + timedelta(hours=3))
+    status = api.lepton_jobs["a"]["status"]
+    assert status["powerLimitWatts"] == 180  # 60 % of the A40's 300 W
+    assert next(c for c in status["conditions"] if c["type"] == "PowerCapped")["status"] == "True"
+    assert api.jobs["a"]["spec"]["suspend"] is False
+
+
+class FakeMeter:
+    def job_watt_hours(self, namespace: str, job_name: str, range_seconds: int) -> float | None:
+        return 12.5
+
+
+def test_measured_energy_from_prometheus_is_labelled_measured() -> None:
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    config = OperatorConfig(workers=2, energy_source=FakeMeter())
+    run_pass(api, config=config)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    run_pass(api, now=T0 + timedelta(minutes=5), config=config)
+    status = api.lepton_jobs["a"]["status"]
+    assert status["consumedWattHours"] == 12.5 and status["consumptionSource"] == "Measured"
+    assert api.budgets["team"]["status"]["consumedWattHours"] == 12.5
+
+
+def test_child_jobs_carry_the_lepton_job_uid_label() -> None:
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    uid = api.add_job("a")
+    run_pass(api)
+    assert api.jobs["a"]["metadata"]["labels"][LABEL_JOB_UID] == uid

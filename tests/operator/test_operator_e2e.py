@@ -1,0 +1,349 @@
+"""End to end on the local control plane: CRD validation, the examples, the budget race, crashes.
+
+The operator runs as a real subprocess (``python -m lepton_operator``) against the real
+apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the extender has
+tests of its own), or a scheduler that does not exist when a test needs jobs that never finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lepton.api.v1alpha1 import LeptonJobSpec
+from lepton.cluster.local import LocalCluster
+from lepton.core.jobspec import estimate_energy
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: LocalCluster) -> None:
+    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    for name in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+class Operator:
+    def __init__(self, cluster: LocalCluster, namespace: str, scheduler_name: str) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "lepton_operator",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--namespace",
+            namespace,
+            "--scheduler-name",
+            scheduler_name,
+        ]
+        self.env = cluster.env()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_operator(
+    cluster: LocalCluster, namespace: str, crds: None
+) -> Iterator[Callable[[str], Operator]]:
+    started: list[Operator] = []
+
+    def start(scheduler_name: str = "default-scheduler") -> Operator:
+        op = Operator(cluster, namespace, scheduler_name)
+        op.start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+def get(cluster: LocalCluster, namespace: str, *what: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", *what, "-n", namespace, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def lepton_job(name: str, budget: str = "team", seconds: int = 3600) -> dict[str, Any]:
+    return {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "LeptonJob",
+        "metadata": {"name": name},
+        "spec": {
+            "budgetName": budget,
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": seconds},
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+
+
+def budget(limit: int, name: str = "team", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "EnergyBudget",
+        "metadata": {"name": name},
+        "spec": {"limitWattHours": limit, **spec},
+    }
+
+
+def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    docs = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(docs))
+
+
+def a40_estimate(seconds: int = 3600) -> float:
+    spec = LeptonJobSpec.model_validate(lepton_job("x", seconds=seconds)["spec"])
+    return estimate_energy(spec).watt_hours
+
+
+# --------------------------------------------------------------------------- bad input
+
+_JOB = lepton_job("bad")["spec"]
+BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [
+    ("zero limit", budget(0), "spec.limitWattHours must be a positive"),
+    ("negative limit", budget(-5), "spec.limitWattHours must be a positive"),
+    ("short period", budget(10, periodSeconds=10), "spec.periodSeconds must be at least 60"),
+    ("unknown policy", budget(10, whenExhausted="Panic"), "spec.whenExhausted: Unsupported value"),
+    ("cap percent", budget(10, cappedPowerPercent=5), "spec.cappedPowerPercent must be between"),
+    (
+        "unknown gpu",
+        {**lepton_job("b"), "spec": {**_JOB, "gpuModels": ["X100"]}},
+        'spec.gpuModels[0]: Unsupported value: "X100"',
+    ),
+    (
+        "zero replicas",
+        {**lepton_job("b"), "spec": {**_JOB, "replicas": 0}},
+        "spec.replicas must be between 1 and 1000",
+    ),
+    (
+        "17 gpus",
+        {**lepton_job("b"), "spec": {**_JOB, "gpusPerReplica": 17}},
+        "spec.gpusPerReplica must be between 1 and 16",
+    ),
+    (
+        "energy policy",
+        {**lepton_job("b"), "spec": {**_JOB, "energyPolicy": "Turbo"}},
+        "spec.energyPolicy: Unsupported value",
+    ),
+    (
+        "no template",
+        {**lepton_job("b"), "spec": {k: v for k, v in _JOB.items() if k != "template"}},
+        "spec.template: Required value",
+    ),
+    (
+        "zero work",
+        {**lepton_job("b"), "spec": {**_JOB, "work": {"referenceGpuSeconds": 0}}},
+        "spec.work.referenceGpuSeconds must be positive",
+    ),
+    (
+        "negative duration",
+        {**lepton_job("b"), "spec": {**_JOB, "work": {"durationSeconds": -1}}},
+        "spec.work.durationSeconds must be positive",
+    ),
+    (
+        "both works",
+        {
+            **lepton_job("b"),
+            "spec": {**_JOB, "work": {"durationSeconds": 5, "referenceGpuSeconds": 5}},
+        },
+        "spec.work must set exactly one of",
+    ),
+    (
+        "watts without number",
+        {**lepton_job("b"), "spec": {**_JOB, "powerCap": {"mode": "Watts"}}},
+        "spec.powerCap.watts must be set when spec.powerCap.mode is Watts",
+    ),
+    (
+        "bad budget name",
+        {**lepton_job("b"), "spec": {**_JOB, "budgetName": "Team_A"}},
+        "spec.budgetName must be the name of an EnergyBudget",
+    ),
+    (
+        "missing budget name",
+        {**lepton_job("b"), "spec": {k: v for k, v in _JOB.items() if k != "budgetName"}},
+        "spec.budgetName: Required value",
+    ),
+]
+
+
+def test_invalid_manifests_are_rejected_with_a_message_naming_the_field(
+    cluster: LocalCluster, namespace: str, crds: None
+) -> None:
+    failures = []
+    for label, manifest, expected in BAD_INPUT:
+        result = cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False
+        )
+        if result.returncode == 0 or expected not in result.stderr:
+            failures.append(f"{label}: rc={result.returncode} stderr={result.stderr.strip()}")
+    assert not failures, "\n".join(failures)
+    assert len(BAD_INPUT) >= 12
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_examples_run_to_completion_and_the_big_job_waits_until_the_limit_is_raised(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+) -> None:
+    start_operator("default-scheduler")
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples"))
+    fitting = ["train-a40", "finetune", "batch-inference"]
+
+    def states() -> dict[str, dict[str, Any]]:
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return {i["metadata"]["name"]: i.get("status") or {} for i in items}
+
+    wait_for(
+        lambda: all(states().get(n, {}).get("state") == "Finished" for n in fitting),
+        120,
+        "the fitting examples to finish",
+    )
+    now = states()
+    for name in fitting:
+        assert now[name]["consumedWattHours"] > 0
+        assert now[name]["consumptionSource"] == "Estimated"
+    pretrain = now["pretrain"]
+    assert pretrain["state"] == "Waiting"
+    reserved = next(c for c in pretrain["conditions"] if c["type"] == "BudgetReserved")
+    assert reserved["status"] == "False" and reserved["reason"] == "ExceedsBudget"
+    assert "needs 1249.19 Wh" in reserved["message"] and "1000.00 Wh" in reserved["message"]
+    eb = get(cluster, namespace, "energybudget", "team-a")["status"]
+    assert eb["consumedWattHours"] == pytest.approx(
+        sum(now[n]["consumedWattHours"] for n in fitting), rel=1e-3
+    )
+    assert eb["consumedWattHours"] > 0
+    cluster.kubectl(
+        "patch",
+        "energybudget",
+        "team-a",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"limitWattHours":3000}}',
+    )
+    wait_for(
+        lambda: states()["pretrain"].get("state") in ("Admitted", "Running", "Finished"),
+        60,
+        "pretrain to be admitted after the limit was raised",
+    )
+    table = cluster.kubectl("get", "lepton", "-n", namespace).stdout
+    assert "team-a" in table and "pretrain" in table
+
+
+# --------------------------------------------------------------------------- races and crashes
+
+
+ADMITTED = ("Admitted", "Running")
+SETTLED = ("Admitted", "Running", "Waiting")
+
+
+def _observe(cluster: LocalCluster, namespace: str, limit: int) -> list[str]:
+    eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
+    total = eb.get("reservedWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
+    assert total <= limit + 1e-6, f"reserved + consumed = {total} > limit {limit}"
+    return [r["jobUid"] for r in eb.get("reservations", [])]
+
+
+def test_twenty_jobs_at_once_against_a_budget_for_five_admit_exactly_five(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+) -> None:
+    limit = math.ceil(5 * a40_estimate())
+    assert limit < 6 * a40_estimate()
+    # Pods that never schedule keep every admitted job running: no room is ever freed.
+    start_operator("no-such-scheduler")
+    apply(cluster, namespace, budget(limit), *(lepton_job(f"j{i:02d}") for i in range(20)))
+
+    def settled() -> bool:
+        _observe(cluster, namespace, limit)
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return all((i.get("status") or {}).get("state") in SETTLED for i in items)
+
+    wait_for(settled, 90, "every job to be Admitted or Waiting")
+    for _ in range(4):  # and it stays that way
+        uids = _observe(cluster, namespace, limit)
+        assert len(uids) == len(set(uids)) == 5
+        time.sleep(0.5)
+    items = get(cluster, namespace, "leptonjobs")["items"]
+    assert sum(1 for i in items if i["status"]["state"] in ADMITTED) == 5
+    jobs = get(cluster, namespace, "jobs")["items"]
+    assert sum(1 for j in jobs if not j["spec"].get("suspend")) == 5
+
+
+def test_operator_killed_during_a_burst_admits_each_job_once_and_orphans_nothing(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+) -> None:
+    limit = math.ceil(10 * a40_estimate())
+    op = start_operator("no-such-scheduler")
+    apply(cluster, namespace, budget(limit), *(lepton_job(f"c{i:02d}") for i in range(30)))
+    rng = random.Random(7)
+    for _ in range(4):
+        time.sleep(rng.uniform(0.3, 2.0))
+        _observe(cluster, namespace, limit)
+        op.kill()
+        op.start()
+
+    def settled() -> bool:
+        _observe(cluster, namespace, limit)
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return all((i.get("status") or {}).get("state") in SETTLED for i in items)
+
+    wait_for(settled, 120, "every job to be Admitted or Waiting after the crashes")
+    uids = _observe(cluster, namespace, limit)
+    assert len(uids) == len(set(uids)) == 10
+    items = get(cluster, namespace, "leptonjobs")["items"]
+    by_uid = {i["metadata"]["uid"]: i for i in items}
+    assert {u for u, i in by_uid.items() if i["status"]["state"] in ADMITTED} == set(uids)
+    jobs = get(cluster, namespace, "jobs")["items"]
+    assert len(jobs) == 30
+    for job in jobs:
+        (owner,) = job["metadata"]["ownerReferences"]
+        assert owner["uid"] in by_uid, f"Job {job['metadata']['name']} is orphaned"
+    unsuspended = {
+        j["metadata"]["ownerReferences"][0]["uid"] for j in jobs if not j["spec"].get("suspend")
+    }
+    assert unsuspended == set(uids)
+
+
+def test_examples_parse_as_api_objects() -> None:
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        assert doc["apiVersion"] == "lepton.dev/v1alpha1", path

@@ -1,0 +1,126 @@
+"""`kubectl lepton status | explain | top`, found by kubectl on PATH, against the full stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lepton.cluster.stack import LeptonStack
+from lepton.cluster.tools import tool_path
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def kubectl_lepton(stack: LeptonStack, *args: str) -> subprocess.CompletedProcess[str]:
+    # kubectl finds plugins on PATH: the virtualenv's bin holds kubectl-lepton.
+    env = {
+        **stack.cluster.env(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{stack.cluster.env()['PATH']}",
+        "LEPTON_PROMETHEUS_URL": stack.prometheus_url,
+    }
+    return subprocess.run(
+        [str(tool_path("kubectl")), "lepton", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _job(name: str, work_seconds: int, models: list[str]) -> dict[str, object]:
+    return {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "LeptonJob",
+        "metadata": {"name": name},
+        "spec": {
+            "budgetName": "team",
+            "gpuModels": models,
+            "gpusPerReplica": 1,
+            "energyPolicy": "Efficiency",
+            "work": {"referenceGpuSeconds": work_seconds},
+            "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+        },
+    }
+
+
+def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: LeptonStack) -> None:
+    cluster = lepton_stack.cluster
+    ns = f"plugin-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    budget = {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "EnergyBudget",
+        "metadata": {"name": "team"},
+        "spec": {"limitWattHours": 1000, "periodSeconds": 86400, "whenExhausted": "Queue"},
+    }
+    # 4 reference GPU-hours: ~40 s of wall time on the stack's clock; far beyond the budget: 100 h.
+    docs = [
+        budget,
+        _job("runs", 4 * 3600, ["A40", "A100", "T4", "L4"]),
+        _job("waits", 100 * 3600, ["A40"]),
+    ]
+    for doc in docs:
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+    def running_pod() -> str:
+        out = cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            "lepton.dev/job-name=runs",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ).stdout.split()
+        return out[0] if out else ""
+
+    _wait(lambda: bool(running_pod()), 90, "the admitted job's pod to run")
+    pod = running_pod()
+    node = cluster.kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}").stdout
+
+    status = kubectl_lepton(lepton_stack, "status", "-n", ns)
+    assert status.returncode == 0, status.stderr
+    assert "team" in status.stdout and "1000" in status.stdout
+    waits_line = next(
+        line for line in status.stdout.splitlines() if line.lstrip(f"{ns} ").startswith("waits")
+    )
+    assert "WaitingForBudget" in waits_line or "ExceedsBudget" in waits_line
+    assert "Wh" in waits_line, "the waiting message names the numbers"
+    assert "CLUSTER GPU POWER NOW" in status.stdout and "estimated by the model" in status.stdout
+
+    explain = kubectl_lepton(lepton_stack, "explain", pod, "-n", ns)
+    assert explain.returncode == 0, explain.stderr + explain.stdout
+    assert f"node:      {node}" in explain.stdout
+    assert "score" in explain.stdout and "Wh" in explain.stdout
+    assert node in explain.stdout.split("scoring", 1)[1], "the chosen node is among the scored ones"
+
+    def top_shows_the_node() -> bool:
+        out = kubectl_lepton(lepton_stack, "top").stdout
+        return node in out and ns in out
+
+    _wait(top_shows_the_node, 30, f"`kubectl lepton top` to show {node} and {ns}")
+    top = kubectl_lepton(lepton_stack, "top")
+    assert "GPU MODEL" in top.stdout and "estimated by the model backend" in top.stdout
+    ns_watts = next(line.split()[-1] for line in top.stdout.splitlines() if line.startswith(ns))
+    assert float(ns_watts) > 0
+
+    missing = kubectl_lepton(lepton_stack, "explain", "nope", "-n", ns)
+    assert missing.returncode != 0 and "not found" in missing.stderr

@@ -1,0 +1,219 @@
+"""Helpers for the extender tests: a loopback server, a fleet, pods as kube-scheduler sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from aiohttp import web
+from lepton_scheduler.app import Extender
+from lepton_scheduler.cache import ClusterCache
+
+from lepton.cluster.local import free_port
+from lepton.core.hints import JobHints, hints_to_annotations
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+ZONE = "topology.kubernetes.io/zone"
+
+
+@dataclass
+class Server:
+    url: str
+    extender: Extender
+    cache: ClusterCache
+    session: requests.Session
+
+    def post(self, verb: str, payload: Any, **kw: Any) -> requests.Response:
+        return self.session.post(f"{self.url}/{verb}", json=payload, timeout=10, **kw)
+
+    def post_raw(self, verb: str, data: bytes, **kw: Any) -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        return self.session.post(f"{self.url}/{verb}", data=data, headers=headers, timeout=30, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.session.get(f"{self.url}{path}", timeout=10, **kw)
+
+
+def serve(app: web.Application) -> tuple[str, Callable[[], None]]:
+    """Run ``app`` on a loopback port in a thread of its own; returns (url, stop)."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    started = threading.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    assert started.wait(10), "extender did not start"
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def node_json(name: str, product: str, gpus: int, zone: str) -> dict[str, Any]:
+    """A v1.Node as the API serves it (what the watch delivers)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": "101",
+            "labels": {
+                "kubernetes.io/hostname": name,
+                ZONE: zone,
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.count": str(gpus),
+            },
+        },
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": str(gpus)},
+            "allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": str(gpus)},
+        },
+    }
+
+
+FLEET = [
+    ("a40-0", "NVIDIA-A40", 4, "zone-a"),
+    ("a40-1", "NVIDIA-A40", 4, "zone-b"),
+    ("h100-0", "NVIDIA-H100-80GB-HBM3", 8, "zone-a"),
+    ("h100-1", "NVIDIA-H100-80GB-HBM3", 8, "zone-b"),
+    ("t4-0", "Tesla-T4", 4, "zone-c"),
+    ("l4-0", "NVIDIA-L4", 4, "zone-c"),
+]
+
+
+def fleet_cache(fleet: list[tuple[str, str, int, str]] = FLEET) -> ClusterCache:
+    cache = ClusterCache()
+    cache.replace_nodes([node_json(*n) for n in fleet])
+    cache.replace_pods([])
+    return cache
+
+
+# A pod exactly as kube-scheduler serialises it into ExtenderArgs.Pod (a v1.Pod, camelCase
+# inside; managedFields and status conditions included, as the scheduler's informer has them).
+POD_TEMPLATE: dict[str, Any] = {
+    "metadata": {
+        "name": "train-abc12",
+        "generateName": "train-",
+        "namespace": "ml",
+        "uid": "5f6b1e0c-3b1a-4d7e-9a55-0c7a8f2e1d34",
+        "resourceVersion": "48213",
+        "creationTimestamp": "2026-03-02T09:59:58Z",
+        "labels": {
+            "batch.kubernetes.io/controller-uid": "0d6f8c1e-91a5-4a34-b1a4-2a2f1f0e7b11",
+            "batch.kubernetes.io/job-name": "train",
+            "job-name": "train",
+            "lepton.dev/job-name": "train",
+            "lepton.dev/job-uid": "c1d2e3f4-0000-4000-8000-000000000001",
+        },
+        "annotations": {},
+        "ownerReferences": [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": "train",
+                "uid": "0d6f8c1e-91a5-4a34-b1a4-2a2f1f0e7b11",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+        "managedFields": [
+            {
+                "manager": "kube-controller-manager",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2026-03-02T09:59:58Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {}}},
+            }
+        ],
+    },
+    "spec": {
+        "containers": [
+            {
+                "name": "train",
+                "image": "busybox",
+                "resources": {
+                    "limits": {"nvidia.com/gpu": "1"},
+                    "requests": {"nvidia.com/gpu": "1"},
+                },
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
+                "imagePullPolicy": "Always",
+            }
+        ],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst",
+        "serviceAccountName": "default",
+        "serviceAccount": "default",
+        "securityContext": {},
+        "schedulerName": "lepton-scheduler",
+        "tolerations": [
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            }
+        ],
+        "priority": 0,
+        "enableServiceLinks": True,
+        "preemptionPolicy": "PreemptLowerPriority",
+    },
+    "status": {"phase": "Pending", "qosClass": "BestEffort"},
+}
+
+
+def lepton_pod(
+    hints: JobHints | None = None, name: str = "train-abc12", uid: str | None = None
+) -> dict[str, Any]:
+    pod = copy.deepcopy(POD_TEMPLATE)
+    pod["metadata"]["name"] = name
+    pod["metadata"]["uid"] = uid or f"uid-{name}"
+    if hints is None:
+        hints = JobHints(job_name="train")
+    pod["metadata"]["labels"]["lepton.dev/job-name"] = hints.job_name
+    pod["metadata"]["annotations"] = hints_to_annotations(hints)
+    return pod
+
+
+def plain_pod(name: str = "web-1") -> dict[str, Any]:
+    pod = copy.deepcopy(POD_TEMPLATE)
+    pod["metadata"]["name"] = name
+    pod["metadata"]["labels"] = {"app": "web"}
+    pod["spec"]["schedulerName"] = "lepton-scheduler"
+    return pod
+
+
+def extender_args(pod: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """ExtenderArgs as kube-scheduler marshals it with nodeCacheCapable: true."""
+    return {"Pod": pod, "Nodes": None, "NodeNames": names}
+
+
+def keep_awake(cache: ClusterCache, *nodes: str) -> None:
+    """A running CPU-only pod on each node, so that placing there wakes nothing."""
+    for node in nodes:
+        pod = plain_pod(name=f"awake-{node}")
+        pod["spec"]["nodeName"] = node
+        pod["spec"]["containers"][0]["resources"] = {}
+        pod["status"]["phase"] = "Running"
+        cache.upsert_pod(pod)
