@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# --- build: install Lepton and its dependencies (wheels only) into /opt/venv -------------
+# --- build: install Lepton and its dependencies (wheels) into /opt/venv ------------------
 FROM base AS build
 # Set only for the build (never kept in the image) where TLS to PyPI is intercepted.
 ARG PIP_CERT
@@ -31,9 +31,7 @@ COPY exporter ./exporter
 # Every dependency ships manylinux wheels: no compiler anywhere. pip and setuptools are
 # build tools and stay in this stage.
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
-    && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # --- final: the virtualenv and a non-root user, nothing else ------------------------------
 FROM base AS final

@@ -336,6 +336,14 @@ def scheduler_command(
 @click.option(
     "--interval-seconds", default=5.0, show_default=True, type=float, help="Sampling interval."
 )
+@click.option(
+    "--time-compression",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Model backend on a simulated cluster only: count N seconds of energy per wall second, "
+    "matching `lepton cluster simulate-work --time-compression N`.",
+)
 def exporter_command(
     kubeconfig: str | None,
     backend: str,
@@ -346,6 +354,7 @@ def exporter_command(
     podresources_socket: str,
     enable_power_capping: bool,
     interval_seconds: float,
+    time_compression: float,
 ) -> None:
     """Run the power exporter: per-GPU, per-CPU-zone and per-pod power and energy on /metrics."""
     from lepton_exporter.main import run
@@ -369,7 +378,113 @@ def exporter_command(
         podresources_socket or None,
         enable_power_capping,
         interval_seconds,
+        time_compression,
     )
+
+
+# --- simulate ----------------------------------------------------------------
+
+
+@main.command("simulate")
+@click.option(
+    "--pods",
+    "pods_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Pod trace CSV (default: the shared openb_pod_list_default.csv).",
+)
+@click.option(
+    "--nodes",
+    "nodes_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Node list CSV (default: the shared openb_node_list_gpu_node.csv).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("results"),
+    show_default=True,
+    help="Output folder for JSON, markdown and PNG charts.",
+)
+@click.option("--name", default="simulation", show_default=True, help="Output file prefix.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(
+        ["default-scheduler", "most-allocated", "lepton-balanced", "lepton-efficiency"]
+    ),
+    help="Policies to compare (repeatable; default: all).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (tie-breaks).")
+@click.option("--pod-limit", type=int, default=None, help="Replay only the first N pods.")
+@click.option("--node-count", type=int, default=None, help="Use a sample of N nodes.")
+@click.option(
+    "--gpu-model",
+    "gpu_models",
+    multiple=True,
+    metavar="TRACE=PROFILE",
+    help="Which profile stands for a trace model (repeatable; default G2=A100, G3=H100).",
+)
+@click.option(
+    "--trace-speed",
+    type=float,
+    default=None,
+    help="Speed (A40 = 1) of the GPUs the trace's pods ran on (default: the fleet's mean).",
+)
+@click.option(
+    "--scale-in-grace-seconds",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="How long an empty node stays on before it is scaled in.",
+)
+@click.option(
+    "--deadline-factor",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="A job's deadline: this many times its trace run time after it arrives.",
+)
+def simulate(
+    pods_path: Path | None,
+    nodes_path: Path | None,
+    out_dir: Path,
+    name: str,
+    policies: tuple[str, ...],
+    seed: int,
+    pod_limit: int | None,
+    node_count: int | None,
+    gpu_models: tuple[str, ...],
+    trace_speed: float | None,
+    scale_in_grace_seconds: float,
+    deadline_factor: float,
+) -> None:
+    """Replay a GPU pod trace on a node fleet under each policy, with the extender's own scoring,
+    and report energy, completion times and node-hours (energy model estimates)."""
+    from lepton.sim.run import cli_run, parse_model_map
+    from lepton.sim.trace import TraceError
+
+    try:
+        outcome = cli_run(
+            pods_path=pods_path,
+            nodes_path=nodes_path,
+            out_dir=out_dir,
+            name=name,
+            policies=policies,
+            seed=seed,
+            pod_limit=pod_limit,
+            node_count=node_count,
+            model_map=parse_model_map(gpu_models),
+            trace_speed=trace_speed,
+            scale_in_grace_seconds=scale_in_grace_seconds,
+            deadline_factor=deadline_factor,
+        )
+    except (ValueError, TraceError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(outcome.table)
+    for path in outcome.files:
+        click.echo(f"wrote {path}")
 
 
 # --- demo --------------------------------------------------------------------
@@ -377,15 +492,36 @@ def exporter_command(
 
 @main.command("demo")
 @state_dir_option
-@click.option("--no-wait", is_flag=True, help="Stop at once instead of waiting for Ctrl-C.")
-def demo(state_dir: Path | None, no_wait: bool) -> None:
-    """Bring up the local control plane with a mixed GPU fleet and show Lepton at work."""
+@click.option("--no-wait", is_flag=True, help="Stop at the end instead of waiting for Ctrl-C.")
+@click.option(
+    "--time-compression",
+    default=360.0,
+    show_default=True,
+    type=float,
+    help="Simulated seconds of GPU work per wall second.",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("results/demo"),
+    show_default=True,
+    help="Where the report (HTML, PNG, JSON) goes.",
+)
+def demo(state_dir: Path | None, no_wait: bool, time_compression: float, report_dir: Path) -> None:
+    """Bring up a local control plane with a mixed GPU fleet, run Lepton on the example jobs,
+    compare with the default scheduler and write a report; Ctrl-C stops everything."""
     from lepton import demo as demo_module
     from lepton.cluster.local import ClusterError
     from lepton.cluster.tools import ToolBuildError
 
     try:
-        demo_module.run(state_dir, echo=click.echo, wait=not no_wait)
+        demo_module.run(
+            state_dir,
+            echo=click.echo,
+            wait=not no_wait,
+            time_compression=time_compression,
+            report_dir=report_dir,
+        )
     except (ToolBuildError, ClusterError) as error:
         raise click.ClickException(str(error)) from None
 

@@ -1,54 +1,406 @@
 """``lepton demo``: the whole of Lepton on a laptop, with no cluster of one's own.
 
-For now it brings up the real local control plane with a mixed GPU fleet and
-shows it; the operator, the extender, the exporter and the example workload
-join it as they land.
+It brings up the real local control plane with a mixed GPU fleet, starts every
+Lepton component on it (operator, extender with the ``lepton-scheduler``
+profile, the exporter's model backend, Prometheus, and the work simulator that
+lets a job finish sooner on a faster GPU), applies the example budget and jobs,
+and shows them live: states, placements, budgets and watt-hours. When the jobs
+that fit are done it raises the budget so the waiting job is admitted. Then it
+runs the same workload again through the default kube-scheduler, compares the
+two, and writes a report with a chart.
+
+Every energy figure on a kwok fleet comes from the GPU profiles (the model), and
+the report says so: kwok nodes have no meters.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import signal
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lepton.cluster import tools
-from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
+from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_LEPTON_MODEL, Fleet
 from lepton.cluster.local import LocalCluster
+from lepton.cluster.stack import LeptonStack
+from lepton.core.energy import chosen_power_limit_watts, job_duration_seconds, job_energy_watt_hours
+from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata
+from lepton.core.profiles import get_profile
 
-NODE_COLUMNS = (
-    "NAME:.metadata.name,"
-    "GPU-MODEL:.metadata.labels.nvidia\\.com/gpu\\.product,"
-    "GPUS:.status.allocatable.nvidia\\.com/gpu,"
-    "ZONE:.metadata.labels.topology\\.kubernetes\\.io/zone,"
-    "READY:.status.conditions[?(@.type=='Ready')].status"
-)
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+NAMESPACE = "demo"
+BASELINE_NAMESPACE = "demo-default-scheduler"
+RAISED_LIMIT_WATT_HOURS = 3000
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PodRun:
+    """Where one pod of a job ran, and what its work cost there (energy model)."""
+
+    job: str
+    pod: str
+    node: str
+    gpu_model: str
+    gpus: int
+    duration_hours: float
+    energy_default_limit_watt_hours: float
+    energy_at_chosen_limit_watt_hours: float
+
+
+class Demo:
+    """One demo run on one local cluster."""
+
+    def __init__(self, cluster: LocalCluster, echo: Echo, stop: threading.Event) -> None:
+        self.cluster = cluster
+        self.stack = LeptonStack(cluster)
+        self.echo = echo
+        self.stop = stop
+
+    # --- reading the cluster -------------------------------------------------------
+
+    def _json(self, *args: str) -> Any:
+        return json.loads(self.cluster.kubectl(*args, "-o", "json").stdout)
+
+    def _lepton_jobs(self) -> list[dict[str, Any]]:
+        return list(self._json("get", "leptonjobs", "-n", NAMESPACE)["items"])
+
+    def _node_models(self) -> dict[str, str]:
+        nodes = self._json("get", "nodes")["items"]
+        return {n["metadata"]["name"]: n["metadata"]["labels"][LABEL_LEPTON_MODEL] for n in nodes}
+
+    def _pod_runs(self, namespace: str) -> list[PodRun]:
+        models = self._node_models()
+        runs = []
+        for pod in self._json("get", "pods", "-n", namespace, "-l", LABEL_JOB_NAME)["items"]:
+            meta, node = pod["metadata"], pod["spec"].get("nodeName")
+            hints = hints_from_pod_metadata(meta.get("labels"), meta.get("annotations"))
+            if hints is None or not node:
+                continue
+            model = models[node]
+            work = hints.work_reference_gpu_hours / max(1, hints.replicas)
+            limit = chosen_power_limit_watts(get_profile(model), hints.power_cap)
+            runs.append(
+                PodRun(
+                    job=hints.job_name,
+                    pod=meta["name"],
+                    node=node,
+                    gpu_model=model,
+                    gpus=hints.gpus_per_replica,
+                    duration_hours=job_duration_seconds(model, work, hints.gpus_per_replica) / 3600,
+                    energy_default_limit_watt_hours=job_energy_watt_hours(
+                        model, work, hints.gpus_per_replica
+                    ),
+                    energy_at_chosen_limit_watt_hours=job_energy_watt_hours(
+                        model, work, hints.gpus_per_replica, limit
+                    ),
+                )
+            )
+        return runs
+
+    def _cluster_watts(self) -> str:
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode({"query": "sum(lepton_gpu_power_watts)"})
+        try:
+            with urllib.request.urlopen(
+                f"{self.stack.prometheus_url}/api/v1/query?{query}", timeout=3
+            ) as response:
+                result = json.load(response)["data"]["result"]
+        except OSError:
+            return "?"
+        return f"{float(result[0]['value'][1]):.0f}" if result else "?"
+
+    # --- the live view ------------------------------------------------------------
+
+    def show(self, title: str) -> None:
+        jobs = self._lepton_jobs()
+        budgets = self._json("get", "energybudgets", "-n", NAMESPACE)["items"]
+        pods = self._json("get", "pods", "-n", NAMESPACE, "-l", LABEL_JOB_NAME)["items"]
+        models = self._node_models()
+        where: dict[str, list[str]] = {}
+        for pod in pods:
+            node = pod["spec"].get("nodeName")
+            if node:
+                job = pod["metadata"]["labels"][LABEL_JOB_NAME]
+                where.setdefault(job, []).append(f"{node}({models.get(node, '?')})")
+        lines = [f"── {title} ── cluster GPU power now: {self._cluster_watts()} W (model)"]
+        lines.append(f"  {'JOB':<17}{'STATE':<10}{'EST Wh':>9}{'USED Wh':>9}  PLACED ON")
+        for job in sorted(jobs, key=lambda j: j["metadata"]["name"]):
+            st = job.get("status", {})
+            name = job["metadata"]["name"]
+            state = st.get("state") or "Pending"
+            est = st.get("estimatedWattHours")
+            used = st.get("consumedWattHours")
+            lines.append(
+                f"  {name:<16} {state:<10}{_num(est):>9}{_num(used):>9}  "
+                + (", ".join(sorted(set(where.get(name, [])))) or "-")
+            )
+        for b in budgets:
+            st = b.get("status", {})
+            lines.append(
+                f"  budget {b['metadata']['name']}: limit {b['spec']['limitWattHours']} Wh, used "
+                f"{_num(st.get('consumedWattHours'))}, "
+                f"reserved {_num(st.get('reservedWattHours'))}, "
+                f"remaining {_num(st.get('remainingWattHours'))}, queued {st.get('queuedJobs', 0)}"
+            )
+        self.echo("\n".join(lines))
+
+    def wait_until(self, done: Callable[[], bool], timeout: float, title: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set():
+            self.show(title)
+            if done():
+                return True
+            if time.monotonic() > deadline:
+                self.echo(f"[demo] gave up waiting after {timeout:.0f} s")
+                return False
+            self.stop.wait(3)
+        return False
+
+    # --- the story -------------------------------------------------------------------
+
+    def run_lepton(self) -> list[PodRun]:
+        self.cluster.kubectl("create", "namespace", NAMESPACE)
+        docs = sorted(EXAMPLES_DIR.glob("*.yaml"))
+        self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f examples/  ({len(docs)} files)")
+        for path in docs:
+            self.cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
+
+        def settled() -> bool:
+            states = [(j.get("status", {}).get("state") or "Pending") for j in self._lepton_jobs()]
+            return "Pending" not in states and all(
+                s in ("Finished", "Waiting", "Failed") for s in states
+            )
+
+        self.wait_until(settled, 240, "Lepton: jobs that fit run, the one that does not waits")
+        budget = self._json("get", "energybudgets", "-n", NAMESPACE)["items"][0]["metadata"]["name"]
+        self.echo(
+            f"[demo] raising budget {budget} to {RAISED_LIMIT_WATT_HOURS} Wh: "
+            "the waiting job is admitted"
+        )
+        patch = json.dumps({"spec": {"limitWattHours": RAISED_LIMIT_WATT_HOURS}})
+        self.cluster.kubectl(
+            "patch", "energybudget", budget, "-n", NAMESPACE, "--type=merge", "-p", patch
+        )
+
+        def all_finished() -> bool:
+            return all(
+                (j.get("status", {}).get("state") == "Finished") for j in self._lepton_jobs()
+            )
+
+        self.wait_until(all_finished, 300, "Lepton: every job runs to completion")
+        return self._pod_runs(NAMESPACE)
+
+    def run_default_scheduler(self) -> list[PodRun]:
+        """The same pods, as plain Jobs through the default kube-scheduler."""
+        self.cluster.kubectl("create", "namespace", BASELINE_NAMESPACE)
+        children = self._json("get", "jobs", "-n", NAMESPACE)["items"]
+        for child in children:
+            template = child["spec"]["template"]
+            template["spec"].pop("schedulerName", None)
+            labels = {
+                k: v
+                for k, v in template["metadata"].get("labels", {}).items()
+                if "controller-uid" not in k
+                and k not in ("job-name", "batch.kubernetes.io/job-name")
+            }
+            template["metadata"] = {
+                "labels": labels,
+                "annotations": template["metadata"].get("annotations", {}),
+            }
+            job = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": child["metadata"]["name"], "namespace": BASELINE_NAMESPACE},
+                "spec": {
+                    "completions": child["spec"].get("completions", 1),
+                    "parallelism": child["spec"].get("parallelism", 1),
+                    "completionMode": child["spec"].get("completionMode", "NonIndexed"),
+                    "template": template,
+                },
+            }
+            self.cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+        self.echo(f"[demo] the same {len(children)} jobs through the default scheduler …")
+
+        def complete() -> bool:
+            jobs = self._json("get", "jobs", "-n", BASELINE_NAMESPACE)["items"]
+            return all(
+                j.get("status", {}).get("succeeded", 0) >= j["spec"]["completions"] for j in jobs
+            )
+
+        deadline = time.monotonic() + 300
+        while not complete() and not self.stop.is_set() and time.monotonic() < deadline:
+            self.stop.wait(3)
+        return self._pod_runs(BASELINE_NAMESPACE)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
+
+
+def summarize(lepton: list[PodRun], default: list[PodRun]) -> dict[str, Any]:
+    """Totals per scheduler: energy at default limits (placement alone) and at Lepton's limits."""
+
+    def totals(runs: list[PodRun]) -> dict[str, float]:
+        return {
+            "energy_default_limit_watt_hours": sum(r.energy_default_limit_watt_hours for r in runs),
+            "energy_at_chosen_limit_watt_hours": sum(
+                r.energy_at_chosen_limit_watt_hours for r in runs
+            ),
+            "gpu_hours": sum(r.duration_hours * r.gpus for r in runs),
+            "pods": len(runs),
+        }
+
+    ours, theirs = totals(lepton), totals(default)
+    placement = 1 - ours["energy_default_limit_watt_hours"] / max(
+        theirs["energy_default_limit_watt_hours"], 1e-9
+    )
+    with_caps = 1 - ours["energy_at_chosen_limit_watt_hours"] / max(
+        theirs["energy_default_limit_watt_hours"], 1e-9
+    )
+    return {
+        "lepton": ours,
+        "default_scheduler": theirs,
+        "saving_from_placement": placement,
+        "saving_with_power_caps": with_caps,
+        "lepton_pods": [r.__dict__ for r in lepton],
+        "default_scheduler_pods": [r.__dict__ for r in default],
+    }
+
+
+def write_report(summary: dict[str, Any], out: Path) -> Path:
+    """report.html (+ energy.png when matplotlib is installed) explaining every number."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    chart = ""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        labels = ["default scheduler", "Lepton (placement)", "Lepton (placement + power caps)"]
+        values = [
+            summary["default_scheduler"]["energy_default_limit_watt_hours"],
+            summary["lepton"]["energy_default_limit_watt_hours"],
+            summary["lepton"]["energy_at_chosen_limit_watt_hours"],
+        ]
+        ax.barh(labels, values, color=["#999999", "#4c9be8", "#1f5fa8"])
+        ax.set_xlabel("GPU energy, Wh (model estimate)")
+        ax.set_title("The demo workload: energy by scheduler")
+        fig.tight_layout()
+        fig.savefig(out / "energy.png", dpi=110)
+        plt.close(fig)
+        chart = '<img src="energy.png" alt="energy by scheduler">'
+    except ImportError:
+        chart = "<p>(install matplotlib for the chart)</p>"
+
+    def rows(runs: list[dict[str, Any]]) -> str:
+        return "".join(
+            f"<tr><td>{html.escape(r['job'])}</td><td>{html.escape(r['pod'])}</td>"
+            f"<td>{html.escape(r['node'])}</td><td>{r['gpu_model']}</td><td>{r['gpus']}</td>"
+            f"<td>{r['duration_hours']:.2f}</td><td>{r['energy_default_limit_watt_hours']:.1f}</td>"
+            f"<td>{r['energy_at_chosen_limit_watt_hours']:.1f}</td></tr>"
+            for r in runs
+        )
+
+    head = (
+        "<tr><th>job</th><th>pod</th><th>node</th><th>GPU</th><th>GPUs</th><th>hours</th>"
+        "<th>Wh at default limit</th><th>Wh at Lepton's limit</th></tr>"
+    )
+    s = summary
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Lepton demo report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
+td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
+</head><body><h1>Lepton demo report</h1>
+<p>The same workload — the jobs in <code>examples/</code> — ran twice on the same local cluster of
+kwok GPU nodes: first placed by Lepton's extender through the <code>lepton-scheduler</code> profile,
+then as plain Jobs through the default kube-scheduler.</p>
+<h2>What the numbers mean</h2>
+<ul>
+<li><b>Every energy figure here is an estimate from Lepton's energy model</b> (GPU profiles:
+power and speed per model and power limit; the A40 from measured sweeps, the others from
+datasheets). kwok nodes have no GPUs and no meters; on a real cluster the exporter reads NVML.</li>
+<li><b>Wh at default limit</b>: the GPUs' energy for the pod's share of the work on the GPU model it
+landed on, at the GPU's default power limit: it isolates the effect of <em>placement</em>.</li>
+<li><b>Wh at Lepton's limit</b>: the same at the power limit the job's <code>powerCap</code> asks
+for (<code>Auto</code> = the profile's energy-optimal limit within 5 % slowdown), which the exporter
+applies through NVML on real GPUs.</li>
+<li><b>hours</b>: the pod's run time on that GPU (work ÷ the model's relative speed); the demo's
+clock runs faster than real time.</li>
+<li>Idle power of the nodes is not in these totals: every node stays on in the demo.</li>
+</ul>
+<h2>Summary</h2>
+<p>Default scheduler: {s["default_scheduler"]["energy_default_limit_watt_hours"]:.0f} Wh.
+Lepton, placement alone: {s["lepton"]["energy_default_limit_watt_hours"]:.0f} Wh
+(<b>{100 * s["saving_from_placement"]:.1f} %</b> less).
+Lepton with its power caps: {s["lepton"]["energy_at_chosen_limit_watt_hours"]:.0f} Wh
+(<b>{100 * s["saving_with_power_caps"]:.1f} %</b> less).</p>
+{chart}
+<h2>Lepton's placements</h2><table>{head}{rows(s["lepton_pods"])}</table>
+<h2>The default scheduler's placements</h2><table>{head}{rows(s["default_scheduler_pods"])}</table>
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
 
 
 def run(
     state_dir: Path | None,
-    echo: Callable[[str], None],
+    echo: Echo,
     fleet: Fleet = DEFAULT_FLEET,
     wait: bool = True,
-) -> None:
-    """Build what is missing, start the cluster, show it, and stop everything on Ctrl-C."""
+    time_compression: float = 360.0,
+    report_dir: Path = Path("results/demo"),
+) -> dict[str, Any]:
+    """Build what is missing, run the whole story, write the report; Ctrl-C stops everything."""
     tools.build_all(("etcd", "kwok", "kubernetes"), progress=echo)
     cluster = LocalCluster(state_dir, progress=echo)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    summary: dict[str, Any] = {}
     try:
-        cluster.up(fleet)
+        cluster.up(fleet, hold_lepton_pods=True)
+        demo = Demo(cluster, echo, stop)
+        echo("[demo] starting Lepton: CRDs, exporter (model), Prometheus, extender, operator")
+        demo.stack.start_all(time_compression=time_compression)
+        echo(f"[demo] one wall second stands for {time_compression:.0f} s of GPU work")
+        lepton = demo.run_lepton()
+        default = demo.run_default_scheduler() if not stop.is_set() else []
+        if lepton and default:
+            summary = summarize(lepton, default)
+            report = write_report(summary, report_dir)
+            echo("")
+            echo(
+                f"Summary (energy model): default scheduler "
+                f"{summary['default_scheduler']['energy_default_limit_watt_hours']:.0f} Wh, Lepton "
+                f"{summary['lepton']['energy_default_limit_watt_hours']:.0f} Wh by placement "
+                f"({100 * summary['saving_from_placement']:.1f} % less), "
+                f"{summary['lepton']['energy_at_chosen_limit_watt_hours']:.0f} Wh with power caps "
+                f"({100 * summary['saving_with_power_caps']:.1f} % less)."
+            )
+            echo(f"Report: {report.resolve()}")
         echo("")
-        echo(cluster.kubectl("get", "nodes", "-o", f"custom-columns={NODE_COLUMNS}").stdout)
-        for name, row in cluster.status().items():
-            echo(f"  {name:<26} healthy={row['healthy']}  {row['rss_bytes'] / 2**20:.0f} MiB")
-        echo("")
-        echo(f"The local control plane is up. Try:  export KUBECONFIG={cluster.kubeconfig}")
-        echo(f"                                     {tools.tool_path('kubectl')} get nodes")
-        if wait:
+        echo(f"The cluster is up:  export KUBECONFIG={cluster.kubeconfig}")
+        echo(f"                    {tools.tool_path('kubectl')} get leptonjobs,energybudgets -A")
+        echo(
+            f"                    LEPTON_PROMETHEUS_URL={demo.stack.prometheus_url} "
+            "kubectl lepton status"
+        )
+        if wait and not stop.is_set():
             echo("Press Ctrl-C to stop everything.")
             stop.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-        echo("[demo] stopping the local control plane")
+        echo("[demo] stopping every process")
         cluster.down()
+    return summary

@@ -107,8 +107,13 @@ def build_exporter(
     podresources_socket: str | None,
     enable_power_capping: bool,
     nvml: Any = None,
+    time_compression: float = 1.0,
 ) -> tuple[Exporter, list[Callable[[], None]]]:
     """The exporter for ``backend`` (one of BACKENDS, or several joined by commas).
+
+    ``time_compression`` is for the simulated local cluster only: its work simulator runs
+    GPU work N times faster than real time, so the model backend counts N seconds of energy
+    per wall second. Real meters run on real time and refuse it.
 
     Returns the exporter and the callables that stop what it started.
     """
@@ -118,6 +123,13 @@ def build_exporter(
         raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
     if enable_power_capping and "nvml" not in names:
         raise ValueError("--enable-power-capping needs the nvml backend: power limits are NVML's")
+    if time_compression != 1.0 and names != ["model"]:
+        raise ValueError(
+            "--time-compression applies to the model backend of a simulated cluster only: "
+            "real meters run on real time"
+        )
+    if time_compression <= 0:
+        raise ValueError(f"--time-compression must be positive, got {time_compression}")
     node = node_name or default_node_name()
     backends: list[Backend] = []
     stoppers: list[Callable[[], None]] = []
@@ -131,6 +143,9 @@ def build_exporter(
         watcher.synced.wait(timeout=30)
         stoppers.append(watcher.stop)
     exporter = Exporter(backends=backends, node=node)
+    if time_compression != 1.0:
+        origin = time.monotonic()
+        exporter.clock = lambda: origin + (time.monotonic() - origin) * time_compression
     if "nvml" in names:
         from lepton_exporter.nvml import NvmlBackend, default_nvml
 
@@ -180,10 +195,17 @@ def run(
     podresources_socket: str | None,
     enable_power_capping: bool,
     interval_seconds: float,
+    time_compression: float = 1.0,
 ) -> None:
     """Serve /metrics on host:port until interrupted (blocking)."""
     exporter, stoppers = build_exporter(
-        backend, node_name, kubeconfig, sysfs_root, podresources_socket, enable_power_capping
+        backend,
+        node_name,
+        kubeconfig,
+        sysfs_root,
+        podresources_socket,
+        enable_power_capping,
+        time_compression=time_compression,
     )
     server, _ = start_http_server(port, addr=host, registry=exporter.registry())
     log.info("exporter serving", extra={"host": host, "port": port, "backend": backend})

@@ -78,7 +78,9 @@ class LeptonStack:
         self.cluster.start_lepton_scheduler(f"http://127.0.0.1:{port}")
         return proc
 
-    def start_exporter(self, interval_seconds: float = 2.0) -> Process:
+    def start_exporter(
+        self, interval_seconds: float = 2.0, time_compression: float = 1.0
+    ) -> Process:
         """The exporter's model backend, serving the whole kwok fleet from one process."""
         port = free_port()
         argv = _lepton_argv(
@@ -89,6 +91,7 @@ class LeptonStack:
             f"--kubeconfig={self.cluster.kubeconfig}",
             "--podresources-socket=",
             f"--interval-seconds={interval_seconds}",
+            f"--time-compression={time_compression}",
         )
         proc = self.cluster.spawn("lepton-exporter", argv, port, f"http://127.0.0.1:{port}/metrics")
         self.cluster.wait_healthy(["lepton-exporter"])
@@ -171,7 +174,7 @@ class LeptonStack:
         self.install_crds()
         if time_compression is not None:
             self.start_work_simulator(time_compression)
-        self.start_exporter()
+        self.start_exporter(time_compression=time_compression or 1.0)
         extender_port = free_port()
         self.start_prometheus(extender_port=extender_port)
         self.start_extender(self.prometheus_url, port=extender_port)

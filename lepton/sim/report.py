@@ -150,13 +150,15 @@ def write_charts(report: dict[str, Any], prefix: Path) -> list[Path]:
         width = widths[0] if widths else 86_400.0
         for ax, key in zip(axes, ("scaleInJoules", "alwaysOnJoules"), strict=True):
             # the last bin is partial: left out rather than drawn as a dip
-            kilowatts = [j / width / 1000 for j in series[key]][:-1]
-            ax.plot(days[:-1], kilowatts, label=name, linewidth=1)
+            keep = max(1, len(days) - 1)
+            kilowatts = [j / width / 1000 for j in series[key]][:keep]
+            ax.plot(days[:keep], kilowatts, label=name, linewidth=1)
     axes[0].set_title("Scale-in regime: mean power per bin (model estimate)")
     axes[1].set_title("Always-on regime: mean power per bin (model estimate)")
     for ax in axes:
         ax.set_ylabel("kW")
-        ax.set_yscale("log")
+        if ax.dataLim.ymin > 0:  # log scale: idle and busy power differ by decades
+            ax.set_yscale("log")
         ax.legend(fontsize=8)
     axes[1].set_xlabel("trace day")
     fig.tight_layout()

@@ -125,21 +125,23 @@ def measure(
     config: OperatorConfig,
     now: datetime,
 ) -> Usage | None:
-    """The job's energy so far: measured when Prometheus has it, else the model's estimate."""
+    """The job's energy so far: from the exporters via Prometheus when it has the job's
+    series (labelled Estimated when those come from the exporter's model backend), else
+    the energy model's estimate from run time."""
     status = lj.get("status") or {}
     previous = float(status.get("consumedWattHours") or 0.0)
     admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
     if config.energy_source is not None and admitted is not None:
         range_seconds = int((now - admitted).total_seconds()) + 60
         try:
-            measured = config.energy_source.job_watt_hours(
+            reported = config.energy_source.job_energy(
                 lj["metadata"]["namespace"], lj["metadata"]["name"], range_seconds
             )
         except Exception as error:  # a Prometheus outage must not stop admission
             log.warning("prometheus query failed, estimating instead: %s", error)
-            measured = None
-        if measured is not None:
-            return Usage(max(previous, measured), measured=True)
+            reported = None
+        if reported is not None:
+            return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
     if estimate is None or observation.start_time is None:
         return Usage(previous, measured=False) if previous else None
     end = observation.completion_time or now

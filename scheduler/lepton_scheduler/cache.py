@@ -16,7 +16,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -132,6 +132,28 @@ def budget_pressure_of(obj: Mapping[str, Any]) -> float | None:
     return min(1.0, max(0.0, (limit - remaining) / limit))
 
 
+Ints = np.ndarray[Any, np.dtype[np.int64]]
+
+
+class _Rows(Sequence[Mapping[str, str]]):
+    """Some rows of a column, gathered only when read (labels are rarely read per request)."""
+
+    def __init__(self, column: list[Mapping[str, str]], rows: list[int]) -> None:
+        self._column, self._rows = column, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> Mapping[str, str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Mapping[str, str]]: ...
+    def __getitem__(self, i: int | slice) -> Mapping[str, str] | Sequence[Mapping[str, str]]:
+        if isinstance(i, slice):
+            return [self._column[r] for r in self._rows[i]]
+        return self._column[self._rows[i]]
+
+
 class ClusterCache:
     """Nodes, pods and budget pressure, with per-node aggregates; safe across threads.
 
@@ -162,7 +184,7 @@ class ClusterCache:
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
         # topology key -> (distinct values, value -> id, per-row id or -1), built on first use
-        self._domain_cols: dict[str, tuple[list[str], dict[str, int], list[int]]] = {}
+        self._domain_cols: dict[str, tuple[list[str], dict[str, int], Ints]] = {}
 
     # ------------------------------------------------------------------ columns
 
@@ -185,13 +207,16 @@ class ClusterCache:
             self._names.append(info.name)
             self._labels.append(info.labels)
         self._labels[row] = info.labels
-        for key, (values, ids, col) in self._domain_cols.items():
+        for key, (values, ids, col) in list(self._domain_cols.items()):
             value = info.labels.get(key)
             if value is not None and value not in ids:
                 ids[value] = len(values)
                 values.append(value)
-            if row == len(col):
-                col.append(-1)
+            if row >= len(col):
+                grown = np.full(max(row + 1, 2 * len(col), 64), -1, dtype=np.int64)
+                grown[: len(col)] = col
+                self._domain_cols[key] = (values, ids, grown)
+                col = grown
             col[row] = -1 if value is None else ids[value]
         model = self._model_ids.setdefault(info.gpu_model, len(self._models))
         if model == len(self._models):
@@ -338,7 +363,7 @@ class ClusterCache:
 
     # ------------------------------------------------------------------ queries
 
-    def _domain_col(self, key: str) -> tuple[list[str], dict[str, int], list[int]]:
+    def _domain_col(self, key: str) -> tuple[list[str], dict[str, int], Ints]:
         col = self._domain_cols.get(key)
         if col is None:
             values: list[str] = []
@@ -350,7 +375,7 @@ class ClusterCache:
                     ids[value] = len(values)
                     values.append(value)
                 rows.append(-1 if value is None else ids[value])
-            col = self._domain_cols[key] = (values, ids, rows)
+            col = self._domain_cols[key] = (values, ids, np.array(rows, dtype=np.int64))
         return col
 
     def table(
@@ -371,16 +396,16 @@ class ClusterCache:
             row_list = rows.tolist()
             alloc = self._alloc_col[rows]
             table = CandidateTable(
-                names=[self._names[r] for r in row_list],
+                names=list(names) if not unknown else [self._names[r] for r in row_list],
                 models=list(self._models),
                 model_index=self._model_col[rows],
                 free_gpus=np.maximum(0, alloc - self._used_col[rows]),
                 total_gpus=alloc,
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
-                labels=[self._labels[r] for r in row_list],
+                labels=_Rows(self._labels, row_list),
                 domains={
-                    key: (list(values), np.asarray(col, dtype=np.int64)[rows])
+                    key: (list(values), col[rows])
                     for key in domain_keys
                     for values, _, col in [self._domain_col(key)]
                 },

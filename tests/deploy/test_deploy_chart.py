@@ -214,6 +214,8 @@ def test_exporter_runs_without_root_when_it_needs_no_root_files(render: Render) 
     spec = next(s for n, s in pod_specs(objects).items() if n.endswith("-exporter"))
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["containers"][0]["securityContext"]["runAsNonRoot"] is True
+    assert "--podresources-socket=" in spec["containers"][0]["args"]
+    assert not [v for v in spec["volumes"] if v["name"] == "pod-resources"]
 
 
 def test_exporter_gets_sys_admin_only_with_power_capping(render: Render) -> None:
@@ -314,3 +316,16 @@ def test_chart_passes_only_options_the_lepton_cli_accepts(render: Render) -> Non
             assert passed - known == MISSING_FROM_CLI.get(subcommand, set()), subcommand
             seen.add(subcommand)
     assert seen == {"operator", "scheduler", "exporter"}
+
+
+def test_operator_watching_one_namespace_is_granted_only_that_namespace(render: Render) -> None:
+    objects = render("--set", "operator.watchNamespace=team-a")
+    bindings = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    role = "lepton-operator"
+    (grant,) = [b for b in bindings if b["roleRef"]["name"] == role]
+    assert grant["kind"] == "RoleBinding" and grant["metadata"]["namespace"] == "team-a"
+    operator = next(s for n, s in pod_specs(objects).items() if n == role)
+    assert "--namespace=team-a" in operator["containers"][0]["args"]
+    # Discovery (CRDs, namespaces) stays cluster-wide and read-only.
+    (discovery,) = [b for b in bindings if b["roleRef"]["name"] == f"{role}-discovery"]
+    assert discovery["kind"] == "ClusterRoleBinding"

@@ -70,4 +70,4 @@ def test_final_stage_is_non_root_with_the_lepton_entrypoint_and_no_build_tools()
     copies = [i for i in final if i.startswith("COPY")]
     assert copies == ["COPY --from=build /opt/venv /opt/venv"]
     build = next(s for s in all_stages if s[0].startswith("FROM base AS build"))
-    assert any("pip uninstall --yes pip setuptools wheel" in i for i in build)
+    assert any("pip uninstall --yes pip setuptools" in i for i in build)

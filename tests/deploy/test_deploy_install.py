@@ -35,6 +35,11 @@ CHART_KINDS = (
     "deployments.apps,daemonsets.apps,services,configmaps,serviceaccounts,"
     "networkpolicies.networking.k8s.io,rolebindings.rbac.authorization.k8s.io,pods"
 )
+# The Prometheus Operator's CRDs, from its Go module (the Go proxy serves what CI already
+# uses to build the Kubernetes tools), so that the ServiceMonitor and PodMonitor the chart
+# makes are checked by a real apiserver against their real schemas.
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.80.1"
+MONITOR_CRDS = ("servicemonitors", "podmonitors")
 CLUSTER_KINDS = (
     "clusterroles.rbac.authorization.k8s.io,clusterrolebindings.rbac.authorization.k8s.io"
 )
@@ -79,6 +84,19 @@ def assert_every_workload_ready(cluster: LocalCluster, namespace: str, release: 
     # Every node of the fleet has a GPU (nvidia.com/gpu.product): one exporter on each.
     assert status["desiredNumberScheduled"] == DEFAULT_FLEET.node_count
     assert status["numberReady"] == DEFAULT_FLEET.node_count
+
+
+def prometheus_operator_crds() -> list[Path]:
+    result = subprocess.run(
+        ["go", "mod", "download", "-json", PROMETHEUS_OPERATOR],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"go mod download {PROMETHEUS_OPERATOR}: {result.stderr}"
+    folder = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    return [folder / f"monitoring.coreos.com_{name}.yaml" for name in MONITOR_CRDS]
 
 
 def wait_until_gone(cluster: LocalCluster, release: str, timeout: float = 90) -> list[str]:
@@ -248,6 +266,10 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     name, namespace = "lepton-all", "lepton-all"
     # What the all-features values refer to: Grafana's namespace and the NVIDIA RuntimeClass.
     cluster.kubectl("create", "namespace", "monitoring", check=False)
+    for crd_file in prometheus_operator_crds():
+        cluster.kubectl("apply", "--server-side", "-f", str(crd_file))
+    for name in MONITOR_CRDS:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.monitoring.coreos.com")
     cluster.kubectl(
         "apply",
         "-f",
@@ -277,6 +299,19 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     assert_every_workload_ready(cluster, namespace, name)
     made = left_behind(cluster, name)
     assert sum(n.startswith("networkpolicy") for n in made) == 3
+    # Helm saw the Prometheus Operator's API: the monitors exist and pass strict validation.
+    monitors = cluster.kubectl(
+        "get", "servicemonitors,podmonitors", "-n", namespace, "-o", "name"
+    ).stdout.split()
+    assert len(monitors) == 2, monitors
+    manifest = helm(cluster, "get", "manifest", name, f"--namespace={namespace}")
+    docs = [
+        d for d in manifest.split("\n---") if "kind: ServiceMonitor" in d or "kind: PodMonitor" in d
+    ]
+    strict = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", input="\n---".join(docs)
+    )
+    assert strict.stdout.count("(server dry run)") == 2
     dashboards = cluster.kubectl(
         "get", "configmaps", "-n", "monitoring", "-l", "grafana_dashboard=1", "-o", "name"
     ).stdout.split()
@@ -284,6 +319,9 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
 
     helm(cluster, "uninstall", name, f"--namespace={namespace}", "--wait")
     assert wait_until_gone(cluster, name) == []
+    assert cluster.kubectl("get", "servicemonitors,podmonitors", "-A", "-o", "name").stdout == ""
+    for monitor_crd in MONITOR_CRDS:
+        cluster.kubectl("delete", "crd", f"{monitor_crd}.monitoring.coreos.com")
     # What uninstall keeps on purpose (docs/install.md): the CRDs.
     for crd in CRDS:
         cluster.kubectl("get", "crd", crd)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
 from lepton_operator.kube import ConflictError
+from lepton_operator.prometheus import JobEnergy
 
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.core.hints import LABEL_JOB_UID
@@ -312,8 +313,11 @@ def test_cap_power_records_the_lower_limit_in_status() -> None:
 
 
 class FakeMeter:
-    def job_watt_hours(self, namespace: str, job_name: str, range_seconds: int) -> float | None:
-        return 12.5
+    def __init__(self, estimated: bool = False) -> None:
+        self.estimated = estimated
+
+    def job_energy(self, namespace: str, job_name: str, range_seconds: int) -> JobEnergy | None:
+        return JobEnergy(12.5, self.estimated)
 
 
 def test_measured_energy_from_prometheus_is_labelled_measured() -> None:
@@ -327,6 +331,18 @@ def test_measured_energy_from_prometheus_is_labelled_measured() -> None:
     status = api.lepton_jobs["a"]["status"]
     assert status["consumedWattHours"] == 12.5 and status["consumptionSource"] == "Measured"
     assert api.budgets["team"]["status"]["consumedWattHours"] == 12.5
+
+
+def test_energy_from_the_exporters_model_backend_is_labelled_estimated() -> None:
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    config = OperatorConfig(workers=2, energy_source=FakeMeter(estimated=True))
+    run_pass(api, config=config)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    run_pass(api, now=T0 + timedelta(minutes=5), config=config)
+    status = api.lepton_jobs["a"]["status"]
+    assert status["consumedWattHours"] == 12.5 and status["consumptionSource"] == "Estimated"
 
 
 def test_child_jobs_carry_the_lepton_job_uid_label() -> None:

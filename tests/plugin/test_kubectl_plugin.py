@@ -122,5 +122,15 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
     ns_watts = next(line.split()[-1] for line in top.stdout.splitlines() if line.startswith(ns))
     assert float(ns_watts) > 0
 
+    def finished() -> dict[str, object]:
+        lj = json.loads(cluster.kubectl("get", "lj", "runs", "-n", ns, "-o", "json").stdout)
+        return dict(lj.get("status", {}))
+
+    _wait(lambda: finished().get("state") == "Finished", 120, "the job to finish")
+    final = finished()
+    # The kwok fleet's power comes from the exporter's model backend: never called measured.
+    assert final["consumptionSource"] == "Estimated"
+    assert 0 < float(str(final["consumedWattHours"])) <= float(str(final["estimatedWattHours"]))
+
     missing = kubectl_lepton(lepton_stack, "explain", "nope", "-n", ns)
     assert missing.returncode != 0 and "not found" in missing.stderr

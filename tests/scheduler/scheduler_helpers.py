@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +17,9 @@ from aiohttp import web
 from lepton_scheduler.app import Extender
 from lepton_scheduler.cache import ClusterCache
 
-from lepton.cluster.local import free_port
-from lepton.core.hints import JobHints, hints_to_annotations
+from lepton.cluster.fleet import DEFAULT_FLEET
+from lepton.cluster.local import LocalCluster, free_port
+from lepton.core.hints import LABEL_JOB_NAME, JobHints, hints_to_annotations
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ZONE = "topology.kubernetes.io/zone"
@@ -40,9 +43,9 @@ class Server:
         return self.session.get(f"{self.url}{path}", timeout=10, **kw)
 
 
-def serve(app: web.Application) -> tuple[str, Callable[[], None]]:
+def serve(app: web.Application, port: int | None = None) -> tuple[str, Callable[[], None]]:
     """Run ``app`` on a loopback port in a thread of its own; returns (url, stop)."""
-    port = free_port()
+    port = port or free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
@@ -217,3 +220,62 @@ def keep_awake(cache: ClusterCache, *nodes: str) -> None:
         pod["spec"]["containers"][0]["resources"] = {}
         pod["status"]["phase"] = "Running"
         cache.upsert_pod(pod)
+
+
+# --------------------------------------------------------------------------- end-to-end
+
+FLEET_NODES = [n["metadata"]["name"] for n in DEFAULT_FLEET.nodes()]
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def gpu_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {LABEL_JOB_NAME: hints.job_name},
+            "annotations": hints_to_annotations(hints),
+        },
+        "spec": {
+            "schedulerName": "lepton-scheduler",
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }
+
+
+def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+def placed(
+    cluster: LocalCluster, namespace: str, names: list[str], timeout: float = 60
+) -> dict[str, str]:
+    """pod -> node once every pod is bound."""
+    result: dict[str, str] = {}
+
+    def bound() -> bool:
+        items = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+        for pod in items["items"]:
+            node = pod["spec"].get("nodeName")
+            if pod["metadata"]["name"] in names and node:
+                result[pod["metadata"]["name"]] = node
+        return all(n in result for n in names)
+
+    wait_for(bound, timeout, f"pods {names} to be scheduled")
+    return result

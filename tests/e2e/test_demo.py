@@ -1,0 +1,52 @@
+"""`lepton demo` (what `make demo` runs) completes on its own and writes an honest report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_the_whole_story_and_reports(tmp_path: Path) -> None:
+    report_dir = tmp_path / "report"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lepton.cli",
+            "demo",
+            "--no-wait",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--report-dir",
+            str(report_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    # The story: the big job waited, the limit was raised, everything finished.
+    assert "Waiting" in out and "raising budget team-a" in out
+    assert "the same 4 jobs through the default scheduler" in out
+    summary = json.loads((report_dir / "summary.json").read_text())
+    lepton_jobs = {p["job"] for p in summary["lepton_pods"]}
+    default_jobs = {p["job"] for p in summary["default_scheduler_pods"]}
+    assert lepton_jobs == default_jobs == {"train-a40", "finetune", "batch-inference", "pretrain"}
+    assert summary["lepton"]["pods"] == summary["default_scheduler"]["pods"]
+    # Lepton's placement never costs more energy than the default scheduler's (energy model).
+    assert summary["saving_from_placement"] >= 0
+    assert summary["saving_with_power_caps"] >= summary["saving_from_placement"]
+    page = (report_dir / "report.html").read_text()
+    assert "estimate from Lepton's energy model" in page and "not" in page
+    assert (report_dir / "energy.png").stat().st_size > 1000
+    assert "Report:" in out and "[demo] stopping every process" in out
+    # Nothing is left running: the state directory is gone.
+    assert not (tmp_path / "state").exists()

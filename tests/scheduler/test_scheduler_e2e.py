@@ -1,0 +1,196 @@
+"""The extender on a real control plane: kube-scheduler's lepton-scheduler profile calls it.
+
+The extender runs in this process with its watches on the cluster; a second
+kube-scheduler (profile ``lepton-scheduler``, the repository's
+KubeSchedulerConfiguration) calls it over HTTP; kwok plays the GPU nodes of
+the default fleet (A40, A100, T4, L4 over three zones). Pods are made as the
+operator makes them: a ``lepton.dev/job-name`` label and the hints as
+annotations. Each test keeps every fleet node awake with a GPU-less pod of its
+own, so that the marginal idle energy is the same everywhere and the GPU
+model decides.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
+from lepton_scheduler.events import EVENT_REASON
+from lepton_scheduler.watch import load_kube_config
+from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
+
+from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
+from lepton.cluster.local import LocalCluster
+from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
+from lepton.core.predictor import PredictorConfig, Series
+
+pytestmark = pytest.mark.e2e
+
+
+class SettableHistory:
+    """Utilisation history the test sets per node (Prometheus's place in production)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, float] = {}
+
+    def node_utilization(
+        self, start: datetime, end: datetime, step_seconds: float
+    ) -> Mapping[str, Series]:
+        n = int((end - start).total_seconds() // step_seconds)
+        t0 = start.timestamp()
+        return {
+            node: Series.of([(t0 + i * step_seconds, level) for i in range(n)])
+            for node, level in self.levels.items()
+        }
+
+
+@dataclass
+class Live:
+    cluster: LocalCluster
+    extender: Extender
+    history: SettableHistory
+    url: str
+
+
+@pytest.fixture(scope="module")
+def live(cluster: LocalCluster) -> Iterator[Live]:
+    history = SettableHistory()
+    config = ExtenderConfig(
+        forecast_interval_seconds=0.5,
+        retrain_interval_seconds=3600,
+        history_seconds=4 * 3600,
+        predictor=PredictorConfig(max_iter=10),
+    )
+    app = build_app(
+        kube_api=load_kube_config(str(cluster.kubeconfig)), history=history, config=config
+    )
+    url, stop = serve(app)
+    extender = app[EXTENDER_KEY]
+    wait_for(lambda: extender.synced, 60, "the extender's caches to sync")
+    cluster.start_lepton_scheduler(url)
+    try:
+        yield Live(cluster, extender, history, url)
+    finally:
+        cluster.stop_lepton_scheduler()
+        stop()
+
+
+def keep_nodes_awake(cluster: LocalCluster, namespace: str) -> None:
+    """A running, GPU-less pod bound to every fleet node (placing there wakes nothing)."""
+    pods = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"awake-{node}"},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Never",
+                "containers": [{"name": "idle", "image": "busybox"}],
+            },
+        }
+        for node in FLEET_NODES
+    ]
+    apply(cluster, namespace, *pods)
+
+
+def _awake_seen(live: Live, namespace: str) -> bool:
+    return all(live.extender.cache.pod(namespace, f"awake-{n}") for n in FLEET_NODES)
+
+
+def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    return {n["metadata"]["name"]: n["metadata"]["labels"] for n in nodes}
+
+
+@pytest.fixture
+def awake(live: Live, namespace: str) -> str:
+    keep_nodes_awake(live.cluster, namespace)
+    wait_for(lambda: _awake_seen(live, namespace), 30, "the keep-awake pods in the cache")
+    return namespace
+
+
+def test_efficiency_job_lands_on_the_gpu_model_with_least_energy(live: Live, awake: str) -> None:
+    hints = JobHints(job_name="frugal", energy_policy=EnergyPolicy.EFFICIENCY)
+    apply(live.cluster, awake, gpu_pod("frugal-0", hints))
+    node = placed(live.cluster, awake, ["frugal-0"])["frugal-0"]
+    # The L4's 72 W board does a reference GPU-hour for the least energy in the fleet.
+    assert node_labels(live.cluster)[node][LABEL_GPU_PRODUCT] == "NVIDIA-L4"
+    explained = live.extender.explain(f"{awake}/frugal-0")
+    energies = {n["gpuModel"]: n["energyWattHours"] for n in explained["nodes"]}
+    assert min(energies, key=lambda m: energies[m]) == "NVIDIA-L4"
+    # and the decision is on the pod for `kubectl describe`
+    wait_for(
+        lambda: (
+            EVENT_REASON
+            in live.cluster.kubectl(
+                "get", "events", "-n", awake, "--field-selector", "involvedObject.name=frugal-0"
+            ).stdout
+        ),
+        30,
+        "the LeptonScored event",
+    )
+
+
+def test_three_replicas_spread_one_per_zone(live: Live, awake: str) -> None:
+    hints = JobHints(
+        job_name="spread",
+        replicas=3,
+        spread_across=LABEL_ZONE,
+        max_replicas_per_domain=1,
+        energy_policy=EnergyPolicy.EFFICIENCY,
+    )
+    names = [f"spread-{i}" for i in range(3)]
+    apply(live.cluster, awake, *(gpu_pod(n, hints) for n in names))
+    nodes = placed(live.cluster, awake, names)
+    labels = node_labels(live.cluster)
+    zones = sorted(labels[nodes[n]][LABEL_ZONE] for n in names)
+    assert zones == ["zone-a", "zone-b", "zone-c"], nodes
+
+
+def test_nodes_whose_history_predicts_high_load_are_avoided(live: Live, awake: str) -> None:
+    a40s = [n for n in FLEET_NODES if n.startswith("a40")]
+    calm = "a40-c-0"
+    live.history.levels = {n: (0.1 if n == calm else 0.95) for n in a40s}
+    try:
+        wait_for(
+            lambda: live.extender.cache.forecasts.get(a40s[0], 0) > 0.8,
+            30,
+            "forecasts from the history",
+        )
+        hints = JobHints(job_name="calm", gpu_models=("A40",))
+        apply(live.cluster, awake, gpu_pod("calm-0", hints))
+        assert placed(live.cluster, awake, ["calm-0"])["calm-0"] == calm
+    finally:
+        live.history.levels = {}
+
+
+def test_a_deadline_only_fast_gpus_can_meet_sends_the_job_to_them(live: Live, awake: str) -> None:
+    # 8 reference GPU-hours: about 3.4 h on an A100, 8.4 h on an A40, 14 h on an L4.
+    hints = JobHints(
+        job_name="urgent",
+        energy_policy=EnergyPolicy.EFFICIENCY,
+        work_reference_gpu_hours=8.0,
+        deadline_time=datetime.now(UTC) + timedelta(hours=4),
+    )
+    apply(live.cluster, awake, gpu_pod("urgent-0", hints))
+    node = placed(live.cluster, awake, ["urgent-0"])["urgent-0"]
+    assert node_labels(live.cluster)[node][LABEL_GPU_PRODUCT] == "NVIDIA-A100-SXM4-80GB"
+
+
+def test_pods_of_other_workloads_are_scheduled_as_usual(live: Live, awake: str) -> None:
+    pod = gpu_pod("plain-0", JobHints(job_name="x"))
+    del pod["metadata"]["labels"][LABEL_JOB_NAME]
+    apply(live.cluster, awake, pod)
+    assert placed(live.cluster, awake, ["plain-0"])["plain-0"] in FLEET_NODES
+
+
+def test_metrics_report_decisions_from_the_live_cluster(live: Live) -> None:
+    with urllib.request.urlopen(f"{live.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'lepton_scheduler_decisions_total{outcome="scored",verb="filter"}' in text
+    assert 'lepton_scheduler_degraded{reason="cache_not_synced"} 0.0' in text

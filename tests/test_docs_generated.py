@@ -1,0 +1,22 @@
+"""The reference docs are generated from their sources and checked in: they cannot drift."""
+
+from __future__ import annotations
+
+import click
+
+from lepton import docgen
+from lepton.cli import main as lepton
+from lepton.kubectl import main as kubectl_lepton
+
+
+def test_checked_in_reference_docs_match_their_sources() -> None:
+    assert docgen.main(["--check"]) == 0, "run `python -m lepton.docgen` and commit docs/"
+
+
+def test_every_command_and_option_has_help() -> None:
+    for root, prog in ((lepton, "lepton"), (kubectl_lepton, "kubectl lepton")):
+        for path, command in docgen._commands(root, [prog]):
+            assert (command.help or "").strip(), f"`{' '.join(path)}` has no help text"
+            for param in command.params:
+                if isinstance(param, click.Option) and param.name != "help":
+                    assert param.help, f"`{' '.join(path)}` option {param.opts} has no help"
