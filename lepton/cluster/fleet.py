@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+from lepton.core.hints import LABEL_GPU_PRODUCT
+
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_ZONE = "topology.kubernetes.io/zone"
 LABEL_LEPTON_MODEL = "lepton.dev/gpu-model"

@@ -15,6 +15,9 @@ from enum import StrEnum
 GROUP = "lepton.dev"
 VERSION = "v1alpha1"
 
+# The node label GPU feature discovery writes, e.g. "NVIDIA-A40"; the profiles map it to a model.
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+
 # Labels tying pods and Jobs to their LeptonJob.
 LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_JOB_UID = f"{GROUP}/job-uid"

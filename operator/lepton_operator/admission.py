@@ -299,6 +299,21 @@ def reconcile_budget(
     return events
 
 
+def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
+    """Where the job's pods run (pod → node → GPU model), and the GPU model(s) they got."""
+    placed = []
+    for pod in api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}"):
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            model = api.node_gpu_model(node) or ""
+            placed.append({"pod": pod["metadata"]["name"], "node": node, "gpuModel": model})
+    if not placed:
+        return {}
+    placed.sort(key=lambda p: p["pod"])
+    models = sorted({p["gpuModel"] for p in placed if p["gpuModel"]})
+    return {"placements": placed, **({"gpuModel": ",".join(models)} if models else {})}
+
+
 def _power_limit_watts(gpu_model: str, percent: int) -> int:
     profile = get_profile(gpu_model)
     return int(profile.clamp_power_limit(profile.max_power_limit_watts * percent / 100.0))
@@ -328,7 +343,10 @@ def _act_on_job(
     if plan.estimate is not None:
         desired.update(
             gpus=plan.estimate.gpus,
-            gpuModel=plan.estimate.gpu_model,
+            # The estimate's (most energy-hungry acceptable) model until pods are placed.
+            gpuModel=current.get("gpuModel")
+            if current.get("placements")
+            else plan.estimate.gpu_model,
             estimatedWattHours=round(plan.estimate.watt_hours, 6),
         )
 
@@ -424,6 +442,8 @@ def _act_on_job(
                     )
                 )
         running_now = observation.active > 0 and not evict
+        if running_now:
+            desired.update(_placements(api, namespace, uid))
         usage = plan.usage
         desired.update(
             state=tr.job_state(observation, True, evict).value,

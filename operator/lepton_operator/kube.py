@@ -13,7 +13,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from lepton.core.hints import GROUP, LABEL_BUDGET_NAME, VERSION
+from lepton.core.hints import GROUP, LABEL_BUDGET_NAME, LABEL_GPU_PRODUCT, VERSION
+from lepton.core.profiles import get_profile
 
 
 class ConflictError(Exception):
@@ -50,6 +51,7 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self._node_models: dict[str, str | None] = {}
 
     # --- EnergyBudgets ---------------------------------------------------------------
 
@@ -125,6 +127,19 @@ class KubeApi:
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
         return [_to_dict(self.client, p) for p in pods.items]
+
+    def node_gpu_model(self, name: str) -> str | None:
+        """The GPU model of a node, from GPU feature discovery's product label (cached)."""
+        if name not in self._node_models:
+            try:
+                node = self.core.read_node(name)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            product = (node.metadata.labels or {}).get(LABEL_GPU_PRODUCT)
+            self._node_models[name] = get_profile(product).model if product else None
+        return self._node_models[name]
 
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         try:

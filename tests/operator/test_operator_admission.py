@@ -122,6 +122,9 @@ class FakeApi:
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return []
 
+    def node_gpu_model(self, name: str) -> str | None:
+        return None
+
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         pass
 

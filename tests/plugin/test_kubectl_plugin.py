@@ -131,6 +131,14 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
     # The kwok fleet's power comes from the exporter's model backend: never called measured.
     assert final["consumptionSource"] == "Estimated"
     assert 0 < float(str(final["consumedWattHours"])) <= float(str(final["estimatedWattHours"]))
+    # Status says where the job ran: pod → node → the GPU model it got.
+    placements = final["placements"]
+    assert isinstance(placements, list) and placements[0]["pod"] == pod
+    assert placements[0]["node"] == node
+    node_model = cluster.kubectl(
+        "get", "node", node, "-o", "jsonpath={.metadata.labels.lepton\\.dev/gpu-model}"
+    ).stdout
+    assert final["gpuModel"] == placements[0]["gpuModel"] == node_model
 
     missing = kubectl_lepton(lepton_stack, "explain", "nope", "-n", ns)
     assert missing.returncode != 0 and "not found" in missing.stderr
