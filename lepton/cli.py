@@ -252,6 +252,21 @@ prometheus_option = click.option(
     "{range_seconds} (default: the exporter's per-pod active-energy counter).",
 )
 @click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    default=None,
+    help="Serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve the budgets' Prometheus metrics on this port (default: off).",
+)
+@click.option(
+    "--metrics-host", default="0.0.0.0", show_default=True, help="Address for --metrics-port."
+)
 def operator_command(
     kubeconfig: str | None,
     prometheus_url: str | None,
@@ -259,6 +274,9 @@ def operator_command(
     scheduler_name: str,
     prometheus_query: str | None,
     verbose: bool,
+    liveness_endpoint: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the kopf operator: admits LeptonJobs against EnergyBudgets and accounts their energy."""
     from lepton_operator.main import run
@@ -271,6 +289,8 @@ def operator_command(
         scheduler_name=scheduler_name,
         prometheus_query=prometheus_query or DEFAULT_QUERY_TEMPLATE,
         verbose=verbose or logging.getLogger().level <= logging.INFO,
+        liveness_endpoint=liveness_endpoint,
+        metrics_address=(metrics_host, metrics_port) if metrics_port is not None else None,
     )
 
 

@@ -22,10 +22,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
+
+if TYPE_CHECKING:  # scikit-learn costs ~90 MB: imported when a model is first trained
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -129,12 +131,24 @@ class LoadPredictor:
                 len(y_all), self.config.max_training_rows, replace=False
             )
             x_all, y_all = x_all[pick], y_all[pick]
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        # The model learns the change from the last value, under absolute error: where the
+        # features say nothing it predicts no change, i.e. the baseline, not a blurred mean.
         model = HistGradientBoostingRegressor(
-            max_iter=self.config.max_iter, random_state=self.config.random_state
+            loss="absolute_error",
+            max_iter=self.config.max_iter,
+            random_state=self.config.random_state,
         )
-        model.fit(x_all, y_all)
+        model.fit(x_all, y_all - x_all[:, self.config.lags - 1])
         self.model, self.trained_rows = model, len(y_all)
         return True
+
+    def forecast(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Mean utilisation over the horizon for rows of :func:`features` (model required)."""
+        assert self.model is not None
+        change = np.asarray(self.model.predict(x), dtype=np.float64)
+        return np.clip(x[:, self.config.lags - 1] + change, 0.0, 1.0)
 
     def predict(self, history: Mapping[str, Series]) -> dict[str, float]:
         """Each node's forecast mean utilisation (0..1); the last value where history is short."""
@@ -147,7 +161,7 @@ class LoadPredictor:
             return out
         windows = np.vstack([history[name].values[-lags:] for name in ready])
         stamps = np.array([history[name].timestamps[-1] for name in ready])
-        forecasts = np.clip(self.model.predict(features(windows, stamps)), 0.0, 1.0)
+        forecasts = self.forecast(features(windows, stamps))
         out.update({name: float(f) for name, f in zip(ready, forecasts, strict=True)})
         return out
 
@@ -200,7 +214,7 @@ def evaluate(
             continue
         baseline_errors.append(np.abs(x[:, lags - 1] - y))
         if predictor.model is not None:
-            model_errors.append(np.abs(np.clip(predictor.model.predict(x), 0, 1) - y))
+            model_errors.append(np.abs(predictor.forecast(x) - y))
         else:
             model_errors.append(np.abs(x[:, lags - 1] - y))
     if not baseline_errors:

@@ -20,6 +20,7 @@ from lepton.core.jobspec import build_job
 
 from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
 from .kube import ConflictError, KubeApi
+from .metrics import BudgetMetrics
 
 log = logging.getLogger("lepton.operator")
 registry = kopf.OperatorRegistry()
@@ -31,6 +32,7 @@ class OperatorMemo:
 
     api: KubeApi
     config: OperatorConfig
+    metrics: BudgetMetrics = field(default_factory=BudgetMetrics)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     memories: dict[tuple[str, str], PassMemory] = field(default_factory=dict)
 
@@ -95,6 +97,15 @@ async def budget_timer(name: str, namespace: str | None, memo: Any, **_: Any) ->
     """Account, release and admit for one budget."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     await run_budget_pass(memo, namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "energybudgets", registry=registry)
+def budget_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    """Keep the budget's gauges equal to its status."""
+    if type == "DELETED":
+        memo.metrics.forget(body.metadata.namespace or "", body.metadata.name or "")
+    else:
+        memo.metrics.observe(body)
 
 
 @kopf.on.create(GROUP, VERSION, "leptonjobs", registry=registry)

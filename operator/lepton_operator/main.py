@@ -8,6 +8,7 @@ import os
 import threading
 
 import kopf
+from prometheus_client import start_http_server
 
 from lepton.core.jobspec import DEFAULT_SCHEDULER_NAME
 
@@ -27,8 +28,14 @@ def run(
     verbose: bool = False,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    liveness_endpoint: str | None = None,
+    metrics_address: tuple[str, int] | None = None,
 ) -> None:
-    """Run the operator until stopped (blocking). ``namespace=None`` watches all namespaces."""
+    """Run the operator until stopped (blocking). ``namespace=None`` watches all namespaces.
+
+    ``liveness_endpoint`` (e.g. ``http://0.0.0.0:8080/healthz``) is kopf's probe endpoint;
+    ``metrics_address`` (host, port) serves the budgets' gauges on ``/metrics``.
+    """
     if kubeconfig:
         # kopf logs in on its own from the environment; give it the same file.
         os.environ["KUBECONFIG"] = kubeconfig
@@ -41,6 +48,9 @@ def run(
         ),
     )
     memo = OperatorMemo(api=KubeApi(load_client(kubeconfig)), config=config)
+    if metrics_address is not None:
+        host, port = metrics_address
+        start_http_server(port, addr=host, registry=memo.metrics.registry)
     asyncio.run(
         kopf.operator(
             registry=registry,
@@ -50,5 +60,6 @@ def run(
             memo=memo,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
+            liveness_endpoint=liveness_endpoint,
         )
     )

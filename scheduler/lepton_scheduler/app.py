@@ -172,6 +172,8 @@ class Extender:
             return
         key = f"{metadata.get('namespace')}/{metadata.get('name')}"
         if not (obj.get("spec") or {}).get("nodeName"):
+            if len(self._seen_pending) > 100_000:  # pods deleted unscheduled are never seen bound
+                self._seen_pending.clear()
             self._seen_pending.add(key)
             return
         was_pending = key in self._seen_pending
@@ -233,7 +235,10 @@ class Extender:
                 bound = info is not None and bool(info.node_name)
                 if key == me or bound or now - since > self.config.sibling_ttl_seconds:
                     flights.pop(key, None)
-            if not flights or now >= deadline:
+            if not flights:
+                self._in_flight.pop((args.namespace, hints.job_name), None)
+                return
+            if now >= deadline:
                 return
             await asyncio.sleep(0.005)
 

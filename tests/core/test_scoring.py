@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.scoring import (
     MAX_SCORE,
     CandidateNode,
+    CandidateTable,
     filter_nodes,
     policy_weights,
     replicas_per_domain,
@@ -269,3 +271,23 @@ def test_scores_stay_in_range_for_any_input(rows, policy, work, pressure, gpus) 
     filter_nodes(nodes, h, {"a": 1}, now=NOW)
     result = score_nodes(nodes, h, {"a": 1}, now=NOW)
     assert all(type(s) is int and 0 <= s <= MAX_SCORE for s in result.scores.values())
+
+
+def test_a_table_and_a_list_of_the_same_nodes_score_alike() -> None:
+    nodes = [
+        node("a", "A40", load=0.9),
+        node("b", "H100", empty=True, zone="b"),
+        node("c", "T4", free=0),
+        CandidateNode("d", "L4", 4, 4, labels={}),
+    ]
+    h = hints(spread_across=ZONE, gpu_models=("A40", "H100", "T4", "L4"))
+    table = CandidateTable.from_nodes(nodes)
+    assert (
+        score_nodes(nodes, h, {"a": 1}, now=NOW).scores
+        == score_nodes(table, h, {"a": 1}, now=NOW).scores
+    )
+    by_list = filter_nodes(nodes, h, now=NOW)
+    by_table = filter_nodes(table, h, now=NOW)
+    assert by_list.passed_names == by_table.passed_names == ["a", "b"]
+    assert by_list.failed == by_table.failed
+    assert list(table.take(np.array([2, 0]))) == [nodes[2], nodes[0]]

@@ -102,14 +102,18 @@ def test_monitors_are_made_only_when_the_prometheus_operator_crds_exist(render: 
     without = render("-f", str(ALL_FEATURES))
     assert not [o for o in without if o["kind"] in ("ServiceMonitor", "PodMonitor")]
     objects = render("-f", str(ALL_FEATURES), *MONITORING_APIS)
-    (service_monitor,) = by_kind(objects, "ServiceMonitor").values()
+    service_monitors = by_kind(objects, "ServiceMonitor")
+    # The extender's decisions and latency, and the operator's budget gauges.
+    assert {n.rsplit("-", 1)[-1] for n in service_monitors} == {"extender", "operator"}
     (pod_monitor,) = by_kind(objects, "PodMonitor").values()
-    service = by_kind(objects, "Service")[service_monitor["metadata"]["name"]]
-    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= (
-        service["metadata"]["labels"].items()
-    )
-    assert service_monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
-    assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for service_monitor in service_monitors.values():
+        service = by_kind(objects, "Service")[service_monitor["metadata"]["name"]]
+        assert service_monitor["spec"]["selector"]["matchLabels"].items() <= (
+            service["metadata"]["labels"].items()
+        )
+        port = service_monitor["spec"]["endpoints"][0]["port"]
+        assert port == service["spec"]["ports"][0]["name"]
+        assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     daemonset = by_kind(objects, "DaemonSet")[pod_monitor["metadata"]["name"]]
     pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -294,10 +298,8 @@ def test_network_policies_only_when_asked(render: Render) -> None:
 
 # --- the chart runs the CLI that exists ------------------------------------------------
 
-# Options the chart passes that the CLI does not have yet. kopf's liveness endpoint needs
-# `lepton operator --liveness URL` (kopf.operator(liveness_endpoint=URL)); until it exists
-# the operator's pod would exit on an unknown option. Remove entries as the CLI gains them.
-MISSING_FROM_CLI = {"operator": {"--liveness"}}
+# Options the chart passes that the CLI does not have (none: the pods would exit on them).
+MISSING_FROM_CLI: dict[str, set[str]] = {}
 
 
 def test_chart_passes_only_options_the_lepton_cli_accepts(render: Render) -> None:

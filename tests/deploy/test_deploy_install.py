@@ -160,6 +160,8 @@ CAN_I = [
     ("operator", "create", "events", "team-a", True),
     ("operator", "watch", "customresourcedefinitions.apiextensions.k8s.io", "", True),
     ("operator", "list", "namespaces", "", True),
+    ("operator", "get", "nodes", "", True),
+    ("operator", "patch", "nodes", "", False),
     ("operator", "get", "secrets", "team-a", False),
     ("operator", "list", "secrets", "", False),
     ("operator", "get", "configmaps", "team-a", False),
@@ -303,7 +305,7 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     monitors = cluster.kubectl(
         "get", "servicemonitors,podmonitors", "-n", namespace, "-o", "name"
     ).stdout.split()
-    assert len(monitors) == 2, monitors
+    assert len(monitors) == 3, monitors  # extender, operator (ServiceMonitors), exporter
     manifest = helm(cluster, "get", "manifest", name, f"--namespace={namespace}")
     docs = [
         d for d in manifest.split("\n---") if "kind: ServiceMonitor" in d or "kind: PodMonitor" in d
@@ -311,7 +313,7 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     strict = cluster.kubectl(
         "apply", "--dry-run=server", "--validate=strict", "-f", "-", input="\n---".join(docs)
     )
-    assert strict.stdout.count("(server dry run)") == 2
+    assert strict.stdout.count("(server dry run)") == 3
     dashboards = cluster.kubectl(
         "get", "configmaps", "-n", "monitoring", "-l", "grafana_dashboard=1", "-o", "name"
     ).stdout.split()

@@ -1,7 +1,8 @@
 """Every dashboard query returns data from a real Prometheus.
 
-Prometheus (the Debian package) scrapes the real exporter and the real extender, both
-running against the local control plane: the exporter's model backend estimates the kwok
+Prometheus (the Debian package) scrapes the real exporter, the real extender and the real
+operator (`lepton operator`, which serves its budgets' gauges), all running against the
+local control plane: the exporter's model backend estimates the kwok
 fleet's GPUs and charges a GPU pod running there; its RAPL backend reads a fake sysfs
 (this machine has no RAPL), so the CPU panels have a counter to show. The extender
 answers a few filter/prioritize calls so its latency histogram has samples. Each panel's
@@ -31,9 +32,6 @@ from lepton.cluster.local import LocalCluster, free_port
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-# The operator serves no metrics yet: the two budget panels read metrics it must add
-# (lepton_energybudget_{consumed,limit}_joules{namespace, energybudget}).
-NOT_YET_SERVED = ("lepton_energybudget_consumed_joules", "lepton_energybudget_limit_joules")
 SCRAPE_INTERVAL_SECONDS = 1
 
 
@@ -180,8 +178,68 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator[str]:
+    """`lepton operator` watching the GPU pod's namespace, with a budget to report."""
+    namespace, _ = gpu_pod
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"
+    )
+    budget = {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "EnergyBudget",
+        "metadata": {"name": "dash-budget", "namespace": namespace},
+        "spec": {"limitWattHours": 500},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
+    port, liveness_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lepton.cli",
+            "operator",
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--namespace={namespace}",
+            "--metrics-host=127.0.0.1",
+            f"--metrics-port={port}",
+            f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # kopf's liveness endpoint answers once the operator runs (the chart probes it).
+        wait_for(
+            lambda: (
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{liveness_port}/healthz", timeout=2
+                ).status
+                == 200
+            ),
+            60,
+            "the operator's liveness endpoint",
+        )
+
+        def budget_reported() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+            return 'lepton_energybudget_limit_joules{energybudget="dash-budget"' in text
+
+        wait_for(budget_reported, 60, "the operator to report the budget")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
 def prometheus(
-    exporter_target: str, extender_target: str, tmp_path_factory: pytest.TempPathFactory
+    exporter_target: str,
+    extender_target: str,
+    operator_target: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("prometheus")
     config = {
@@ -192,6 +250,7 @@ def prometheus(
         "scrape_configs": [
             {"job_name": "lepton-exporter", "static_configs": [{"targets": [exporter_target]}]},
             {"job_name": "lepton-extender", "static_configs": [{"targets": [extender_target]}]},
+            {"job_name": "lepton-operator", "static_configs": [{"targets": [operator_target]}]},
         ],
     }
     (folder / "prometheus.yml").write_text(json.dumps(config))
@@ -212,9 +271,9 @@ def prometheus(
         # Both targets up, and enough scrapes for rate() and increase() (two samples at least).
         def scraped() -> bool:
             result = instant(url, "count_over_time(up[1m]) >= 6 and up == 1")
-            return len(result) == 2
+            return len(result) == 3
 
-        wait_for(scraped, 60, "Prometheus to scrape the exporter and the extender")
+        wait_for(scraped, 60, "Prometheus to scrape the exporter, the extender and the operator")
         yield url
     finally:
         proc.terminate()
@@ -243,9 +302,7 @@ PANEL_QUERIES = panel_queries()
 
 
 @pytest.mark.parametrize(
-    ("dashboard", "title", "expr"),
-    [q for q in PANEL_QUERIES if not any(m in q[2] for m in NOT_YET_SERVED)],
-    ids=[f"{d}:{t}" for d, t, e in PANEL_QUERIES if not any(m in e for m in NOT_YET_SERVED)],
+    ("dashboard", "title", "expr"), PANEL_QUERIES, ids=[f"{d}:{t}" for d, t, _ in PANEL_QUERIES]
 )
 def test_panel_query_returns_data(prometheus: str, dashboard: str, title: str, expr: str) -> None:
     result = instant(prometheus, expr)
@@ -266,9 +323,16 @@ def test_energy_per_leptonjob_names_the_job_from_its_pod(
     assert jobs.get((namespace, "dash-train")), jobs
 
 
-def test_budget_panels_wait_for_operator_metrics(prometheus: str) -> None:
-    # Still missing: when the operator serves these, scrape it here and drop this test.
-    sources = " ".join(p.read_text() for p in (REPO / "operator").rglob("*.py"))
-    for metric in NOT_YET_SERVED:
-        assert metric not in sources, f"the operator serves {metric} now: scrape it in this test"
-        assert instant(prometheus, metric) == []
+def test_budget_gauges_match_the_budgets_status(
+    prometheus: str, cluster: LocalCluster, gpu_pod: tuple[str, str]
+) -> None:
+    namespace, _ = gpu_pod
+    limit = instant(prometheus, f'lepton_energybudget_limit_joules{{namespace="{namespace}"}}')
+    assert float(limit[0]["value"][1]) == 500 * 3600.0
+    status = json.loads(
+        cluster.kubectl("get", "eb", "dash-budget", "-n", namespace, "-o", "json").stdout
+    )["status"]
+    remaining = instant(
+        prometheus, f'lepton_energybudget_remaining_joules{{namespace="{namespace}"}}'
+    )
+    assert float(remaining[0]["value"][1]) == float(status["remainingWattHours"]) * 3600.0

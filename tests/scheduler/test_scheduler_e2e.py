@@ -13,10 +13,13 @@ model decides.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
@@ -25,7 +28,7 @@ from lepton_scheduler.watch import load_kube_config
 from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
-from lepton.cluster.local import LocalCluster
+from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
 from lepton.core.predictor import PredictorConfig, Series
 
@@ -194,3 +197,28 @@ def test_metrics_report_decisions_from_the_live_cluster(live: Live) -> None:
         text = response.read().decode()
     assert 'lepton_scheduler_decisions_total{outcome="scored",verb="filter"}' in text
     assert 'lepton_scheduler_degraded{reason="cache_not_synced"} 0.0' in text
+
+
+def test_the_lepton_scheduler_command_serves_and_gets_ready(cluster: LocalCluster) -> None:
+    port = free_port()
+    lepton = Path(sys.executable).with_name("lepton")
+    proc = subprocess.Popen(
+        [str(lepton), "scheduler", "--host=127.0.0.1", f"--port={port}",
+         f"--kubeconfig={cluster.kubeconfig}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                return False
+
+        wait_for(ready, 60, "`lepton scheduler` to be ready")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,285 @@
+"""The real replay's I/O: a trace slice through real kube-schedulers on a kwok fleet.
+
+Everything the replay decides (which pods, how fast, what each pod asks for,
+how long it runs on the GPU it got, what energy that costs) is in
+:mod:`lepton.sim.replay`; this module only does the talking to a local control
+plane (:class:`~lepton.cluster.local.LocalCluster`):
+
+* the fleet is the trace's nodes, labelled with the GPU model the simulator
+  maps them to (``G2`` → ``A100`` …), so that the extender scores the same GPUs;
+* each pod is created at its compressed creation time, as a bare pod (default
+  profile) or with Lepton's hints and ``schedulerName: lepton-scheduler``;
+* a watch records when each pod is bound and where; the pod is deleted when its
+  modelled run on that node's GPU ends (kwok leaves bare pods Running), so that
+  the cluster frees its resources as the simulator does;
+* at the window's end every pod left is deleted, and the next scheduler starts
+  from an empty cluster.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lepton.cluster.fleet import Fleet, NodeGroup
+from lepton.cluster.local import ClusterError, LocalCluster
+from lepton.cluster.stack import LeptonStack
+from lepton.sim.engine import fleet_mean_speed
+from lepton.sim.policies import PolicyName
+from lepton.sim.replay import (
+    ObservedRun,
+    ReplaySettings,
+    placement_for,
+    pod_manifest,
+)
+from lepton.sim.trace import TraceNode, TracePod
+
+API_WORKERS = 8  # concurrent create/delete calls: bursts must not queue behind each other
+SETTLE_TIMEOUT_SECONDS = 120.0
+
+
+def fleet_for_replay(
+    nodes: Sequence[TraceNode], model_map: Mapping[str, str], zones: int = 3
+) -> Fleet:
+    """The trace's nodes as kwok nodes carrying the simulator's mapped GPU model."""
+    return Fleet(
+        tuple(
+            NodeGroup(
+                name_prefix=n.name,
+                count=1,
+                gpu_model=model_map.get(n.model, n.model),
+                gpus_per_node=n.gpus,
+                zone=f"zone-{chr(ord('a') + i % zones)}",
+                cpu_millis=n.cpu_milli,
+                memory_mebibytes=n.memory_mib,
+                exact_name=True,
+            )
+            for i, n in enumerate(nodes)
+        )
+    )
+
+
+def _core_api(cluster: LocalCluster) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = API_WORKERS * 2
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+class _BindingWatch:
+    """A raw pod watch on one namespace: the first instant each pod is seen with a node."""
+
+    def __init__(self, api: Any, namespace: str, clock: Callable[[], float]) -> None:
+        self.api, self.namespace, self.clock = api, namespace, clock
+        self.events: queue.Queue[tuple[str, str, float]] = queue.Queue()
+        self._seen: set[str] = set()
+        self._response: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay-watch", daemon=True)
+
+    def start(self) -> None:
+        listed = self.api.list_namespaced_pod(self.namespace, _preload_content=False)
+        self._version = json.loads(listed.data)["metadata"]["resourceVersion"]
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        while not self._stop.is_set():
+            try:
+                self._response = self.api.list_namespaced_pod(
+                    self.namespace,
+                    watch=True,
+                    resource_version=self._version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=300,
+                    _preload_content=False,
+                )
+                for line in iter_resp_lines(self._response):
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    metadata = obj.get("metadata") or {}
+                    self._version = metadata.get("resourceVersion", self._version)
+                    node = (obj.get("spec") or {}).get("nodeName")
+                    name = metadata.get("name", "")
+                    if node and name not in self._seen and event.get("type") != "DELETED":
+                        self._seen.add(name)
+                        self.events.put((name, node, self.clock()))
+            except Exception:  # a closed or expired watch: resume unless stopping
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._response is not None:
+            self._response.close()
+
+
+class ReplayDriver:
+    """Replays one slice under one scheduler at a time on a running local cluster."""
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        nodes: Sequence[TraceNode],
+        settings: ReplaySettings,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.progress = progress
+        self.models = {n.name: settings.model_map.get(n.model, n.model) for n in nodes}
+        self.trace_speed = fleet_mean_speed(nodes, settings.model_map)
+        self.config = settings.sim_config(self.trace_speed)
+        self.api = _core_api(cluster)
+
+    def _namespace(self, policy: PolicyName) -> str:
+        from kubernetes import client
+
+        name = f"replay-{policy}"
+        self.api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        while not any(
+            sa.metadata.name == "default"
+            for sa in self.api.list_namespaced_service_account(name).items
+        ):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"no default ServiceAccount in {name}: is kcm healthy?")
+            time.sleep(0.2)
+        return name
+
+    def run(self, policy: PolicyName, pods: Sequence[TracePod]) -> ObservedRun:
+        """Create, watch and delete ``pods`` on the compressed clock; where did they go?"""
+        namespace = self._namespace(policy)
+        by_name = {p.name: p for p in pods}
+        compression = self.settings.time_compression
+        window = self.settings.window_end_seconds
+        started = time.monotonic()
+        epoch = datetime.now(UTC)
+
+        def clock() -> float:
+            return time.monotonic() - started
+
+        manifests = {
+            p.name: pod_manifest(p, policy, namespace, self.config, self.trace_speed, epoch)
+            for p in pods
+        }
+        watch = _BindingWatch(self.api, namespace, clock)
+        watch.start()
+        # (replay seconds, order, name): deletions before creations at the same instant
+        events: list[tuple[float, int, str]] = [
+            (p.creation_seconds / compression, 1, p.name) for p in pods
+        ]
+        heapq.heapify(events)
+        starts: dict[str, tuple[str, float]] = {}
+        creation_lag: list[float] = []
+        binding_lag: list[float] = []
+        deleted: set[str] = set()
+        lock = threading.Lock()
+
+        def create(name: str, planned: float) -> None:
+            self.api.create_namespaced_pod(namespace, manifests[name], _preload_content=False)
+            with lock:
+                creation_lag.append(clock() - planned)
+
+        def delete(name: str) -> None:
+            self.api.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=0, _preload_content=False
+            )
+
+        pool = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="replay-api")
+        futures = []
+        try:
+            while True:
+                now = clock()
+                while True:
+                    try:
+                        name, node, seen = watch.events.get_nowait()
+                    except queue.Empty:
+                        break
+                    pod = by_name[name]
+                    starts[name] = (node, seen)
+                    binding_lag.append(seen - pod.creation_seconds / compression)
+                    placed = placement_for(
+                        pod, node, self.models[node], seen, policy, self.config, self.trace_speed
+                    )
+                    heapq.heappush(events, (placed.end_seconds, 0, name))
+                while events and events[0][0] <= now and events[0][0] < window:
+                    at, order, name = heapq.heappop(events)
+                    if order == 1:
+                        futures.append(pool.submit(create, name, at))
+                    else:
+                        deleted.add(name)
+                        futures.append(pool.submit(delete, name))
+                finished = not any(o == 1 for _, o, _ in events) and len(deleted) == len(pods)
+                if finished or now >= window:
+                    break
+                wait = min(0.02, max(0.0, events[0][0] - now) if events else 0.02)
+                try:
+                    name, node, seen = watch.events.get(timeout=wait)
+                    watch.events.put((name, node, seen))
+                except queue.Empty:
+                    pass
+            for future in futures:
+                future.result()
+        finally:
+            pool.shutdown(wait=True)
+            watch.stop()
+        wall = clock()
+        unscheduled = sorted(set(by_name) - set(starts))
+        self.progress(
+            f"[replay] {policy}: {len(starts)} placed, {len(unscheduled)} unscheduled "
+            f"in {wall:.0f} s"
+        )
+        self._clear(namespace)
+        return ObservedRun(
+            policy=policy,
+            starts=starts,
+            unscheduled=unscheduled,
+            wall_seconds=wall,
+            creation_lag_seconds=creation_lag,
+            binding_lag_seconds=binding_lag,
+        )
+
+    def _clear(self, namespace: str) -> None:
+        """Delete what is left and wait until no pod of the namespace holds a node."""
+        self.api.delete_collection_namespaced_pod(
+            namespace, grace_period_seconds=0, _preload_content=False
+        )
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        while self.api.list_namespaced_pod(namespace).items:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"pods of {namespace} still there after deleting them all")
+            time.sleep(0.2)
+        self.api.delete_namespace(namespace, _preload_content=False)
+
+
+def replay_on_local_cluster(
+    pods: Sequence[TracePod],
+    nodes: Sequence[TraceNode],
+    settings: ReplaySettings,
+    policies: Sequence[PolicyName],
+    state_dir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[PolicyName, ObservedRun]:
+    """Start a control plane with the slice's fleet, replay under each policy, stop it."""
+    cluster = LocalCluster(state_dir, progress=progress)
+    cluster.up(fleet_for_replay(nodes, settings.model_map))
+    try:
+        if any(p is not PolicyName.DEFAULT_SCHEDULER for p in policies):
+            LeptonStack(cluster).start_extender()
+        driver = ReplayDriver(cluster, nodes, settings, progress)
+        return {policy: driver.run(policy, pods) for policy in policies}
+    finally:
+        cluster.down()

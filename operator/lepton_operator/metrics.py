@@ -1,0 +1,65 @@
+"""The operator's Prometheus metrics: each EnergyBudget's state, as its status says it.
+
+Budgets' limits and use live in their status; Grafana's budget panels and
+alerts want them as time series. The gauges are set from every watch event
+of an EnergyBudget (so they show exactly what ``kubectl get eb`` shows) and
+removed when the budget is deleted. Energy is in joules, the SI base unit,
+like every other Lepton metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+JOULES_PER_WATT_HOUR = 3600.0
+LABELS = ("namespace", "energybudget")
+
+
+class BudgetMetrics:
+    """Gauges per (namespace, energybudget)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, LABELS, registry=self.registry)
+
+        self.limit = gauge("lepton_energybudget_limit_joules", "The budget's limit per period.")
+        self.consumed = gauge(
+            "lepton_energybudget_consumed_joules", "Energy consumed this period (status)."
+        )
+        self.reserved = gauge(
+            "lepton_energybudget_reserved_joules",
+            "Energy held for admitted jobs beyond what they consumed so far.",
+        )
+        self.remaining = gauge(
+            "lepton_energybudget_remaining_joules", "Energy left for new jobs this period."
+        )
+        self.admitted = gauge("lepton_energybudget_admitted_jobs", "Jobs admitted this period.")
+        self.queued = gauge("lepton_energybudget_queued_jobs", "Jobs waiting for the budget.")
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """Set the gauges from an EnergyBudget object."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        status = body.get("status") or {}
+        labels = (meta["namespace"], meta["name"])
+        self.limit.labels(*labels).set(float(spec.get("limitWattHours", 0)) * JOULES_PER_WATT_HOUR)
+        for gauge, key in (
+            (self.consumed, "consumedWattHours"),
+            (self.reserved, "reservedWattHours"),
+            (self.remaining, "remainingWattHours"),
+        ):
+            gauge.labels(*labels).set(float(status.get(key) or 0.0) * JOULES_PER_WATT_HOUR)
+        self.admitted.labels(*labels).set(int(status.get("admittedJobs") or 0))
+        self.queued.labels(*labels).set(int(status.get("queuedJobs") or 0))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted budget's series."""
+        gauges = (self.limit, self.consumed, self.reserved, self.remaining, self.admitted)
+        for gauge in (*gauges, self.queued):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
