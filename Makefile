@@ -25,15 +25,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use (Prometheus); installs them when missing and run as root.
+# Debian packages the tests use: Prometheus, and buildah + debootstrap for the image build.
+# Installed when missing and run as root; otherwise the command to run is printed.
+SYSTEM_PACKAGES := prometheus buildah debootstrap
 system-deps:
-	@command -v prometheus >/dev/null 2>&1 || { \
+	@missing=""; for c in $(SYSTEM_PACKAGES); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "[deps] installing prometheus (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    echo "[deps] installing$$missing (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
 	  else \
-	    echo "Prometheus is missing: run 'sudo apt-get install --no-install-recommends prometheus'" >&2; exit 1; \
-	  fi; }
+	    echo "missing:$$missing — run 'sudo apt-get install --no-install-recommends$$missing'" >&2; exit 1; \
+	  fi; \
+	fi
 
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm,
 # built from their Go modules into ~/.cache/lepton (once; later runs reuse them).

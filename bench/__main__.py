@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if rc:
             failed.append(name)
+    from bench.publish import publish
+
+    print(f"[bench] published {publish(Path(args.out))}")
     if failed:
         print(f"[bench] failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lepton.sim.run import cli_run, parse_model_map
@@ -29,12 +30,13 @@ SCENARIOS = (
 )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="first 1,000 pods, main scenario")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     sections = []
     summary = {}
     for name, title, options in SCENARIOS[:1] if args.quick else SCENARIOS:
@@ -58,7 +60,8 @@ def main() -> None:
         "## Energy on the Alibaba GPU trace (simulation, model estimates)\n\n" + "\n".join(sections)
     )
     (args.out / "simulation_summary.json").write_text(json.dumps(summary, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -44,6 +44,7 @@ from lepton.sim.trace import TraceNode, TracePod
 
 API_WORKERS = 8  # concurrent create/delete calls: bursts must not queue behind each other
 SETTLE_TIMEOUT_SECONDS = 120.0
+WATCH_TIMEOUT_SECONDS = 5
 
 
 def fleet_for_replay(
@@ -83,7 +84,6 @@ class _BindingWatch:
         self.api, self.namespace, self.clock = api, namespace, clock
         self.events: queue.Queue[tuple[str, str, float]] = queue.Queue()
         self._seen: set[str] = set()
-        self._response: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay-watch", daemon=True)
 
@@ -97,15 +97,19 @@ class _BindingWatch:
 
         while not self._stop.is_set():
             try:
-                self._response = self.api.list_namespaced_pod(
+                response = self.api.list_namespaced_pod(
                     self.namespace,
                     watch=True,
                     resource_version=self._version,
                     allow_watch_bookmarks=True,
-                    timeout_seconds=300,
+                    # short, so that a stopped watch ends soon without being closed
+                    # under its reader (closing blocks until the server's timeout)
+                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
                     _preload_content=False,
                 )
-                for line in iter_resp_lines(self._response):
+                for line in iter_resp_lines(response):
+                    if self._stop.is_set():
+                        return
                     event = json.loads(line)
                     obj = event.get("object") or {}
                     metadata = obj.get("metadata") or {}
@@ -122,8 +126,6 @@ class _BindingWatch:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._response is not None:
-            self._response.close()
 
 
 class ReplayDriver:
