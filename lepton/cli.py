@@ -512,7 +512,11 @@ def simulate(
 
 @main.command("demo")
 @state_dir_option
-@click.option("--no-wait", is_flag=True, help="Stop at the end instead of waiting for Ctrl-C.")
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="At the end, keep the cluster up until Ctrl-C (default: only when run from a terminal).",
+)
 @click.option(
     "--time-compression",
     default=360.0,
@@ -527,7 +531,9 @@ def simulate(
     show_default=True,
     help="Where the report (HTML, PNG, JSON) goes.",
 )
-def demo(state_dir: Path | None, no_wait: bool, time_compression: float, report_dir: Path) -> None:
+def demo(
+    state_dir: Path | None, wait: bool | None, time_compression: float, report_dir: Path
+) -> None:
     """Bring up a local control plane with a mixed GPU fleet, run Lepton on the example jobs,
     compare with the default scheduler and write a report; Ctrl-C stops everything."""
     from lepton import demo as demo_module
@@ -538,7 +544,7 @@ def demo(state_dir: Path | None, no_wait: bool, time_compression: float, report_
         demo_module.run(
             state_dir,
             echo=click.echo,
-            wait=not no_wait,
+            wait=sys.stdin.isatty() if wait is None else wait,
             time_compression=time_compression,
             report_dir=report_dir,
         )

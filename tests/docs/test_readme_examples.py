@@ -1,0 +1,59 @@
+"""The README's manifests and its `kubectl get` output are true on a real control plane."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lepton.cluster.stack import LeptonStack
+
+pytestmark = pytest.mark.e2e
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def lepton_manifests() -> list[dict[str, object]]:
+    docs = [yaml.safe_load(block) for block in readme_blocks("yaml")]
+    return [d for d in docs if isinstance(d, dict) and d.get("apiVersion") == "lepton.dev/v1alpha1"]
+
+
+def test_readme_has_a_budget_and_a_job() -> None:
+    kinds = sorted(str(d["kind"]) for d in lepton_manifests())
+    assert kinds == ["EnergyBudget", "LeptonJob"]
+
+
+def test_readme_manifests_are_accepted_admitted_and_run(lepton_stack: LeptonStack) -> None:
+    cluster = lepton_stack.cluster
+    ns = f"readme-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    for doc in lepton_manifests():
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    job = next(d for d in lepton_manifests() if d["kind"] == "LeptonJob")
+    name = str(job["metadata"]["name"])  # type: ignore[index]
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline:
+        lj = json.loads(cluster.kubectl("get", "lj", name, "-n", ns, "-o", "json").stdout)
+        state = lj.get("status", {}).get("state")
+        if state == "Finished":
+            break
+        time.sleep(1)
+    assert state == "Finished", f"the README's job ended in state {state}"
+    assert lj["status"]["consumedWattHours"] > 0
+
+    # The README's `kubectl get` headers are what kubectl really prints.
+    console = next(b for b in readme_blocks("console") if "kubectl get leptonjobs" in b)
+    readme_headers = [line.split() for line in console.splitlines() if line.startswith("NAME")]
+    for resource, expected in zip(("leptonjobs", "energybudgets"), readme_headers, strict=True):
+        real = cluster.kubectl("get", resource, "-n", ns).stdout.splitlines()[0].split()
+        assert real == expected, f"README shows {expected} for {resource}, kubectl prints {real}"
