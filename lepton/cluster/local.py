@@ -278,6 +278,14 @@ class LocalCluster:
         self.wait_healthy([LEPTON_SCHEDULER])
         return proc
 
+    def start_default_scheduler(self) -> Process:
+        """(Re)start the cluster's own kube-scheduler, e.g. after stopping it in a benchmark."""
+        if "kube-scheduler" in self.state.processes:
+            self.stop_processes(["kube-scheduler"])
+        proc = self._start_scheduler(tools.tool_path("kube-scheduler"))
+        self.wait_healthy(["kube-scheduler"])
+        return proc
+
     def stop_lepton_scheduler(self) -> None:
         if LEPTON_SCHEDULER in self.state.processes:
             self.stop_processes([LEPTON_SCHEDULER])
