@@ -140,6 +140,10 @@ class ReplaySettings:
     # cluster-autoscaler's 600 s, in compressed time, so that it means what it means
     # on the uncompressed trace
     scale_in_grace_seconds: float = DEFAULT_SCALE_IN_GRACE_SECONDS
+    # No deadlines by default: compressed, a short pod's slack (0.5x a run of a few
+    # milliseconds) is shorter than a real scheduler's latency, so every pod would
+    # miss its deadline in the replay and none in the simulator (which places at once).
+    deadline_factor: float = 0.0
 
     @property
     def compressed_grace_seconds(self) -> float:
@@ -152,6 +156,7 @@ class ReplaySettings:
             model_map=dict(self.model_map),
             trace_speed=trace_speed,
             scale_in_grace_seconds=self.compressed_grace_seconds,
+            deadline_factor=self.deadline_factor,
             time_compression=self.time_compression,
         )
 
@@ -353,21 +358,24 @@ def compare(
     nodes: Sequence[TraceNode],
     settings: ReplaySettings,
     observed: Mapping[PolicyName, ObservedRun],
+    seeds: Sequence[int] = (0,),
 ) -> dict[str, Any]:
     """Price the observed placements and the simulator's for the same slice; JSON-ready.
 
     ``pods`` are the slice as replayed (after :func:`whole_gpu_pods`). Both sides
     are accounted by :func:`lepton.sim.energy_account.account_energy` over the
-    same window with the same grace period.
+    same window with the same grace period. The simulator runs once per seed (its
+    random tie-breaking, as kube-scheduler's, is the noise a single real run
+    carries too): its prediction is the mean, reported with the seeds' range.
     """
     model_map = dict(settings.model_map)
     trace_speed = fleet_mean_speed(nodes, model_map)
-    config = settings.sim_config(trace_speed)
     idle = node_idle_watts_by_name(nodes, model_map)
     models = {n.name: model_map.get(n.model, n.model) for n in nodes}
     by_name = {p.name: p for p in pods}
     window = settings.window_end_seconds
     grace = settings.compressed_grace_seconds
+    config = settings.sim_config(trace_speed)
     rows: dict[str, dict[str, Any]] = {}
     for policy, run in observed.items():
         real_placements = [
@@ -375,21 +383,45 @@ def compare(
             for pod, (node, start) in run.starts.items()
         ]
         real = account_energy(real_placements, idle, window, grace)
-        result = simulate(pods, nodes, policy, config)
-        sim = account_energy(result.placements, idle, window, grace)
+        per_seed = []
+        for seed in seeds or (settings.seed,):
+            result = simulate(pods, nodes, policy, dataclasses.replace(config, seed=seed))
+            account = account_energy(result.placements, idle, window, grace)
+            per_seed.append(
+                account.as_dict()
+                | {
+                    "seed": seed,
+                    "placed": len(result.placements),
+                    "unscheduled": len(result.unscheduled),
+                    "nodesUsed": len({p.node for p in result.placements}),
+                }
+            )
+        simulated: dict[str, Any] = {
+            key: sum(s[key] for s in per_seed) / len(per_seed)
+            for key in per_seed[0]
+            if key != "seed"
+        }
+        for key in ("scaleInWattHours", "alwaysOnWattHours"):
+            simulated[f"{key}Range"] = [
+                min(s[key] for s in per_seed),
+                max(s[key] for s in per_seed),
+            ]
+        low, high = simulated["scaleInWattHoursRange"]
         rows[str(policy)] = {
             "real": real.as_dict()
             | run.as_dict()
             | {"nodesUsed": len({p.node for p in real_placements})},
-            "simulated": sim.as_dict()
-            | {
-                "placed": len(result.placements),
-                "unscheduled": len(result.unscheduled),
-                "nodesUsed": len({p.node for p in result.placements}),
-            },
-            "scaleInDifference": relative_difference(real.scale_in_joules, sim.scale_in_joules),
-            "alwaysOnDifference": relative_difference(real.always_on_joules, sim.always_on_joules),
-            "dynamicDifference": relative_difference(real.dynamic_joules, sim.dynamic_joules),
+            "simulated": simulated | {"seeds": per_seed},
+            "scaleInDifference": relative_difference(
+                real.scale_in_joules / 3600, simulated["scaleInWattHours"]
+            ),
+            "alwaysOnDifference": relative_difference(
+                real.always_on_joules / 3600, simulated["alwaysOnWattHours"]
+            ),
+            "dynamicDifference": relative_difference(
+                real.dynamic_joules / 3600, simulated["dynamicWattHours"]
+            ),
+            "scaleInWithinSeedRange": low <= real.scale_in_joules / 3600 <= high,
         }
     verdict: dict[str, Any] = {}
     for regime in ("scaleIn", "alwaysOn"):
@@ -412,7 +444,8 @@ def compare(
             "scaleInGraceSeconds": grace,
             "modelMap": model_map,
             "traceSpeed": trace_speed,
-            "seed": settings.seed,
+            "seeds": list(seeds),
+            "deadlineFactor": settings.deadline_factor,
             "fractionalGpuRule": "a pod asking for part of a GPU holds a whole GPU (both runs)",
             "rankingTieTolerance": RANKING_TIE_TOLERANCE,
             "energyAgreementBar": BAR_ENERGY_AGREEMENT,

@@ -1,0 +1,73 @@
+"""The real replay end to end: 40 trace pods through both real schedulers on 20 kwok nodes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from lepton.cluster import tools
+from lepton.cluster.replay import replay_on_local_cluster
+from lepton.sim.engine import DEFAULT_MODEL_MAP
+from lepton.sim.policies import PolicyName
+from lepton.sim.replay import (
+    ReplaySettings,
+    compare,
+    compression_for,
+    trace_slice,
+    whole_gpu_pods,
+)
+from lepton.sim.trace import (
+    DEFAULT_NODE_LIST,
+    DEFAULT_POD_LIST,
+    load_nodes,
+    load_pods,
+    sample_nodes,
+)
+
+pytestmark = pytest.mark.e2e
+
+ARRIVAL_SECONDS = 8.0
+TAIL_SECONDS = 3.0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.__stderr__, flush=True)
+
+
+def test_a_trace_slice_replays_through_both_schedulers_and_is_priced_beside_the_simulator(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    traces = shared_data / "traces"
+    pods = whole_gpu_pods(trace_slice(load_pods(traces / DEFAULT_POD_LIST, limit=200), 50, 40))
+    nodes = sample_nodes(load_nodes(traces / DEFAULT_NODE_LIST), 20)
+    settings = ReplaySettings(
+        time_compression=compression_for(pods, ARRIVAL_SECONDS),
+        window_end_seconds=ARRIVAL_SECONDS + TAIL_SECONDS,
+        model_map=dict(DEFAULT_MODEL_MAP),
+    )
+    policies = [PolicyName.DEFAULT_SCHEDULER, PolicyName.LEPTON_EFFICIENCY]
+    tools.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
+
+    observed = replay_on_local_cluster(
+        pods, nodes, settings, policies, tmp_path / "cluster", _progress
+    )
+
+    assert set(observed) == set(policies)
+    node_names = {n.name for n in nodes}
+    for run in observed.values():
+        assert run.unscheduled == [], f"{run.policy}: never placed: {run.unscheduled}"
+        assert set(run.starts) == {p.name for p in pods}
+        assert {node for node, _ in run.starts.values()} <= node_names
+        assert all(0 <= start <= settings.window_end_seconds for _, start in run.starts.values())
+    report = compare(pods, nodes, settings, observed, seeds=(0, 1))
+    for policy in policies:
+        row = report["policies"][str(policy)]
+        assert row["real"]["placed"] == len(pods)
+        assert row["real"]["scaleInWattHours"] > 0
+        assert row["simulated"]["scaleInWattHours"] > 0
+        assert row["scaleInDifference"] == pytest.approx(
+            row["real"]["scaleInWattHours"] / row["simulated"]["scaleInWattHours"] - 1
+        )
+    assert set(report["verdict"]["scaleIn"]["realRanking"]) == {str(p) for p in policies}
