@@ -393,6 +393,18 @@ class Placement(_Model):
     gpu_model: str = ""
 
 
+class Phase(_Model):
+    """One phase of the job's work as the Lepton SDK metered it, summed over the job's pods."""
+
+    name: str
+    count: int = Field(default=0, description="How many times the phase ran.")
+    duration_seconds: float = 0.0
+    energy_watt_hours: float = 0.0
+    estimated: bool = Field(
+        default=False, description="True when some of the energy came from the model, not a meter."
+    )
+
+
 class LeptonJobStatus(_Model):
     """What the operator observed and decided about a LeptonJob."""
 
@@ -415,6 +427,11 @@ class LeptonJobStatus(_Model):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     placements: list[Placement] = Field(default_factory=list)
+    phases: list[Phase] = Field(
+        default_factory=list,
+        description="Per-phase energy reported by the Lepton SDK inside the job's pods "
+        "(annotation lepton.dev/phases).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={

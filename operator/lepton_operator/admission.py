@@ -38,7 +38,13 @@ from lepton.core.budget import (
     release,
     roll_over,
 )
-from lepton.core.hints import ANNOTATION_POWER_LIMIT_WATTS, GROUP, LABEL_JOB_UID, VERSION
+from lepton.core.hints import (
+    ANNOTATION_PHASES,
+    ANNOTATION_POWER_LIMIT_WATTS,
+    GROUP,
+    LABEL_JOB_UID,
+    VERSION,
+)
 from lepton.core.jobspec import (
     DEFAULT_SCHEDULER_NAME,
     EnergyEstimate,
@@ -300,18 +306,27 @@ def reconcile_budget(
 
 
 def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
-    """Where the job's pods run (pod → node → GPU model), and the GPU model(s) they got."""
+    """Where the job's pods run (pod → node → GPU model), the GPU model(s) they got, and the
+    phases the SDK reported from inside them."""
     placed = []
-    for pod in api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}"):
+    pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
+    phases = tr.sum_phases(
+        ((p.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PHASES) for p in pods
+    )
+    for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node:
             model = api.node_gpu_model(node) or ""
             placed.append({"pod": pod["metadata"]["name"], "node": node, "gpuModel": model})
+    found: dict[str, Any] = {"phases": phases} if phases else {}
     if not placed:
-        return {}
+        return found
     placed.sort(key=lambda p: p["pod"])
     models = sorted({p["gpuModel"] for p in placed if p["gpuModel"]})
-    return {"placements": placed, **({"gpuModel": ",".join(models)} if models else {})}
+    found["placements"] = placed
+    if models:
+        found["gpuModel"] = ",".join(models)
+    return found
 
 
 def _power_limit_watts(gpu_model: str, percent: int) -> int:
@@ -362,6 +377,7 @@ def _act_on_job(
             return []
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
+        desired.update(_placements(api, namespace, uid))
         consumed = round(usage.watt_hours, 6) if usage else 0.0
         source = tr.source_label(usage.measured if usage else False)
         desired.update(

@@ -7,7 +7,8 @@ bodies. Keeping them apart from the handlers lets them be tested with plain dict
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -220,3 +221,40 @@ def job_state(observation: JobObservation, admitted: bool, evicted: bool) -> Lep
 def source_label(measured: bool) -> str:
     """The consumptionSource value."""
     return (ConsumptionSource.MEASURED if measured else ConsumptionSource.ESTIMATED).value
+
+
+def sum_phases(annotations: Iterable[str | None]) -> list[dict[str, Any]]:
+    """The SDK's per-pod phase tables (``lepton.dev/phases`` JSON), summed by phase name.
+
+    An unreadable annotation is skipped: it is the job's own output, and must never stop the
+    operator from accounting the job.
+    """
+    totals: dict[str, dict[str, Any]] = {}
+    for raw in annotations:
+        if not raw:
+            continue
+        try:
+            doc = json.loads(raw)
+            phases = doc["phases"] if isinstance(doc, dict) else []
+            for phase in phases:
+                entry = totals.setdefault(
+                    str(phase["name"]),
+                    {
+                        "name": str(phase["name"]),
+                        "count": 0,
+                        "durationSeconds": 0.0,
+                        "energyWattHours": 0.0,
+                        "estimated": False,
+                    },
+                )
+                entry["count"] += int(phase.get("count", 0))
+                entry["durationSeconds"] = round(
+                    entry["durationSeconds"] + float(phase.get("durationSeconds", 0.0)), 3
+                )
+                entry["energyWattHours"] = round(
+                    entry["energyWattHours"] + float(phase.get("energyWattHours", 0.0)), 6
+                )
+                entry["estimated"] = entry["estimated"] or bool(phase.get("estimated", False))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return list(totals.values())

@@ -57,3 +57,11 @@ def test_readme_manifests_are_accepted_admitted_and_run(lepton_stack: LeptonStac
     for resource, expected in zip(("leptonjobs", "energybudgets"), readme_headers, strict=True):
         real = cluster.kubectl("get", resource, "-n", ns).stdout.splitlines()[0].split()
         assert real == expected, f"README shows {expected} for {resource}, kubectl prints {real}"
+
+
+def test_every_relative_link_in_the_readme_exists() -> None:
+    targets = re.findall(r"\]\(([^)#\s]+)\)", README.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links the docs"
+    missing = [t for t in local if not (README.parent / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"

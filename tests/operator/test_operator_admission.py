@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -354,3 +355,71 @@ def test_child_jobs_carry_the_lepton_job_uid_label() -> None:
     uid = api.add_job("a")
     run_pass(api)
     assert api.jobs["a"]["metadata"]["labels"][LABEL_JOB_UID] == uid
+
+
+class FakeApiWithPods(FakeApi):
+    """Pods of job "a" on an A100 node, each reporting the SDK's phase table."""
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        def pod(name: str, train_wh: float) -> dict[str, Any]:
+            phases = {
+                "schemaVersion": 1,
+                "phases": [
+                    {
+                        "name": "train",
+                        "count": 2,
+                        "durationSeconds": 60.0,
+                        "energyWattHours": train_wh,
+                        "estimated": False,
+                    },
+                    {
+                        "name": "eval",
+                        "count": 1,
+                        "durationSeconds": 5.0,
+                        "energyWattHours": 0.5,
+                        "estimated": True,
+                    },
+                ],
+            }
+            return {
+                "metadata": {
+                    "name": name,
+                    "annotations": {"lepton.dev/phases": json.dumps(phases)},
+                },
+                "spec": {"nodeName": "a100-0"},
+            }
+
+        return [pod("a-x1", 10.0), pod("a-x2", 12.5), {"metadata": {"name": "a-x3"}, "spec": {}}]
+
+    def node_gpu_model(self, name: str) -> str | None:
+        return "A100"
+
+
+def test_running_job_status_shows_placements_and_the_sdks_phases() -> None:
+    api = FakeApiWithPods()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    run_pass(api)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 2, "ready": 2}
+    run_pass(api, now=T0 + timedelta(minutes=5))
+    status = api.lepton_jobs["a"]["status"]
+    assert status["gpuModel"] == "A100"
+    assert [p["pod"] for p in status["placements"]] == ["a-x1", "a-x2"]
+    phases = {p["name"]: p for p in status["phases"]}
+    assert phases["train"]["energyWattHours"] == 22.5 and phases["train"]["count"] == 4
+    assert phases["train"]["estimated"] is False and phases["eval"]["estimated"] is True
+
+
+def test_unreadable_phase_annotations_are_skipped() -> None:
+    from lepton_operator.translate import sum_phases
+
+    good = json.dumps({"phases": [{"name": "train", "count": 1, "energyWattHours": 1.0}]})
+    assert sum_phases(["{not json", None, '{"phases": [{"nameless": 1}]}', good]) == [
+        {
+            "name": "train",
+            "count": 1,
+            "durationSeconds": 0.0,
+            "energyWattHours": 1.0,
+            "estimated": False,
+        }
+    ]
