@@ -82,6 +82,11 @@ def _validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+def _map_list(*keys: str) -> dict[str, Any]:
+    """Schema extras of a list the apiserver merges by ``keys`` (conditions by type, …)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
@@ -221,17 +226,11 @@ class EnergyBudgetStatus(_Model):
     queued_jobs: int = 0
     reservations: list[Reservation] = Field(
         default_factory=list,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["jobUid"],
-        },
+        json_schema_extra=_map_list("jobUid"),
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
+        json_schema_extra=_map_list("type"),
     )
 
 
@@ -434,10 +433,7 @@ class LeptonJobStatus(_Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
+        json_schema_extra=_map_list("type"),
     )
 
 
