@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if rc:
             failed.append(name)
-    from bench.publish import publish
+    from bench.publish import REPO, publish
 
-    print(f"[bench] published {publish(Path(args.out))}")
+    # The docs show the project's own results folder only: a scratch --out never overwrites them.
+    if Path(args.out).resolve() == (REPO / "results").resolve():
+        print(f"[bench] published {publish(Path(args.out))}")
     if failed:
         print(f"[bench] failed: {', '.join(failed)}", file=sys.stderr)
         return 1
