@@ -41,8 +41,32 @@ def test_demo_runs_the_whole_story_and_reports(tmp_path: Path) -> None:
     default_jobs = {p["job"] for p in summary["default_scheduler_pods"]}
     assert lepton_jobs == default_jobs == {"train-a40", "finetune", "batch-inference", "pretrain"}
     assert summary["lepton"]["pods"] == summary["default_scheduler"]["pods"]
-    # Lepton's placement never costs more energy than the default scheduler's (energy model).
-    assert summary["saving_from_placement"] >= 0
+    # Lepton honoured each job's GPU models and spread the inference replicas across zones
+    # (the default scheduler's choice among tied nodes is random, so the totals are reported
+    # in the summary, not asserted).
+    accepted = {
+        "train-a40": {"A40"},
+        "finetune": {"A40", "A100"},
+        "batch-inference": {"T4", "L4"},
+        "pretrain": {"H100", "A100"},
+    }
+    for pod in summary["lepton_pods"]:
+        assert pod["gpu_model"] in accepted[pod["job"]], pod
+    zone = {
+        "a40-0": "a",
+        "a40-1": "a",
+        "l4-0": "a",
+        "l4-1": "a",
+        "a100-0": "b",
+        "a100-1": "b",
+        "a40-b-0": "b",
+        "t4-0": "c",
+        "t4-1": "c",
+        "a40-c-0": "c",
+    }
+    inference = [p["node"] for p in summary["lepton_pods"] if p["job"] == "batch-inference"]
+    assert len({zone[n] for n in inference}) == 2, inference
+    # Power caps only ever lower the energy of the same placements.
     assert summary["saving_with_power_caps"] >= summary["saving_from_placement"]
     page = (report_dir / "report.html").read_text()
     assert "estimate from Lepton's energy model" in page and "not" in page
