@@ -69,8 +69,20 @@ def test_demo_runs_the_whole_story_and_reports(tmp_path: Path) -> None:
     # Power caps only ever lower the energy of the same placements.
     assert summary["saving_with_power_caps"] >= summary["saving_from_placement"]
     page = (report_dir / "report.html").read_text()
-    assert "estimate from Lepton's energy model" in page and "not" in page
+    assert "estimate from Lepton's energy model" in page
+    assert "Model estimates, not measurements." in page
+    assert "Nodes scaled in when empty" in page and "node-hours" in page
     assert (report_dir / "energy.png").stat().st_size > 1000
     assert "Report:" in out and "[demo] stopping every process" in out
     # Nothing is left running: the state directory is gone.
     assert not (tmp_path / "state").exists()
+
+
+def test_node_hours_count_overlapping_pods_once() -> None:
+    from lepton.demo import PodRun, node_on_hours
+
+    def run(node: str, start: float, end: float) -> PodRun:
+        return PodRun("j", f"p{start}", node, "A40", 1, end - start, 1.0, 1.0, start, end, 100.0)
+
+    hours = node_on_hours([run("a", 0, 2), run("a", 1, 3), run("a", 5, 6), run("b", 0, 1)])
+    assert hours == {"a": 4.0, "b": 1.0}
