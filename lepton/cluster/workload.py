@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,4 +143,3 @@ def run(kubeconfig: str, time_compression: float) -> None:
         WorkSimulator(api, time_compression).run(stop)
     except KeyboardInterrupt:
         stop.set()
-    time.sleep(0)
