@@ -179,7 +179,12 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
         label = (
             "estimated by the model" if sources == ["model"] else f"sources: {', '.join(sources)}"
         )
-        click.echo(f"CLUSTER GPU POWER NOW: {watts:.0f} W ({label})")
+        if sources:
+            click.echo(f"CLUSTER GPU POWER NOW: {watts:.0f} W ({label})")
+        else:
+            click.echo(
+                "CLUSTER GPU POWER NOW: no data yet (Prometheus has not scraped an exporter)"
+            )
     else:
         click.echo(
             "CLUSTER GPU POWER NOW: unknown (give --prometheus-url or LEPTON_PROMETHEUS_URL)"

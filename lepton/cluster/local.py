@@ -170,7 +170,8 @@ class LocalCluster:
 
         With ``hold_lepton_pods`` LeptonJob pods keep running until released by
         :mod:`lepton.cluster.workload` (which knows how long their work takes on the GPU
-        they got); otherwise kwok completes every Job pod as soon as it runs.
+        they got); otherwise kwok completes every Job pod :data:`JOB_POD_RUN_SECONDS` after
+        it starts running.
         """
         if self.state_path.exists():
             existing = ClusterState.load(self.state_path)
@@ -511,13 +512,8 @@ class LocalCluster:
 
     def _start_kwok(self, binary: Path, hold_lepton_pods: bool) -> None:
         port = free_port()
-        stages: list[str] = []
-        if hold_lepton_pods:
-            stages_path = self.dir / "kwok-pod-stages.yaml"
-            stages_path.write_text(
-                resources.files("lepton.cluster").joinpath("data/kwok-pod-stages.yaml").read_text()
-            )
-            stages = [f"--config={stages_path}"]
+        stages_path = self.dir / "kwok-pod-stages.yaml"
+        stages_path.write_text(kwok_pod_stages(hold_lepton_pods))
         self.spawn(
             "kwok",
             [
@@ -528,7 +524,7 @@ class LocalCluster:
                 "--cidr=10.0.0.0/16",
                 "--node-ip=10.0.0.1",
                 f"--server-address=127.0.0.1:{port}",
-                *stages,
+                f"--config={stages_path}",
             ],
             port,
             f"http://127.0.0.1:{port}/healthz",
@@ -629,6 +625,34 @@ class LocalCluster:
         raise ClusterError(
             "the 'default' ServiceAccount never appeared: is kube-controller-manager healthy?"
         )
+
+
+# A Job pod on kwok runs this long unless held for the work simulator: long enough for the
+# Job's start and completion times (whole seconds) to differ, so run time is never zero.
+JOB_POD_RUN_SECONDS = 2.0
+_HELD_STAGE = "lepton-pod-complete-when-released"
+_LEPTON_POD_KEY = '.metadata.labels["lepton.dev/job-name"]'
+
+
+def kwok_pod_stages(hold_lepton_pods: bool) -> str:
+    """kwok's pod stages for this cluster, from ``data/kwok-pod-stages.yaml``.
+
+    Without holding, LeptonJob pods complete like any Job pod (no work simulator needed).
+    """
+    text = resources.files("lepton.cluster").joinpath("data/kwok-pod-stages.yaml").read_text()
+    stages = [s for s in yaml.safe_load_all(text) if s]
+    if not hold_lepton_pods:
+        stages = [s for s in stages if s["metadata"]["name"] != _HELD_STAGE]
+    for stage in stages:
+        if stage["metadata"]["name"] != "pod-complete":
+            continue
+        stage["spec"]["delay"] = {"durationMilliseconds": int(JOB_POD_RUN_SECONDS * 1000)}
+        if not hold_lepton_pods:
+            selector = stage["spec"]["selector"]
+            selector["matchExpressions"] = [
+                e for e in selector["matchExpressions"] if e["key"] != _LEPTON_POD_KEY
+            ]
+    return yaml.safe_dump_all(stages, sort_keys=False)
 
 
 def lepton_scheduler_config(extender_url: str, kubeconfig: Path) -> str:

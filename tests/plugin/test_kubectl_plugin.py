@@ -96,6 +96,12 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
     pod = running_pod()
     node = cluster.kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}").stdout
 
+    # Prometheus scrapes the exporter every 2 s: wait for its first samples of this fleet.
+    _wait(
+        lambda: "estimated by the model" in kubectl_lepton(lepton_stack, "status", "-n", ns).stdout,
+        30,
+        "Prometheus to have the exporter's power",
+    )
     status = kubectl_lepton(lepton_stack, "status", "-n", ns)
     assert status.returncode == 0, status.stderr
     assert "team" in status.stdout and "1000" in status.stdout
