@@ -39,6 +39,17 @@ DEFAULT_SLOWDOWN_ALLOWANCE = 0.05
 UNKNOWN_MODEL = "Unknown"
 
 
+# The numbers every profile file gives, each with its source beside it.
+NUMBER_FIELDS = (
+    "idle_watts",
+    "max_power_limit_watts",
+    "min_power_limit_watts",
+    "relative_speed",
+    "busy_power_watts",
+    "energy_optimal_power_limit_watts",
+)
+
+
 @dataclass(frozen=True)
 class CurvePoint:
     """One measured (or borrowed) point of a GPU's response to a power limit."""
@@ -180,14 +191,7 @@ def _profile_from_doc(
 ) -> GpuProfile:
     sources: dict[str, str] = {}
     values: dict[str, float] = {}
-    for key in (
-        "idle_watts",
-        "max_power_limit_watts",
-        "min_power_limit_watts",
-        "relative_speed",
-        "busy_power_watts",
-        "energy_optimal_power_limit_watts",
-    ):
+    for key in NUMBER_FIELDS:
         values[key], sources[key] = _number(doc, key, path)
     curve_doc = doc.get("power_limit_curve") or {}
     curve = _curve_from_doc(curve_doc) if curve_doc.get("points") else reference_curve
@@ -240,17 +244,7 @@ def default_profile(name: str = UNKNOWN_MODEL) -> GpuProfile:
         busy_power_watts=300.0,
         source=reason,
         curve=(),
-        sources=dict.fromkeys(
-            (
-                "idle_watts",
-                "max_power_limit_watts",
-                "min_power_limit_watts",
-                "relative_speed",
-                "busy_power_watts",
-                "energy_optimal_power_limit_watts",
-            ),
-            reason,
-        ),
+        sources=dict.fromkeys(NUMBER_FIELDS, reason),
     )
 
 
