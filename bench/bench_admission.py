@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +77,8 @@ def measure(cluster: LocalCluster, jobs: int, admit: int) -> dict[str, Any]:
         time.sleep(3)  # let the operator start and settle on the empty budget
         items = [lepton_job(f"job-{i:04d}") for i in range(jobs)]
         started = time.monotonic()
-        # "At once": several clients apply their share concurrently, as a CI pipeline or a
-        # workflow engine submitting a burst would; one kubectl applies objects one by one.
-        chunks = [items[i::APPLY_CLIENTS] for i in range(APPLY_CLIENTS)]
-        with ThreadPoolExecutor(APPLY_CLIENTS) as pool:
-            list(
-                pool.map(
-                    lambda chunk: cluster.kubectl(
-                        "apply",
-                        "-f",
-                        "-",
-                        "--server-side",
-                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk}),
-                        timeout=300,
-                    ),
-                    chunks,
-                )
-            )
+        # "At once": several clients apply their share concurrently.
+        cluster.submit_concurrently(["apply", "--server-side"], items, APPLY_CLIENTS)
         applied_s = time.monotonic() - started
         series: list[tuple[float, int, int]] = []
         settled_s = None

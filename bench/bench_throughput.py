@@ -23,7 +23,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,23 +65,6 @@ def pod(name: str, namespace: str, scheduler: str, lepton: bool) -> dict[str, An
             ],
         },
     }
-
-
-def create_pods(cluster: LocalCluster, pods: list[dict[str, Any]], clients: int = 8) -> None:
-    chunks = [pods[i::clients] for i in range(clients)]
-    with ThreadPoolExecutor(clients) as pool:
-        list(
-            pool.map(
-                lambda chunk: cluster.kubectl(
-                    "create",
-                    "-f",
-                    "-",
-                    input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk}),
-                    timeout=600,
-                ),
-                chunks,
-            )
-        )
 
 
 def _bound(cluster: LocalCluster, namespace: str) -> int:
@@ -135,8 +117,9 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
             # The default scheduler: stopped while its pods are created, then started.
             cluster.kubectl("create", "namespace", "plain")
             cluster.stop_processes(["kube-scheduler"])
-            create_pods(
-                cluster, [pod(f"p-{i}", "plain", "default-scheduler", False) for i in range(pods)]
+            cluster.submit_concurrently(
+                ["create"],
+                [pod(f"p-{i}", "plain", "default-scheduler", False) for i in range(pods)],
             )
             results["default_scheduler"] = measure(
                 cluster,
@@ -147,8 +130,8 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
             # lepton-scheduler with the extender, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
-            create_pods(
-                cluster, [pod(f"l-{i}", "lepton", "lepton-scheduler", True) for i in range(pods)]
+            cluster.submit_concurrently(
+                ["create"], [pod(f"l-{i}", "lepton", "lepton-scheduler", True) for i in range(pods)]
             )
             results["lepton_scheduler_with_extender"] = measure(
                 cluster,

@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -65,14 +66,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks, to tell it from a later process with its PID."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on, or None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22, counted after the parenthesised command name (which may hold spaces).
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    # Counted after the parenthesised command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks, to tell it from a later process with its PID."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])  # field 22
+
+
+def pid_running(pid: int) -> bool:
+    """A process with this PID exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _rss_bytes(pid: int) -> int:
@@ -97,11 +110,9 @@ class Process:
     log_path: str
 
     def alive(self) -> bool:
-        ticks = _process_start_ticks(self.pid)
-        if ticks is None or ticks != self.start_ticks:
-            return False
-        state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+        # One read of /proc: the process may exit between two.
+        fields = _stat_fields(self.pid)
+        return fields is not None and int(fields[19]) == self.start_ticks and fields[0] != "Z"
 
 
 @dataclass
@@ -315,6 +326,26 @@ class LocalCluster:
                 f"`kubectl {' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
+
+    def submit_concurrently(
+        self, verb: list[str], objects: list[dict[str, Any]], clients: int = 8
+    ) -> None:
+        """``kubectl VERB -f -`` of ``objects`` from several clients at once, as a burst from a
+        pipeline would arrive (one kubectl sends its objects one by one)."""
+        chunks = [objects[i::clients] for i in range(clients)]
+        with ThreadPoolExecutor(clients) as pool:
+            list(
+                pool.map(
+                    lambda chunk: self.kubectl(
+                        *verb,
+                        "-f",
+                        "-",
+                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk}),
+                        timeout=600,
+                    ),
+                    [c for c in chunks if c],
+                )
+            )
 
     # --- internals -------------------------------------------------------------
 

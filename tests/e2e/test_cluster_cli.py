@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from lepton.cluster.local import pid_running
 
 pytestmark = pytest.mark.e2e
 
@@ -22,14 +23,6 @@ def lepton(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check:
         assert result.returncode == 0, f"lepton {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_cluster_cli_lifecycle_with_a_fleet_file(tmp_path: Path) -> None:
@@ -51,12 +44,12 @@ def test_cluster_cli_lifecycle_with_a_fleet_file(tmp_path: Path) -> None:
         table = lepton("cluster", "status", "--state-dir", state).stdout
         assert "kube-apiserver" in table and "MiB" in table
         pids = [row["pid"] for row in status.values()]
-        assert all(_alive(pid) for pid in pids)
+        assert all(pid_running(pid) for pid in pids)
         again = lepton("cluster", "up", "--no-build", "--state-dir", state, check=False)
         assert again.returncode != 0 and "already running" in again.stderr
     finally:
         down = lepton("cluster", "down", "--state-dir", state)
     assert f"stopped {len(pids)} processes" in down.stdout
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if pid_running(pid)]
     gone = lepton("cluster", "status", "--state-dir", state, check=False)
     assert gone.returncode != 0 and "lepton cluster up" in gone.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_GPU_PRODUCT, LABEL_ZONE, Fleet, NodeGroup
-from lepton.cluster.local import COMPONENTS, LocalCluster, free_port
+from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
 
 pytestmark = pytest.mark.e2e
 
@@ -178,15 +177,6 @@ def test_lepton_scheduler_profile_calls_the_extender_and_binds(
     assert node == first_candidate, "the extender's top score decided the placement"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return stat != "Z"
-
-
 def test_down_leaves_no_process_and_up_again_works(tmp_path: Path, cluster: LocalCluster) -> None:
     # A second, small cluster beside the session's: both run on free loopback ports.
     small = Fleet((NodeGroup("solo", 1, "A40", 2, "zone-a"),))
@@ -198,10 +188,10 @@ def test_down_leaves_no_process_and_up_again_works(tmp_path: Path, cluster: Loca
         assert up_seconds < 60, f"warm `up` took {up_seconds:.1f} s (attempt {attempt})"
         pids = [p.pid for p in local.state.processes.values()]
         assert len(pids) == len(COMPONENTS)
-        assert all(_alive(pid) for pid in pids)
+        assert all(pid_running(pid) for pid in pids)
         stopped = local.down()
         assert sorted(stopped) == sorted(pids)
-        assert not [pid for pid in pids if _alive(pid)], "processes left after down"
+        assert not [pid for pid in pids if pid_running(pid)], "processes left after down"
         assert not (tmp_path / "again").exists()
     # The session's cluster was untouched by the second one.
     assert all(row["healthy"] for row in cluster.status().values())
