@@ -15,6 +15,7 @@ the report says so: kwok nodes have no meters.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import signal
@@ -108,16 +109,22 @@ class Demo:
     def _lepton_jobs(self) -> list[dict[str, Any]]:
         return list(self._json("get", "leptonjobs", "-n", NAMESPACE)["items"])
 
+    @functools.cached_property
+    def _nodes(self) -> dict[str, tuple[str, int]]:
+        """Each node's GPU model and GPU count: the demo's fleet does not change, read it once."""
+        return {
+            n["metadata"]["name"]: (
+                n["metadata"]["labels"][LABEL_LEPTON_MODEL],
+                int(n["status"]["capacity"].get("nvidia.com/gpu", 0)),
+            )
+            for n in self._json("get", "nodes")["items"]
+        }
+
     def _node_models(self) -> dict[str, str]:
-        nodes = self._json("get", "nodes")["items"]
-        return {n["metadata"]["name"]: n["metadata"]["labels"][LABEL_LEPTON_MODEL] for n in nodes}
+        return {name: model for name, (model, _) in self._nodes.items()}
 
     def _pod_runs(self, namespace: str) -> list[PodRun]:
         models = self._node_models()
-        gpus_per_node = {
-            n["metadata"]["name"]: int(n["status"]["capacity"].get("nvidia.com/gpu", 0))
-            for n in self._json("get", "nodes")["items"]
-        }
         runs = []
         for pod in self._json("get", "pods", "-n", namespace, "-l", LABEL_JOB_NAME)["items"]:
             meta, node = pod["metadata"], pod["spec"].get("nodeName")
@@ -145,7 +152,7 @@ class Demo:
                     ),
                     started_hours=started * to_hours,
                     finished_hours=finished * to_hours,
-                    node_idle_watts=node_idle_watts(get_profile(model), gpus_per_node[node]),
+                    node_idle_watts=node_idle_watts(get_profile(model), self._nodes[node][1]),
                 )
             )
         return runs
