@@ -3,7 +3,7 @@
 Two histories:
 
 * **trace** — per-node GPU allocation over time, derived from the Alibaba PAI
-  2023 trace (``../shared/data/traces/``): pods are placed in the order they
+  2023 trace (``lepton/data/traces/``): pods are placed in the order they
   start on the trace's nodes (honouring ``gpu_spec`` and capacity) on the
   least allocated node that fits, as kube-scheduler's default scoring does,
   and a node's utilisation is the fraction of its GPUs allocated (a shared
@@ -27,7 +27,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from lepton.core.predictor import PredictorConfig, Series, evaluate
+from lepton.data import data_dir
 
 TRACE_CONFIG = PredictorConfig(step_seconds=300.0, lags=12, horizon_steps=12)
 TRACE_NODES_SAMPLED = 200
@@ -43,9 +43,7 @@ DIURNAL_CONFIG = PredictorConfig(step_seconds=300.0, lags=12, horizon_steps=12)
 
 
 def trace_dir() -> Path:
-    env = os.environ.get("LEPTON_SHARED_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "traces"
+    return data_dir() / "traces"
 
 
 def trace_history(

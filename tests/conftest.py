@@ -8,7 +8,6 @@ namespace of its own on it, so tests never see each other's objects.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -20,19 +19,20 @@ import pytest
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
+from lepton.data import data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def shared_data_dir() -> Path:
-    """The read-only public data beside the checkout (``../shared/data``)."""
-    return Path(os.environ.get("LEPTON_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    """The public data the package ships (``lepton/data``, or ``$LEPTON_DATA_DIR``)."""
+    return data_dir()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
-    assert path.is_dir(), f"the shared data folder {path} is missing: set LEPTON_SHARED_DATA"
+    assert (path / "traces").is_dir(), f"the data folder {path} has no traces/: see lepton/data"
     return path
 
 

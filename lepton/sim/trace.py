@@ -1,7 +1,7 @@
 """The Alibaba GPU trace as plain records: pods to replay and nodes to replay them on.
 
 The simulator reads the trace's CSV files (``openb_pod_list_*.csv``,
-``openb_node_list_*.csv``, see ``shared/data/README.md``) into small frozen
+``openb_node_list_*.csv``, see ``lepton/data/README.md``) into small frozen
 records and nothing else: how a record becomes work, energy or a placement is
 decided elsewhere (:mod:`lepton.sim.engine`), with every assumption a parameter.
 """
@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton.core.profiles import default_data_dir
+from lepton.data import data_dir
 
 POD_COLUMNS = (
     "name",
@@ -76,8 +76,8 @@ class TraceNode:
 
 
 def default_trace_dir() -> Path:
-    """``<shared data>/traces`` (``$LEPTON_SHARED_DATA`` or ``../shared/data``)."""
-    return default_data_dir() / "traces"
+    """The shipped trace folder (``lepton/data/traces``, or ``$LEPTON_DATA_DIR/traces``)."""
+    return data_dir() / "traces"
 
 
 DEFAULT_POD_LIST = "openb_pod_list_default.csv"
@@ -88,7 +88,7 @@ def _open_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise TraceError(
             f"{path}: no such trace file — pass the path of the trace CSV or set "
-            "LEPTON_SHARED_DATA to the folder holding traces/"
+            "LEPTON_DATA_DIR to the folder holding traces/"
         )
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
