@@ -50,6 +50,36 @@ class ProcessSample:
 
 
 @dataclass
+class ProcessInfo:
+    """NVML's ``nvmlProcessInfo_t`` as pynvml returns it (usedGpuMemory in bytes, or None)."""
+
+    pid: int
+    usedGpuMemory: int | None  # noqa: N815 - NVML's field name
+    gpuInstanceId: int = 0xFFFFFFFF  # noqa: N815 - NVML's field name
+    computeInstanceId: int = 0xFFFFFFFF  # noqa: N815 - NVML's field name
+
+
+@dataclass
+class DeviceAttributes:
+    """The part of NVML's ``nvmlDeviceAttributes_t`` the exporter reads."""
+
+    gpuInstanceSliceCount: int  # noqa: N815 - NVML's field name
+    multiprocessorCount: int = 0  # noqa: N815 - NVML's field name
+
+
+@dataclass
+class FakeMigDevice:
+    """One MIG device (a GPU instance with one compute instance) of a fake GPU."""
+
+    uuid: str
+    gpu_instance_id: int
+    slices: int
+    name: str
+    # pid -> GPU memory in bytes, as nvmlDeviceGetComputeRunningProcesses lists them.
+    running: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
 class FakeGpu:
     """One fake device; the fields are what NVML would report, in NVML's units."""
 
@@ -67,6 +97,17 @@ class FakeGpu:
     sm_clock_mhz: int = 210
     # pid -> SM utilisation percent over the last sample period.
     processes: dict[int, int] = field(default_factory=dict)
+    # pid -> GPU memory in bytes (nvmlDeviceGetComputeRunningProcesses); None: ``processes``'
+    # pids, with no memory reported.
+    running: dict[int, int] | None = None
+    # MIG: None where the GPU has no MIG (nvmlDeviceGetMigMode raises NotSupported),
+    # else the current mode (1 enabled) and the devices in their slots (None: an empty slot).
+    mig_mode: int | None = None
+    mig_devices: list[FakeMigDevice | None] = field(default_factory=list)
+    max_mig_devices: int = 7
+    # (timestamp in microseconds, pid -> SM percent): one utilisation sample per advance(),
+    # read back through nvmlDeviceGetProcessUtilization's timestamp cursor.
+    samples: list[tuple[int, dict[int, int]]] = field(default_factory=list)
     # call name (e.g. "nvmlDeviceGetPowerUsage") -> NVML error code it raises.
     failing_calls: dict[str, int] = field(default_factory=dict)
     lost: bool = False
@@ -96,6 +137,9 @@ class FakeNvml:
         """Let ``seconds`` pass at each GPU's current power, advancing energy counters."""
         self.now_seconds += seconds
         for gpu in self.gpus:
+            if gpu.processes and seconds > 0:
+                gpu.samples.append((int(self.now_seconds * 1e6), dict(gpu.processes)))
+                del gpu.samples[:-200]
             exact = gpu.power_mw * seconds + gpu._energy_remainder_mj
             whole = int(exact)
             gpu._energy_remainder_mj = exact - whole
@@ -119,6 +163,8 @@ class FakeNvml:
 
     def _gpu(self, handle: Any, call: str) -> FakeGpu:
         self._check()
+        if isinstance(handle, FakeMigDevice):
+            raise pynvml.NVMLError(ERROR_NOT_SUPPORTED)  # board-level calls on a MIG handle
         gpu: FakeGpu = handle
         if gpu.lost:
             raise pynvml.NVMLError(ERROR_GPU_IS_LOST)
@@ -153,9 +199,15 @@ class FakeNvml:
         return gpu
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:  # noqa: N802
+        if isinstance(handle, FakeMigDevice):
+            self._check()
+            return handle.uuid
         return self._gpu(handle, "nvmlDeviceGetUUID").uuid
 
     def nvmlDeviceGetName(self, handle: Any) -> str:  # noqa: N802
+        if isinstance(handle, FakeMigDevice):
+            self._check()
+            return handle.name
         return self._gpu(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:  # noqa: N802
@@ -202,13 +254,83 @@ class FakeNvml:
         self, handle: Any, last_seen_timestamp: int
     ) -> list[ProcessSample]:
         gpu = self._gpu(handle, "nvmlDeviceGetProcessUtilization")
-        if not gpu.processes:
+        if gpu.mig_mode == 1:
+            raise pynvml.NVMLError(ERROR_NOT_SUPPORTED)  # no per-process samples in MIG mode
+        found = [
+            ProcessSample(pid=pid, timeStamp=stamp, smUtil=sm)
+            for stamp, processes in gpu.samples
+            if stamp > last_seen_timestamp
+            for pid, sm in processes.items()
+        ]
+        if not found:
             # Real NVML reports "not found" when no sample is newer than the timestamp.
             raise pynvml.NVMLError(ERROR_NOT_FOUND)
-        stamp = int(self.now_seconds * 1e6)
-        return [
-            ProcessSample(pid=pid, timeStamp=stamp, smUtil=sm) for pid, sm in gpu.processes.items()
-        ]
+        return found
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[ProcessInfo]:  # noqa: N802
+        if isinstance(handle, FakeMigDevice):
+            self._check()
+            return [
+                ProcessInfo(pid, used, handle.gpu_instance_id, 0)
+                for pid, used in handle.running.items()
+            ]
+        gpu = self._gpu(handle, "nvmlDeviceGetComputeRunningProcesses")
+        if gpu.running is None:
+            return [ProcessInfo(pid, None) for pid in gpu.processes]
+        return [ProcessInfo(pid, used) for pid, used in gpu.running.items()]
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:  # noqa: N802
+        gpu = self._gpu(handle, "nvmlDeviceGetMigMode")
+        if gpu.mig_mode is None:
+            raise pynvml.NVMLError(ERROR_NOT_SUPPORTED)
+        return [gpu.mig_mode, gpu.mig_mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:  # noqa: N802
+        gpu = self._gpu(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        if gpu.mig_mode is None:
+            raise pynvml.NVMLError(ERROR_NOT_SUPPORTED)
+        return gpu.max_mig_devices
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:  # noqa: N802
+        gpu = self._gpu(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if gpu.mig_mode != 1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if index >= gpu.max_mig_devices:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        device = gpu.mig_devices[index] if index < len(gpu.mig_devices) else None
+        if device is None:
+            raise pynvml.NVMLError(ERROR_NOT_FOUND)
+        return device
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:  # noqa: N802
+        self._check()
+        if not isinstance(handle, FakeMigDevice):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return handle.gpu_instance_id
+
+    def nvmlDeviceGetAttributes(self, handle: Any) -> DeviceAttributes:  # noqa: N802
+        self._check()
+        if isinstance(handle, FakeMigDevice):
+            return DeviceAttributes(gpuInstanceSliceCount=handle.slices)
+        gpu = self._gpu(handle, "nvmlDeviceGetAttributes")
+        return DeviceAttributes(gpuInstanceSliceCount=gpu.max_mig_devices)
+
+
+def mig_gpu(uuid: str, layout: list[tuple[int, str]], name: str = "NVIDIA A100-SXM4-80GB") -> FakeGpu:
+    """A GPU in MIG mode with one MIG device per (slices, profile) of ``layout``, in order.
+
+    The MIG devices' UUIDs are ``MIG-<uuid>-<slot>``.
+    """
+    devices: list[FakeMigDevice | None] = [
+        FakeMigDevice(
+            uuid=f"MIG-{uuid.removeprefix('GPU-')}-{slot}",
+            gpu_instance_id=slot + 1,
+            slices=slices,
+            name=f"{name} MIG {profile}",
+        )
+        for slot, (slices, profile) in enumerate(layout)
+    ]
+    return FakeGpu(uuid=uuid, name=name, mig_mode=1, mig_devices=devices, power_mw=80_000)
 
 
 def a40_fleet(count: int, *, prefix: str = "GPU-fake") -> FakeNvml:

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lepton_exporter.accounting import Accountant
+from lepton_exporter.accounting import SOURCE_MIG_MODEL, Accountant
 
 GPU_LABELS = ["node", "gpu_uuid", "gpu_model", "source"]
 POD_LABELS = [*GPU_LABELS, "namespace", "pod", "container"]
+POD_ACTIVE_LABELS = [*POD_LABELS, "attribution"]
+UNATTRIBUTED_LABELS = [*GPU_LABELS, "reason"]
+MIG_LABELS = [*GPU_LABELS, "mig_uuid", "mig_profile"]
 
 # name -> (type, help). The single list of what the exporter serves.
 METRICS: dict[str, tuple[str, str]] = {
@@ -33,13 +36,27 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "lepton_gpu_unattributed_energy_joules_total": (
         "counter",
-        "Active GPU energy no pod could be charged for (no pod holds the GPU, or the "
-        "processes using it belong to none of its pods).",
+        "Active GPU energy no pod could be charged for, by reason (no pod holds the GPU, a "
+        "process outside Kubernetes, an unresolved PID, a MIG slice with no pod, ...).",
+    ),
+    "lepton_gpu_unallocated_idle_energy_joules_total": (
+        "counter",
+        "Part of the GPU's idle energy no pod holds (no holder, free or unpartitioned MIG "
+        "slices).",
     ),
     "lepton_pod_gpu_active_energy_joules_total": (
         "counter",
         "Active (above idle) GPU energy charged to a pod's container; a shared GPU is split "
-        "by SM share, never copied.",
+        "by SM utilisation, memory or equally (attribution label), never copied.",
+    ),
+    "lepton_pod_gpu_idle_energy_joules_total": (
+        "counter",
+        "A pod's share of the GPU's idle energy, by allocation (replicas or MIG slice size).",
+    ),
+    "lepton_gpu_mig_energy_joules_total": (
+        "counter",
+        "A MIG device's share of its board's energy (source=mig_model: a model, NVML "
+        "meters only the board).",
     ),
     "lepton_gpu_power_limit_watts": ("gauge", "GPU power limit in force."),
     "lepton_gpu_power_limit_min_watts": ("gauge", "Lowest power limit the GPU accepts."),
@@ -81,6 +98,10 @@ def _name(metric: str) -> str:
     return metric.removesuffix("_total")
 
 
+def _counter(metric: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(_name(metric), METRICS[metric][1], labels=labels)
+
+
 class LeptonCollector(Collector):
     """Renders one snapshot of the accountant per scrape."""
 
@@ -98,14 +119,13 @@ class LeptonCollector(Collector):
             for name in (
                 "lepton_gpu_energy_joules_total",
                 "lepton_gpu_idle_energy_joules_total",
-                "lepton_gpu_unattributed_energy_joules_total",
+                "lepton_gpu_unallocated_idle_energy_joules_total",
             )
         }
-        pods = CounterMetricFamily(
-            _name("lepton_pod_gpu_active_energy_joules_total"),
-            METRICS["lepton_pod_gpu_active_energy_joules_total"][1],
-            labels=POD_LABELS,
-        )
+        unattributed = _counter("lepton_gpu_unattributed_energy_joules_total", UNATTRIBUTED_LABELS)
+        pods = _counter("lepton_pod_gpu_active_energy_joules_total", POD_ACTIVE_LABELS)
+        pods_idle = _counter("lepton_pod_gpu_idle_energy_joules_total", POD_LABELS)
+        mig = _counter("lepton_gpu_mig_energy_joules_total", MIG_LABELS)
         for gpu in snapshot.gpus:
             labels = [gpu.node, gpu.uuid, gpu.model, gpu.source]
             gauges["lepton_gpu_up"].add_metric(labels, 1.0 if gpu.up else 0.0)
@@ -113,9 +133,11 @@ class LeptonCollector(Collector):
             counters["lepton_gpu_idle_energy_joules_total"].add_metric(
                 labels, gpu.idle_joules_total
             )
-            counters["lepton_gpu_unattributed_energy_joules_total"].add_metric(
-                labels, gpu.unattributed_joules_total
+            counters["lepton_gpu_unallocated_idle_energy_joules_total"].add_metric(
+                labels, gpu.unallocated_idle_joules_total
             )
+            for reason, joules in sorted(gpu.unattributed_joules_total.items()):
+                unattributed.add_metric([*labels, reason], joules)
             cap = snapshot.power_caps.get((gpu.node, gpu.uuid))
             if cap is not None:
                 gauges["lepton_gpu_power_cap_watts"].add_metric(labels, cap)
@@ -125,11 +147,25 @@ class LeptonCollector(Collector):
                     value = getattr(reading, attribute)
                     if value is not None:
                         gauges[name].add_metric(labels, float(value))
-            for pod, joules in sorted(gpu.pod_active_joules_total.items()):
-                pods.add_metric([*labels, pod.namespace, pod.pod, pod.container], joules)
+            # What a MIG board's split attributes is a model: its source says so.
+            split_labels = labels
+            if gpu.mig_joules_total:
+                split_labels = [gpu.node, gpu.uuid, gpu.model, SOURCE_MIG_MODEL]
+            for (pod, method), joules in sorted(gpu.pod_active_joules_total.items()):
+                pods.add_metric(
+                    [*split_labels, pod.namespace, pod.pod, pod.container, method], joules
+                )
+            for pod, joules in sorted(gpu.pod_idle_joules_total.items()):
+                pods_idle.add_metric([*split_labels, pod.namespace, pod.pod, pod.container], joules)
+            mig_labels = [gpu.node, gpu.uuid, gpu.model, SOURCE_MIG_MODEL]
+            for mig_uuid, (profile, joules) in sorted(gpu.mig_joules_total.items()):
+                mig.add_metric([*mig_labels, mig_uuid, profile], joules)
         yield from gauges.values()
         yield from counters.values()
+        yield unattributed
         yield pods
+        yield pods_idle
+        yield mig
 
         cpu = CounterMetricFamily(
             _name("lepton_cpu_energy_joules_total"),

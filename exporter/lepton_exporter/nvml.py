@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 from lepton.core.profiles import get_profile
-from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, Sample, error_label
+from lepton_exporter.readings import (
+    SOURCE_NVML,
+    DeviceError,
+    GpuReading,
+    MigSlice,
+    Sample,
+    error_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,13 @@ NVML_ERROR_GPU_IS_LOST = 15
 # nvml.h: NVML_TEMPERATURE_GPU = 0, NVML_CLOCK_SM = 1.
 NVML_TEMPERATURE_GPU = 0
 NVML_CLOCK_SM = 1
+# nvml.h: NVML_DEVICE_MIG_ENABLE = 1 (nvmlDeviceGetMigMode's current mode).
+NVML_DEVICE_MIG_ENABLE = 1
+# A100 and H100 have 7 compute slices; used where the driver cannot say.
+DEFAULT_MIG_SLICES = 7
+# Calls most parts do not support by design: not an error worth a series.
+_EXPECTED_UNSUPPORTED = frozenset({"nvmlDeviceGetMigMode"})
+_MIG_PROFILE = re.compile(r"(\d+g\.\d+gb(?:\+\w+)?)")
 
 
 class NvmlUnavailableError(RuntimeError):
@@ -65,6 +81,7 @@ class NvmlBackend:
         self._uuid_by_index: dict[int, str] = {}
         self._model_by_uuid: dict[str, str] = {}
         self._last_process_timestamp: dict[str, int] = {}
+        self._mig_by_slot: dict[tuple[str, int], MigSlice] = {}
 
     # --- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -153,6 +170,9 @@ class NvmlBackend:
                 value = getattr(error, "value", None)
                 if value == NVML_ERROR_NOT_FOUND and call == "nvmlDeviceGetProcessUtilization":
                     return []  # no process sampled since the last call: nothing ran
+                if value == NVML_ERROR_NOT_SUPPORTED and call in _EXPECTED_UNSUPPORTED:
+                    unsupported.add(call)
+                    return None
                 fail(call, error)
                 if value == NVML_ERROR_NOT_SUPPORTED:
                     unsupported.add(call)
@@ -202,10 +222,74 @@ class NvmlBackend:
                     last_seen = max(last_seen, int(process.timeStamp))
                 self._last_process_timestamp[uuid] = last_seen
                 reading.process_sm_shares = shares
+            mig_mode = ask("nvmlDeviceGetMigMode")
+            if mig_mode is not None and int(mig_mode[0]) == NVML_DEVICE_MIG_ENABLE:
+                total = ask("nvmlDeviceGetMaxMigDeviceCount")
+                reading.mig_total_slices = int(total) if total else DEFAULT_MIG_SLICES
+                reading.mig_slices = self._read_mig(handle, uuid, reading.mig_total_slices, fail)
+            else:
+                running = ask("nvmlDeviceGetComputeRunningProcesses")
+                if running:
+                    reading.process_memory_bytes = _memory_by_pid(running)
         except _DeviceLostError:
             sample.down_devices.append((self.node, uuid))
             return None
         return reading
+
+
+    def _read_mig(
+        self, handle: Any, parent: str, count: int, fail: Callable[[str, BaseException], None]
+    ) -> tuple[MigSlice, ...]:
+        """The MIG devices of a GPU in MIG mode, with the processes running on each.
+
+        A MIG slot with no instance raises NotFound (skipped); the static facts
+        of an instance (UUID, size, profile) are cached by parent and slot.
+        """
+        slices: list[MigSlice] = []
+        for slot in range(count):
+            try:
+                mig = self.nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except self.nvml.NVMLError as error:
+                if getattr(error, "value", None) != NVML_ERROR_NOT_FOUND:
+                    fail("nvmlDeviceGetMigDeviceHandleByIndex", error)
+                self._mig_by_slot.pop((parent, slot), None)
+                continue
+            try:
+                mig_uuid = str(self.nvml.nvmlDeviceGetUUID(mig))
+                known = self._mig_by_slot.get((parent, slot))
+                if known is None or known.uuid != mig_uuid:
+                    instance = int(self.nvml.nvmlDeviceGetGpuInstanceId(mig))
+                    size = int(self.nvml.nvmlDeviceGetAttributes(mig).gpuInstanceSliceCount)
+                    match = _MIG_PROFILE.search(str(self.nvml.nvmlDeviceGetName(mig)))
+                    profile = match.group(1) if match else f"{size}g"
+                    known = MigSlice(mig_uuid, instance, size, profile)
+                    self._mig_by_slot[(parent, slot)] = known
+                running = self.nvml.nvmlDeviceGetComputeRunningProcesses(mig) or []
+            except self.nvml.NVMLError as error:
+                fail("mig", error)
+                continue
+            memory = _memory_by_pid(running)
+            slices.append(
+                MigSlice(
+                    known.uuid,
+                    known.gpu_instance_id,
+                    known.slices,
+                    known.profile,
+                    tuple(sorted(memory)),
+                    memory,
+                )
+            )
+        return tuple(slices)
+
+
+def _memory_by_pid(processes: Any) -> dict[int, float]:
+    """pid -> GPU memory in bytes from nvmlDeviceGetComputeRunningProcesses (None: unknown, 0)."""
+    memory: dict[int, float] = {}
+    for process in processes:
+        used = getattr(process, "usedGpuMemory", None)
+        pid = int(process.pid)
+        memory[pid] = memory.get(pid, 0.0) + (float(used) if used is not None else 0.0)
+    return memory
 
 
 def _scaled(value: Any, factor: float) -> float | None:

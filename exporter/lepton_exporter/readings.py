@@ -43,8 +43,16 @@ class GpuReading:
     utilization_ratio: float | None = None
     temperature_celsius: float | None = None
     sm_clock_hertz: float | None = None
-    # Process id -> SM utilisation share (0..1) over the last sample period.
+    # Process id -> SM utilisation share (0..1) over the last sample period
+    # (nvmlDeviceGetProcessUtilization since the previous sample's timestamp).
     process_sm_shares: dict[int, float] = field(default_factory=dict)
+    # Process id -> GPU memory it holds (nvmlDeviceGetComputeRunningProcesses), in bytes;
+    # the fallback weights when the driver gives no utilisation samples.
+    process_memory_bytes: dict[int, float] = field(default_factory=dict)
+    # The GPU's MIG instances when MIG mode is on (empty otherwise).
+    mig_slices: tuple[MigSlice, ...] = ()
+    # Compute slices of the whole board (7 on A100 and H100, 4 on A30).
+    mig_total_slices: int = 7
     # Power the device draws with nothing running (from its profile), for the idle/active split.
     idle_watts: float = 0.0
     # Pods holding this GPU where the backend knows them itself (the model backend);
@@ -52,6 +60,19 @@ class GpuReading:
     holders: tuple[PodRef, ...] = ()
     # Per-holder utilisation shares where the backend knows them (model backend).
     holder_shares: dict[PodRef, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MigSlice:
+    """One MIG device of a GPU: its UUID (``MIG-…``), its size and the processes on it."""
+
+    uuid: str
+    gpu_instance_id: int
+    slices: int  # compute slices of the board's ``GpuReading.mig_total_slices``
+    profile: str  # "3g.40gb", from the MIG device's name
+    pids: tuple[int, ...] = ()
+    # pid -> memory held on this slice (bytes), for splitting a slice among its pods.
+    process_memory_bytes: dict[int, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_per_pod_active_plus_idle_equals_the_device_total_within_one_percent() -
         unattributed = series(got, "lepton_gpu_unattributed_energy_joules_total", gpu_uuid=uuid)
         pods = series(got, "lepton_pod_gpu_active_energy_joules_total", gpu_uuid=uuid)
         assert device > 0
-        assert unattributed == [0.0]
+        assert unattributed == []  # a reason's series appears with its first joule
         assert sum(pods) + idle == pytest.approx(device, rel=0.01)
     # The whole GPU is one pod's: all its active energy, none of its idle.
     whole = series(got, "lepton_gpu_energy_joules_total", gpu_uuid="GPU-whole")[0]
@@ -152,11 +152,17 @@ def test_processes_outside_the_gpus_pods_stay_unattributed() -> None:
     for now in (0.0, 10.0):
         accountant.record(Sample("nvml", True, gpus=[reading]), now, "n1", holders, resolve)
     got = scrape(accountant)
-    assert series(got, "lepton_gpu_unattributed_energy_joules_total") == [pytest.approx(500.0)]
+    assert series(
+        got, "lepton_gpu_unattributed_energy_joules_total", reason="unresolved_pid"
+    ) == [pytest.approx(500.0)]
     assert series(got, "lepton_pod_gpu_active_energy_joules_total", pod="train-0") == [
         pytest.approx(500.0)
     ]
-    assert series(got, "lepton_pod_gpu_active_energy_joules_total", pod="infer-0") == [0.0]
+    assert series(got, "lepton_pod_gpu_active_energy_joules_total", pod="infer-0") == []
+    # Idle goes by allocation, whatever the processes did: half each.
+    assert series(got, "lepton_pod_gpu_idle_energy_joules_total", pod="infer-0") == [
+        pytest.approx(150.0)
+    ]
 
 
 def test_a_gpu_no_pod_holds_charges_nobody() -> None:
@@ -173,7 +179,12 @@ def test_a_gpu_no_pod_holds_charges_nobody() -> None:
         accountant.record(Sample("nvml", True, gpus=[reading]), now, "n1", {}, None)
     got = scrape(accountant)
     assert series(got, "lepton_pod_gpu_active_energy_joules_total") == []
-    assert series(got, "lepton_gpu_unattributed_energy_joules_total") == [pytest.approx(700.0)]
+    assert series(
+        got, "lepton_gpu_unattributed_energy_joules_total", reason="no_pod_holds_gpu"
+    ) == [pytest.approx(700.0)]
+    assert series(got, "lepton_gpu_unallocated_idle_energy_joules_total") == [
+        pytest.approx(300.0)
+    ]
 
 
 def test_a_departed_pods_counter_is_kept_for_a_while_then_dropped() -> None:
