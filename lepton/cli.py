@@ -357,6 +357,24 @@ def scheduler_command(
     "--interval-seconds", default=5.0, show_default=True, type=float, help="Sampling interval."
 )
 @click.option(
+    "--sharing-attribution",
+    is_flag=True,
+    help="Split time-sliced and MPS GPUs by each pod's processes (SM utilisation, else "
+    "memory): maps host PIDs to pods through --proc-root; needs hostPID.",
+)
+@click.option(
+    "--proc-root",
+    default="/proc",
+    show_default=True,
+    help="The host's /proc (with hostPID, the container's own), for --sharing-attribution.",
+)
+@click.option(
+    "--dra",
+    is_flag=True,
+    help="Meter GPUs held through DRA ResourceClaims: maps claimed devices to GPU UUIDs "
+    "through this node's ResourceSlices.",
+)
+@click.option(
     "--time-compression",
     default=1.0,
     show_default=True,
@@ -374,6 +392,9 @@ def exporter_command(
     podresources_socket: str,
     enable_power_capping: bool,
     interval_seconds: float,
+    sharing_attribution: bool,
+    proc_root: str,
+    dra: bool,
     time_compression: float,
 ) -> None:
     """Run the power exporter: per-GPU, per-CPU-zone and per-pod power and energy on /metrics."""
@@ -399,6 +420,9 @@ def exporter_command(
         enable_power_capping,
         interval_seconds,
         time_compression,
+        sharing_attribution=sharing_attribution,
+        proc_root=proc_root,
+        dra=dra,
     )
 
 

@@ -108,12 +108,22 @@ def build_exporter(
     enable_power_capping: bool,
     nvml: Any = None,
     time_compression: float = 1.0,
+    sharing_attribution: bool = False,
+    proc_root: str = "/proc",
+    dra: bool = False,
+    api: Any = None,
 ) -> tuple[Exporter, list[Callable[[], None]]]:
     """The exporter for ``backend`` (one of BACKENDS, or several joined by commas).
 
     ``time_compression`` is for the simulated local cluster only: its work simulator runs
     GPU work N times faster than real time, so the model backend counts N seconds of energy
     per wall second. Real meters run on real time and refuse it.
+
+    ``sharing_attribution`` maps the processes on a shared GPU to their pods through
+    ``proc_root`` (the host's /proc: hostPID) and the pods on this node from the API
+    server, so that a time-sliced or MPS GPU is split by what each pod ran; ``dra``
+    maps DRA-claimed devices to GPUs through this node's ResourceSlices. ``api`` is
+    a kubernetes ApiClient (default: from ``kubeconfig`` or in-cluster).
 
     Returns the exporter and the callables that stop what it started.
     """
@@ -130,15 +140,28 @@ def build_exporter(
         )
     if time_compression <= 0:
         raise ValueError(f"--time-compression must be positive, got {time_compression}")
+    if (sharing_attribution or dra) and "nvml" not in names:
+        raise ValueError(
+            "--sharing-attribution and --dra need the nvml backend: they split real GPUs"
+        )
+    if sharing_attribution and not os.path.isdir(proc_root):
+        raise ValueError(
+            f"--proc-root {proc_root} is not a directory: sharing attribution reads the "
+            "host's /proc (run the exporter with hostPID and mount /proc read-only)"
+        )
     node = node_name or default_node_name()
     backends: list[Backend] = []
     stoppers: list[Callable[[], None]] = []
     watcher = None
-    if "model" in names or enable_power_capping:
+    if "model" in names or enable_power_capping or sharing_attribution:
         from lepton_exporter.kube import FleetWatcher, api_client
 
-        # The model backend of the kwok fleet serves every node unless one is named.
-        watcher = FleetWatcher(api_client(kubeconfig), node_name)
+        if api is None:
+            api = api_client(kubeconfig)
+        # The model backend of the kwok fleet serves every node unless one is named;
+        # sharing attribution needs only this node's pods, all of them (by UID).
+        scope = node_name or (node if sharing_attribution and "model" not in names else None)
+        watcher = FleetWatcher(api, scope, index_pods=sharing_attribution)
         watcher.start()
         watcher.synced.wait(timeout=30)
         stoppers.append(watcher.stop)
@@ -175,11 +198,24 @@ def build_exporter(
 
         assert watcher is not None
         backends.append(ModelBackend(watcher.fleet, node_name))
+    if sharing_attribution:
+        from lepton_exporter.procs import ProcPodResolver
+
+        assert watcher is not None
+        exporter.resolve_pid = ProcPodResolver(watcher.container_for, proc_root).resolve
     if podresources_socket and "nvml" in names:
         # Only real GPUs are handed out by the kubelet; the model backend knows its pods.
-        from lepton_exporter.podresources.client import PodResourcesClient
+        from lepton_exporter.podresources.client import PodResourcesClient, uuid_in_device_name
 
-        podresources = PodResourcesClient(podresources_socket)
+        dra_uuid = uuid_in_device_name
+        if dra:
+            from lepton_exporter.kube import ResourceSliceIndex, api_client
+
+            slices = ResourceSliceIndex(api if api is not None else api_client(kubeconfig), node)
+            slices.start()
+            stoppers.append(slices.stop)
+            dra_uuid = slices.uuid
+        podresources = PodResourcesClient(podresources_socket, dra_uuid=dra_uuid)
         exporter.holders = podresources.gpu_holders
         stoppers.append(podresources.close)
     return exporter, stoppers
@@ -196,6 +232,9 @@ def run(
     enable_power_capping: bool,
     interval_seconds: float,
     time_compression: float = 1.0,
+    sharing_attribution: bool = False,
+    proc_root: str = "/proc",
+    dra: bool = False,
 ) -> None:
     """Serve /metrics on host:port until interrupted (blocking)."""
     exporter, stoppers = build_exporter(
@@ -206,6 +245,9 @@ def run(
         podresources_socket,
         enable_power_capping,
         time_compression=time_compression,
+        sharing_attribution=sharing_attribution,
+        proc_root=proc_root,
+        dra=dra,
     )
     server, _ = start_http_server(port, addr=host, registry=exporter.registry())
     log.info("exporter serving", extra={"host": host, "port": port, "backend": backend})
