@@ -35,7 +35,6 @@ from lepton_exporter.readings import CpuZoneReading, DeviceError, GpuReading, Po
 POD_RETENTION_SECONDS = 600.0
 
 
-
 @dataclass
 class GpuAccount:
     """The exporter's running totals for one GPU."""
@@ -154,6 +153,14 @@ class Accountant:
         account.last_counter_joules = reading.energy_counter_joules
         account.last_power_watts = reading.power_watts
         account.last_time = now
+        if resolve_pid is not None:
+            # Resolve every running process now, while it runs: one that exits before the
+            # next sample is still charged for the utilisation samples it left behind.
+            for pid in {*reading.process_memory_bytes, *reading.process_sm_shares}:
+                resolve_pid(pid)
+            for mig in reading.mig_slices:
+                for pid in mig.pids:
+                    resolve_pid(pid)
         for mig in reading.mig_slices:
             holders = (*holders, *holders_by_device.get(mig.uuid, ()))
         for pod in holders:

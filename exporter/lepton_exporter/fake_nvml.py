@@ -316,7 +316,9 @@ class FakeNvml:
         return DeviceAttributes(gpuInstanceSliceCount=gpu.max_mig_devices)
 
 
-def mig_gpu(uuid: str, layout: list[tuple[int, str]], name: str = "NVIDIA A100-SXM4-80GB") -> FakeGpu:
+def mig_gpu(
+    uuid: str, layout: list[tuple[int, str]], name: str = "NVIDIA A100-SXM4-80GB"
+) -> FakeGpu:
     """A GPU in MIG mode with one MIG device per (slices, profile) of ``layout``, in order.
 
     The MIG devices' UUIDs are ``MIG-<uuid>-<slot>``.

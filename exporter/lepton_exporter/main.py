@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -144,7 +145,7 @@ def build_exporter(
         raise ValueError(
             "--sharing-attribution and --dra need the nvml backend: they split real GPUs"
         )
-    if sharing_attribution and not os.path.isdir(proc_root):
+    if sharing_attribution and not Path(proc_root).is_dir():
         raise ValueError(
             f"--proc-root {proc_root} is not a directory: sharing attribution reads the "
             "host's /proc (run the exporter with hostPID and mount /proc read-only)"

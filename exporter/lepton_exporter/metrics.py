@@ -41,8 +41,7 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "lepton_gpu_unallocated_idle_energy_joules_total": (
         "counter",
-        "Part of the GPU's idle energy no pod holds (no holder, free or unpartitioned MIG "
-        "slices).",
+        "Part of the GPU's idle energy no pod holds (no holder, free or unpartitioned MIG slices).",
     ),
     "lepton_pod_gpu_active_energy_joules_total": (
         "counter",

@@ -236,7 +236,6 @@ class NvmlBackend:
             return None
         return reading
 
-
     def _read_mig(
         self, handle: Any, parent: str, count: int, fail: Callable[[str, BaseException], None]
     ) -> tuple[MigSlice, ...]:

@@ -152,9 +152,9 @@ def test_processes_outside_the_gpus_pods_stay_unattributed() -> None:
     for now in (0.0, 10.0):
         accountant.record(Sample("nvml", True, gpus=[reading]), now, "n1", holders, resolve)
     got = scrape(accountant)
-    assert series(
-        got, "lepton_gpu_unattributed_energy_joules_total", reason="unresolved_pid"
-    ) == [pytest.approx(500.0)]
+    assert series(got, "lepton_gpu_unattributed_energy_joules_total", reason="unresolved_pid") == [
+        pytest.approx(500.0)
+    ]
     assert series(got, "lepton_pod_gpu_active_energy_joules_total", pod="train-0") == [
         pytest.approx(500.0)
     ]
@@ -182,9 +182,7 @@ def test_a_gpu_no_pod_holds_charges_nobody() -> None:
     assert series(
         got, "lepton_gpu_unattributed_energy_joules_total", reason="no_pod_holds_gpu"
     ) == [pytest.approx(700.0)]
-    assert series(got, "lepton_gpu_unallocated_idle_energy_joules_total") == [
-        pytest.approx(300.0)
-    ]
+    assert series(got, "lepton_gpu_unallocated_idle_energy_joules_total") == [pytest.approx(300.0)]
 
 
 def test_a_departed_pods_counter_is_kept_for_a_while_then_dropped() -> None:

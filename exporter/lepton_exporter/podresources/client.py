@@ -145,9 +145,7 @@ def add_dra_claim(
     devices: Iterable[tuple[str, str, str]],
 ) -> None:
     """Add a container holding ResourceClaim ``claim`` of (driver, pool, device) devices."""
-    entry = response.pod_resources.add(name=pod, namespace=namespace).containers.add(
-        name=container
-    )
+    entry = response.pod_resources.add(name=pod, namespace=namespace).containers.add(name=container)
     dynamic = entry.dynamic_resources.add(claim_name=claim, claim_namespace=namespace)
     for driver, pool, device in devices:
         dynamic.claim_resources.add(driver_name=driver, pool_name=pool, device_name=device)
