@@ -37,3 +37,20 @@ def test_an_unknown_backend_is_refused_with_the_choices(tmp_path: Path) -> None:
 def test_power_capping_without_nvml_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs the nvml backend"):
         build_exporter("rapl", "n", None, str(tmp_path), None, True)
+
+
+def test_sharing_attribution_without_nvml_or_a_proc_tree_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="need the nvml backend"):
+        build_exporter("rapl", "n", None, str(tmp_path), None, False, sharing_attribution=True)
+    with pytest.raises(ValueError, match="hostPID"):
+        build_exporter(
+            "nvml",
+            "n",
+            None,
+            str(tmp_path),
+            None,
+            False,
+            nvml=FakeNvml([FakeGpu(uuid="GPU-a")]),
+            sharing_attribution=True,
+            proc_root=str(tmp_path / "absent"),
+        )

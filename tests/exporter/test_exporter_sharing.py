@@ -560,5 +560,5 @@ def test_8_gpus_of_7_mig_slices_and_50_pods_stay_a_bounded_number_of_series(
     assert by_name["lepton_gpu_mig_energy_joules_total"] == 56
     assert by_name["lepton_gpu_energy_joules_total"] == 8
     # Bounded: per GPU, per pod (at most 4 attribution methods) and per reason (5).
-    bound = 8 * 20 + 56 + 50 * (4 + 1) + 8 * 5 + 10
+    bound = 8 * 13 + 56 + 50 * (4 + 1) + 8 * 5 + 10
     assert sum(v for k, v in by_name.items() if k.startswith("lepton_")) <= bound
