@@ -331,3 +331,40 @@ def test_operator_watching_one_namespace_is_granted_only_that_namespace(render: 
     # Discovery (CRDs, namespaces) stays cluster-wide and read-only.
     (discovery,) = [b for b in bindings if b["roleRef"]["name"] == f"{role}-discovery"]
     assert discovery["kind"] == "ClusterRoleBinding"
+
+
+def test_exporter_gets_host_pid_and_a_read_only_proc_only_with_sharing(render: Render) -> None:
+    def exporter(*args: str) -> dict[str, Any]:
+        return next(s for n, s in pod_specs(render(*args)).items() if n.endswith("-exporter"))
+
+    plain = exporter()
+    assert not plain.get("hostPID")
+    assert "proc" not in {v["name"] for v in plain["volumes"]}
+    assert "--sharing-attribution" not in plain["containers"][0]["args"]
+    shared = exporter("--set", "exporter.sharing.enabled=true")
+    assert shared["hostPID"] is True
+    volumes = {v["name"]: v for v in shared["volumes"]}
+    mounts = {m["name"]: m for m in shared["containers"][0]["volumeMounts"]}
+    assert volumes["proc"]["hostPath"]["path"] == "/proc"
+    assert mounts["proc"] == {"name": "proc", "mountPath": "/host/proc", "readOnly": True}
+    assert {"--sharing-attribution", "--proc-root=/host/proc"} <= set(
+        shared["containers"][0]["args"]
+    )
+
+
+def test_exporter_reads_resource_slices_only_with_dra(render: Render) -> None:
+    def rules(*args: str) -> list[dict[str, Any]]:
+        roles = by_kind(render(*args), "ClusterRole")
+        role = next(r for n, r in roles.items() if n.endswith("-exporter"))
+        found: list[dict[str, Any]] = role["rules"]
+        return found
+
+    assert not [r for r in rules() if "resource.k8s.io" in r["apiGroups"]]
+    assert {
+        "apiGroups": ["resource.k8s.io"],
+        "resources": ["resourceslices"],
+        "verbs": [
+            "get",
+            "list",
+        ],
+    } in rules("--set", "exporter.dra.enabled=true")
