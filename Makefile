@@ -14,7 +14,7 @@ help:
 	@echo "make test       run every test, end-to-end included"
 	@echo "make lint       ruff, ruff format --check, mypy, import-linter"
 	@echo "make bench      benchmarks (JSON + PNG under results/)"
-	@echo "make gpu-check  check the NVML exporter on a real NVIDIA GPU machine"
+	@echo "make gpu-check  check the NVML exporter on a real NVIDIA GPU (energy, power limit, a shared GPU's split)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Lepton needs Python 3.11+, found " + sys.version' 
