@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
-from exporter_helpers import free_port, query, running_prometheus, wait_for_series
+from exporter_helpers import free_port, query, running_prometheus, scrape, series, wait_for_series
+from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
+from lepton_exporter.podresources import api_pb2_grpc
+from lepton_exporter.podresources.client import fake_response
 from prometheus_client import start_http_server
+from test_exporter_sharing import FakeKubelet, write_process
 
 from lepton.cluster.local import LocalCluster
 from lepton.core.profiles import get_profile
@@ -83,6 +89,10 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
                     continue  # RAPL and NVML-only families: the model has no such meters
                 if family in ("lepton_gpu_power_cap_watts", "lepton_exporter_device_errors_total"):
                     continue  # no cap applied, no errors on a healthy fleet
+                if family == "lepton_gpu_mig_energy_joules_total":
+                    continue  # MIG is NVML's: the model has no MIG devices
+                if family == "lepton_gpu_unattributed_energy_joules_total":
+                    continue  # a reason's series comes with its first joule: none here
                 assert query(prometheus, family), f"no series for {family}"
             cluster.kubectl("delete", "pod", "-n", namespace, "train-0", "--wait=false")
 
@@ -102,3 +112,91 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
         thread.join(timeout=5)
         for stopper in stoppers:
             stopper()
+
+
+def test_sharing_attribution_names_pids_by_the_api_servers_pod_uids(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """Two pods time-slicing a GPU: UIDs from the real API server, a real gRPC kubelet socket,
+    a recorded /proc, the fake NVML at 80 % / 20 % SM."""
+    node = "a40-0"
+    for name in ("slice-hi", "slice-lo"):
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=gpu_pod(name, node))
+    uids = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)[
+            "items"
+        ]
+    }
+    proc = tmp_path / "proc"
+    for pid, name in ((4101, "slice-hi"), (4202, "slice-lo")):
+        slice_uid = uids[name].replace("-", "_")
+        write_process(
+            proc,
+            pid,
+            1000,
+            f"0::/kubepods.slice/kubepods-pod{slice_uid}.slice/cri-containerd-{pid:064x}.scope\n",
+        )
+    kubelet = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    api_pb2_grpc.add_PodResourcesListerServicer_to_server(  # type: ignore[no-untyped-call]
+        FakeKubelet(
+            fake_response(
+                [
+                    (namespace, "slice-hi", "trainer", ["GPU-ts::0"]),
+                    (namespace, "slice-lo", "trainer", ["GPU-ts::1"]),
+                ]
+            )
+        ),
+        kubelet,
+    )
+    socket_path = str(tmp_path / "kubelet.sock")
+    kubelet.add_insecure_port(f"unix://{socket_path}")
+    kubelet.start()
+    gpu = FakeGpu(uuid="GPU-ts", power_mw=230_000, processes={4101: 80, 4202: 20})
+    fake = FakeNvml([gpu])
+    exporter, stoppers = build_exporter(
+        "nvml",
+        node_name=node,
+        kubeconfig=str(cluster.kubeconfig),
+        sysfs_root=str(tmp_path),
+        podresources_socket=socket_path,
+        enable_power_capping=False,
+        nvml=fake,
+        sharing_attribution=True,
+        proc_root=str(proc),
+    )
+    exporter.clock = fake.clock
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            fake.advance(1.0)
+            exporter.sample_once()
+            got = scrape(exporter.accountant)
+            hi = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-hi"))
+            lo = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-lo"))
+            if (hi > 0 and lo > 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for _ in range(10):
+            fake.advance(1.0)
+            exporter.sample_once()
+        got = scrape(exporter.accountant)
+    finally:
+        for stopper in stoppers:
+            stopper()
+        kubelet.stop(grace=None)
+    hi = series(
+        got,
+        "lepton_pod_gpu_active_energy_joules_total",
+        pod="slice-hi",
+        attribution="sm_utilization",
+    )
+    lo = series(
+        got,
+        "lepton_pod_gpu_active_energy_joules_total",
+        pod="slice-lo",
+        attribution="sm_utilization",
+    )
+    assert hi and lo, got
+    assert hi[0] / (hi[0] + lo[0]) == pytest.approx(0.8, abs=0.02)
+    assert series(got, "lepton_gpu_unattributed_energy_joules_total") == []
