@@ -161,17 +161,16 @@ class Accountant:
             for mig in reading.mig_slices:
                 for pid in mig.pids:
                     resolve_pid(pid)
-        for mig in reading.mig_slices:
-            holders = (*holders, *holders_by_device.get(mig.uuid, ()))
+        slice_holders = mig_holders(reading, holders_by_device) if reading.mig_slices else {}
+        for held in slice_holders.values():
+            holders = (*holders, *held)
         for pod in holders:
             account.pod_last_seen[pod] = now
         if joules > 0:
             account.energy_joules_total += joules
             idle, active = split_idle_and_active(joules, reading.idle_watts, seconds)
             account.idle_joules_total += idle
-            split = attribute_gpu_joules(
-                idle, active, holders, reading, resolve_pid, holders_by_device
-            )
+            split = attribute_gpu_joules(idle, active, holders, reading, resolve_pid, slice_holders)
             for pod_method, share in split.pod_active.items():
                 totals = account.pod_active_joules_total
                 totals[pod_method] = totals.get(pod_method, 0.0) + share
@@ -394,6 +393,24 @@ def attribute_gpu_joules(
         ((METHOD_SM, reading.process_sm_shares), (METHOD_MEMORY, reading.process_memory_bytes)),
     )
     return out
+
+
+def mig_holders(
+    reading: GpuReading, holders_by_device: Mapping[str, Sequence[PodRef]]
+) -> dict[str, tuple[PodRef, ...]]:
+    """Each MIG device's holders, by its UUID (``MIG-<uuid>``, drivers R470 and later) or by
+    the older id the device plugin used, ``MIG-<parent GPU UUID>/<GPU instance>/<CI>``."""
+    legacy: dict[int, list[PodRef]] = {}
+    prefix = f"MIG-{reading.uuid}/"
+    for device_id, pods in holders_by_device.items():
+        if device_id.startswith(prefix):
+            instance = device_id[len(prefix) :].split("/", 1)[0]
+            if instance.isdigit():
+                legacy.setdefault(int(instance), []).extend(pods)
+    return {
+        mig.uuid: (*holders_by_device.get(mig.uuid, ()), *legacy.get(mig.gpu_instance_id, ()))
+        for mig in reading.mig_slices
+    }
 
 
 def _attribute_mig(

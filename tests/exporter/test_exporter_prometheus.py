@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from exporter_helpers import free_port, query, running_prometheus
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
+from lepton_exporter.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton_exporter.main import Exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.model import FleetNode, FleetPod, ModelBackend, static_fleet
@@ -43,6 +43,8 @@ def exporter_url(tmp_path: Path) -> Iterator[str]:
                 power_mw=90_000,
                 failing_calls={"nvmlDeviceGetTemperature": 999},
             ),
+            # A MIG board: its split among MIG devices is a model (source="mig_model").
+            mig_gpu("GPU-mig", [(3, "3g.40gb"), (4, "4g.40gb")]),
         ]
     )
     nvml = NvmlBackend(fake, NODE)
@@ -55,7 +57,7 @@ def exporter_url(tmp_path: Path) -> Iterator[str]:
     exporter = Exporter(
         backends=[nvml, RaplBackend(tmp_path / "sys", NODE), ModelBackend(fleet)],
         node=NODE,
-        holders=lambda: {"GPU-train": [TRAINER]},
+        holders=lambda: {"GPU-train": [TRAINER], "MIG-mig-0": [PodRef("ml", "mig-0", "main")]},
         clock=fake.clock,
     )
     annotations: dict[PodRef, Mapping[str, str]] = {TRAINER: {"lepton.dev/power-cap": "200"}}

@@ -562,3 +562,20 @@ def test_8_gpus_of_7_mig_slices_and_50_pods_stay_a_bounded_number_of_series(
     # Bounded: per GPU, per pod (at most 4 attribution methods) and per reason (5).
     bound = 8 * 13 + 56 + 50 * (4 + 1) + 8 * 5 + 10
     assert sum(v for k, v in by_name.items() if k.startswith("lepton_")) <= bound
+
+
+def test_mig_devices_named_by_the_older_parent_and_instance_ids_are_mapped_too(
+    tmp_path: Path,
+) -> None:
+    gpu = mig_gpu("GPU-mig", MIG_LAYOUT)
+    node = Node(tmp_path, [gpu])
+    d3 = gpu.mig_devices[0]
+    assert d3 is not None
+    # Device plugins before R470 drivers: MIG-<parent UUID>/<GPU instance>/<compute instance>.
+    node.holders = {f"MIG-GPU-mig/{d3.gpu_instance_id}/0": [POD_A]}
+    for _ in range(5):
+        node.sample()
+    got = node.scrape()
+    check_invariant(got, "GPU-mig")
+    total_idle = series(got, "lepton_gpu_idle_energy_joules_total")[0]
+    assert idle(got, POD_A) == pytest.approx(total_idle * 3 / 7)
