@@ -105,7 +105,15 @@ class Accountant:
         holders: Mapping[str, Sequence[PodRef]] | None = None,
         resolve_pid: PidResolver | None = None,
     ) -> None:
-        """Fold one sample in; ``holders`` maps GPU UUIDs to the pods holding them."""
+        """Fold one sample in; ``holders`` maps GPU UUIDs to the pods holding them.
+
+        Every process the sample names is resolved here, once, outside the lock (the
+        resolver reads /proc) and while it runs: one that exits before the next sample is
+        still charged for the utilisation samples it left behind.
+        """
+        if resolve_pid is not None:
+            resolved = {pid: resolve_pid(pid) for pid in _sample_pids(sample)}
+            resolve_pid = resolved.get
         with self._lock:
             self._up[(node, sample.source)] = sample.up
             for error in sample.errors:
@@ -153,14 +161,6 @@ class Accountant:
         account.last_counter_joules = reading.energy_counter_joules
         account.last_power_watts = reading.power_watts
         account.last_time = now
-        if resolve_pid is not None:
-            # Resolve every running process now, while it runs: one that exits before the
-            # next sample is still charged for the utilisation samples it left behind.
-            for pid in {*reading.process_memory_bytes, *reading.process_sm_shares}:
-                resolve_pid(pid)
-            for mig in reading.mig_slices:
-                for pid in mig.pids:
-                    resolve_pid(pid)
         slice_holders = mig_holders(reading, holders_by_device) if reading.mig_slices else {}
         for held in slice_holders.values():
             holders = (*holders, *held)
@@ -246,6 +246,15 @@ class Accountant:
             ]
             cpus = [CpuAccount(a.node, a.zone, a.energy_joules_total) for a in self._cpus.values()]
             return Snapshot(gpus, cpus, dict(self._errors), dict(self._up), dict(self._power_caps))
+
+
+def _sample_pids(sample: Sample) -> set[int]:
+    pids: set[int] = set()
+    for reading in sample.gpus:
+        pids.update(reading.process_memory_bytes, reading.process_sm_shares)
+        for mig in reading.mig_slices:
+            pids.update(mig.pids)
+    return pids
 
 
 # How a pod's active share was reckoned (the ``attribution`` label).
@@ -464,19 +473,3 @@ def _attribute_mig(
                     ((METHOD_MIG, mig.process_memory_bytes),),
                 )
     out.mig = {m.uuid: (m.profile, mig_joules.get(m.uuid, 0.0)) for m in reading.mig_slices}
-
-
-def attribute_active_joules(
-    active_joules: float,
-    holders: tuple[PodRef, ...],
-    reading: GpuReading,
-    resolve_pid: PidResolver | None,
-) -> dict[PodRef | None, float]:
-    """The active part of ``attribute_gpu_joules`` per pod; ``None`` is the unattributed rest."""
-    split = attribute_gpu_joules(0.0, active_joules, holders, reading, resolve_pid)
-    result: dict[PodRef | None, float] = {}
-    for (pod, _method), joules in split.pod_active.items():
-        result[pod] = result.get(pod, 0.0) + joules
-    if split.unattributed:
-        result[None] = sum(split.unattributed.values())
-    return result
