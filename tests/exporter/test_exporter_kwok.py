@@ -200,3 +200,43 @@ def test_sharing_attribution_names_pids_by_the_api_servers_pod_uids(
     assert hi and lo, got
     assert hi[0] / (hi[0] + lo[0]) == pytest.approx(0.8, abs=0.02)
     assert series(got, "lepton_gpu_unattributed_energy_joules_total") == []
+
+
+def test_the_dra_index_reads_resource_slices_where_the_api_serves_them(
+    cluster: LocalCluster,
+) -> None:
+    """On an API server with resource.k8s.io the index maps a slice's devices; on one without
+    (Kubernetes 1.33 serves the group only when enabled) it falls back to UUID-shaped names."""
+    from lepton_exporter.kube import RESOURCE_API_VERSIONS, ResourceSliceIndex, api_client
+
+    served = cluster.kubectl("api-versions").stdout.split()
+    version = next((v for v in RESOURCE_API_VERSIONS if f"resource.k8s.io/{v}" in served), None)
+    slice_name = "lepton-test-gpus"
+    if version is not None:
+        device: dict[str, object] = {"name": "gpu-0"}
+        attributes = {"uuid": {"string": "GPU-from-slice"}}
+        if version == "v1beta1":
+            device["basic"] = {"attributes": attributes}
+        else:
+            device["attributes"] = attributes
+        body = {
+            "apiVersion": f"resource.k8s.io/{version}",
+            "kind": "ResourceSlice",
+            "metadata": {"name": slice_name},
+            "spec": {
+                "driver": "gpu.nvidia.com",
+                "nodeName": "a40-0",
+                "pool": {"name": "a40-0", "generation": 1, "resourceSliceCount": 1},
+                "devices": [device],
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    index = ResourceSliceIndex(api_client(str(cluster.kubeconfig)), "a40-0")
+    try:
+        index.refresh()
+        expected = "GPU-from-slice" if version is not None else None
+        assert index.uuid("gpu.nvidia.com", "a40-0", "gpu-0") == expected
+        assert index.uuid("gpu.nvidia.com", "a40-0", "GPU-named") == "GPU-named"
+    finally:
+        if version is not None:
+            cluster.kubectl("delete", "resourceslice", slice_name, "--wait=false")
