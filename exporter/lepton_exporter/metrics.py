@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lepton_exporter.accounting import SOURCE_MIG_MODEL, Accountant
+from lepton_exporter.procs import REASONS
 
 GPU_LABELS = ["node", "gpu_uuid", "gpu_model", "source"]
 POD_LABELS = [*GPU_LABELS, "namespace", "pod", "container"]
@@ -135,8 +136,11 @@ class LeptonCollector(Collector):
             counters["lepton_gpu_unallocated_idle_energy_joules_total"].add_metric(
                 labels, gpu.unallocated_idle_joules_total
             )
-            for reason, joules in sorted(gpu.unattributed_joules_total.items()):
-                unattributed.add_metric([*labels, reason], joules)
+            # Every reason from the start, at 0: rate() and dashboards need the series.
+            for reason in REASONS:
+                unattributed.add_metric(
+                    [*labels, reason], gpu.unattributed_joules_total.get(reason, 0.0)
+                )
             cap = snapshot.power_caps.get((gpu.node, gpu.uuid))
             if cap is not None:
                 gauges["lepton_gpu_power_cap_watts"].add_metric(labels, cap)
