@@ -588,3 +588,29 @@ def test_mig_devices_named_by_the_older_parent_and_instance_ids_are_mapped_too(
     check_invariant(got, "GPU-mig")
     total_idle = series(got, "lepton_gpu_idle_energy_joules_total")[0]
     assert idle(got, POD_A) == pytest.approx(total_idle * 3 / 7)
+
+
+def test_a_process_seen_only_while_the_gpu_idled_is_still_charged_after_it_exits(
+    tmp_path: Path,
+) -> None:
+    """Processes are resolved on every sample, not only when there is active energy to split."""
+    gpu = FakeGpu(uuid="GPU-ts", power_mw=20_000)  # below the A40's idle: no active energy
+    node = Node(tmp_path, [gpu])
+    node.run(101, 1, POD_A)
+    node.run(202, 2, POD_B)
+    node.holders = {"GPU-ts": [POD_A, POD_B]}
+    gpu.processes = {101: 50, 202: 50}
+    node.sample()
+    node.sample()
+    assert active(node.scrape(), POD_A) == 0.0
+    # A's process exits; the next interval is busy, and its samples still name PID 101.
+    for name in ("stat", "cgroup"):
+        (node.proc / "101" / name).unlink()
+    gpu.power_mw = 230_000
+    node.sample()
+    got = node.scrape()
+    check_invariant(got, "GPU-ts")
+    assert active(got, POD_A) == pytest.approx(active(got, POD_B))
+    assert series(got, "lepton_gpu_unattributed_energy_joules_total", reason="unresolved_pid") == [
+        0.0
+    ]
