@@ -145,6 +145,11 @@ def build_exporter(
         raise ValueError(
             "--sharing-attribution and --dra need the nvml backend: they split real GPUs"
         )
+    if dra and not podresources_socket:
+        raise ValueError(
+            "--dra reads the claims from the kubelet's pod-resources API: "
+            "pass --podresources-socket too"
+        )
     if sharing_attribution and not Path(proc_root).is_dir():
         raise ValueError(
             f"--proc-root {proc_root} is not a directory: sharing attribution reads the "

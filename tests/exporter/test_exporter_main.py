@@ -54,3 +54,8 @@ def test_sharing_attribution_without_nvml_or_a_proc_tree_is_refused(tmp_path: Pa
             sharing_attribution=True,
             proc_root=str(tmp_path / "absent"),
         )
+
+
+def test_dra_without_the_pod_resources_socket_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--podresources-socket"):
+        build_exporter("nvml", "n", None, str(tmp_path), None, False, nvml=FakeNvml([]), dra=True)
