@@ -577,6 +577,37 @@ def exporter_health() -> dict[str, Any]:
             "none",
             (12, 13, 12, 8),
         ),
+        _panel(
+            "timeseries",
+            "Pod GPU power by attribution method",
+            "How pods' active GPU power was reckoned: exclusive, sm_utilization, "
+            "process_memory, equal (no process data), mig_slice_size (a model), model.",
+            [
+                (
+                    "sum by (attribution) (rate(lepton_pod_gpu_active_energy_joules_total"
+                    f"{sel}[$__rate_interval]))",
+                    "{{attribution}}",
+                )
+            ],
+            "watt",
+            (0, 21, 12, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Unattributed GPU power by reason",
+            "Active GPU power no pod could be charged for: no pod holds the GPU, a host "
+            "process, an unresolved PID, a pod's process on a GPU it does not hold, a MIG "
+            "slice with no pod.",
+            [
+                (
+                    "sum by (reason) (rate(lepton_gpu_unattributed_energy_joules_total"
+                    f"{sel}[$__rate_interval]))",
+                    "{{reason}}",
+                )
+            ],
+            "watt",
+            (12, 21, 12, 8),
+        ),
     ]
     return _dashboard(
         "lepton-exporter",
