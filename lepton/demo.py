@@ -3,11 +3,13 @@
 It brings up the real local control plane with a mixed GPU fleet, starts every
 Lepton component on it (operator, extender with the ``lepton-scheduler``
 profile, the exporter's model backend, Prometheus, and the work simulator that
-lets a job finish sooner on a faster GPU), applies the example budget and jobs,
-and shows them live: states, placements, budgets and watt-hours. When the jobs
-that fit are done it raises the budget so the waiting job is admitted. Then it
-runs the same workload again through the default kube-scheduler, compares the
-two, and writes a report with a chart.
+lets a job finish sooner on a faster GPU), applies the example budget and jobs
+and an inference service (a plain Deployment with Lepton's service hints), and
+shows them live: states, placements, budgets and watt-hours. When the jobs that
+fit are done it raises the budget so the waiting job is admitted. Then it runs
+the same workload again through the default kube-scheduler, compares the two,
+and writes a report with a chart that says, per workload, where each scheduler
+put it and why.
 
 Every energy figure on a kwok fleet comes from the GPU profiles (the model), and
 the report says so: kwok nodes have no meters.
@@ -21,11 +23,13 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lepton.cluster import tools
 from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_LEPTON_MODEL, Fleet
@@ -36,11 +40,14 @@ from lepton.core.energy import (
     job_duration_seconds,
     job_energy_watt_hours,
     node_idle_watts,
+    service_power_watts,
+    service_utilization,
 )
-from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata
+from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata, owner_name
 from lepton.core.profiles import get_profile
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+SERVICE_EXAMPLE = EXAMPLES_DIR / "services" / "inference-deployment.yaml"
 NAMESPACE = "demo"
 BASELINE_NAMESPACE = "demo-default-scheduler"
 RAISED_LIMIT_WATT_HOURS = 3000
@@ -64,6 +71,20 @@ class PodRun:
     finished_hours: float = 0.0
     # What the pod's node draws when idle (host + its GPUs): the price of keeping it awake.
     node_idle_watts: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """Where one replica of a service ran, and what it draws there at its load (energy model)."""
+
+    workload: str
+    pod: str
+    node: str
+    gpu_model: str
+    gpu_utilization: float  # of the GPU it got, at the default limit
+    watts_default_limit: float
+    watts_at_chosen_limit: float
+    why: str = ""  # the extender's line for the chosen node (Lepton only)
 
 
 def _union_hours(intervals: list[tuple[float, float]]) -> float:
@@ -157,6 +178,58 @@ class Demo:
             )
         return runs
 
+    def _scored_lines(self, namespace: str) -> dict[str, str]:
+        """Per pod, the extender's LeptonScored Event message (why it went where it went)."""
+        events = self._json(
+            "get", "events", "-n", namespace, "--field-selector", "reason=LeptonScored"
+        )["items"]
+        return {e["involvedObject"]["name"]: str(e.get("message", "")) for e in events}
+
+    def _service_runs(self, namespace: str) -> list[ServiceRun]:
+        doc = yaml.safe_load(SERVICE_EXAMPLE.read_text())
+        selector = ",".join(f"{k}={v}" for k, v in doc["spec"]["selector"]["matchLabels"].items())
+        models = self._node_models()
+        why = self._scored_lines(namespace)
+        runs = []
+        for pod in self._json("get", "pods", "-n", namespace, "-l", selector)["items"]:
+            meta, node = pod["metadata"], pod["spec"].get("nodeName")
+            hints = hints_from_pod_metadata(
+                meta.get("labels"), meta.get("annotations"), owner_name(meta), meta["name"]
+            )
+            if hints is None or not node:
+                continue
+            profile = get_profile(models[node])
+            limit = chosen_power_limit_watts(profile, hints.power_cap)
+            demand = hints.reference_utilization_percent
+            runs.append(
+                ServiceRun(
+                    workload=doc["metadata"]["name"],
+                    pod=meta["name"],
+                    node=node,
+                    gpu_model=models[node],
+                    gpu_utilization=service_utilization(profile, demand, None),
+                    watts_default_limit=service_power_watts(profile, demand, 1),
+                    watts_at_chosen_limit=service_power_watts(profile, demand, 1, 1000, limit),
+                    why=_top_node_line(why.get(meta["name"], ""), node),
+                )
+            )
+        return runs
+
+    def _apply_service(self, namespace: str, lepton: bool) -> list[ServiceRun]:
+        """The example service in ``namespace``: through lepton-scheduler, or the default one."""
+        doc = yaml.safe_load(SERVICE_EXAMPLE.read_text())
+        if not lepton:
+            doc["spec"]["template"]["spec"].pop("schedulerName", None)
+        replicas = int(doc["spec"]["replicas"])
+        self.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+        deadline = time.monotonic() + 120
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            runs = self._service_runs(namespace)
+            if len(runs) >= replicas and (not lepton or all(r.why for r in runs)):
+                return runs
+            self.stop.wait(2)
+        return self._service_runs(namespace)
+
     def _cluster_watts(self) -> str:
         import urllib.parse
         import urllib.request
@@ -220,8 +293,15 @@ class Demo:
 
     # --- the story -------------------------------------------------------------------
 
-    def run_lepton(self) -> list[PodRun]:
+    def run_lepton(self) -> tuple[list[PodRun], list[ServiceRun]]:
         self.cluster.kubectl("create", "namespace", NAMESPACE)
+        self.echo(
+            f"[demo] kubectl apply -n {NAMESPACE} -f examples/services/inference-deployment.yaml"
+            "  (a Deployment placed as a service)"
+        )
+        services = self._apply_service(NAMESPACE, lepton=True)
+        for run in services:
+            self.echo(f"[demo]   {run.pod} → {run.node} ({run.gpu_model}): {run.why}")
         docs = sorted(EXAMPLES_DIR.glob("*.yaml"))
         self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f examples/  ({len(docs)} files)")
         for path in docs:
@@ -250,11 +330,12 @@ class Demo:
             )
 
         self.wait_until(all_finished, 300, "Lepton: every job runs to completion")
-        return self._pod_runs(NAMESPACE)
+        return self._pod_runs(NAMESPACE), services
 
-    def run_default_scheduler(self) -> list[PodRun]:
-        """The same pods, as plain Jobs through the default kube-scheduler."""
+    def run_default_scheduler(self) -> tuple[list[PodRun], list[ServiceRun]]:
+        """The same pods, as plain Jobs and a Deployment, through the default kube-scheduler."""
         self.cluster.kubectl("create", "namespace", BASELINE_NAMESPACE)
+        services = self._apply_service(BASELINE_NAMESPACE, lepton=False)
         children = self._json("get", "jobs", "-n", NAMESPACE)["items"]
         for child in children:
             template = child["spec"]["template"]
@@ -292,7 +373,16 @@ class Demo:
         deadline = time.monotonic() + 300
         while not complete() and not self.stop.is_set() and time.monotonic() < deadline:
             self.stop.wait(3)
-        return self._pod_runs(BASELINE_NAMESPACE)
+        return self._pod_runs(BASELINE_NAMESPACE), services
+
+
+def _top_node_line(message: str, node: str) -> str:
+    """The part of a LeptonScored message about ``node`` (the one it was placed on)."""
+    parts = message.split("; top nodes: ", 1)
+    for line in (parts[1] if len(parts) == 2 else "").split("; "):
+        if line.startswith(f"{node} "):
+            return f"{parts[0]}: {line}"
+    return parts[0]
 
 
 def _observed_span(pod: dict[str, Any]) -> tuple[float, float]:
@@ -311,8 +401,17 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}"
 
 
-def summarize(lepton: list[PodRun], default: list[PodRun]) -> dict[str, Any]:
-    """Totals per scheduler: energy at default limits (placement alone) and at Lepton's limits."""
+def summarize(
+    lepton: list[PodRun],
+    default: list[PodRun],
+    lepton_services: Sequence[ServiceRun] = (),
+    default_services: Sequence[ServiceRun] = (),
+) -> dict[str, Any]:
+    """Totals per scheduler: energy at default limits (placement alone) and at Lepton's limits.
+
+    Services are counted apart, in watts at their load: they run until deleted, so their
+    figure is a draw, not an energy to completion.
+    """
 
     def totals(runs: list[PodRun]) -> dict[str, float]:
         on_hours = node_on_hours(runs)
@@ -342,9 +441,20 @@ def summarize(lepton: list[PodRun], default: list[PodRun]) -> dict[str, Any]:
     scale_in = 1 - ours["energy_scale_in_watt_hours"] / max(
         theirs["energy_scale_in_watt_hours"], 1e-9
     )
+    ours_watts = sum(r.watts_default_limit for r in lepton_services)
+    theirs_watts = sum(r.watts_default_limit for r in default_services)
+    services = {
+        "lepton_watts_default_limit": ours_watts,
+        "lepton_watts_at_chosen_limit": sum(r.watts_at_chosen_limit for r in lepton_services),
+        "default_scheduler_watts": theirs_watts,
+        "saving_from_placement": 1 - ours_watts / theirs_watts if theirs_watts else 0.0,
+        "lepton_pods": [r.__dict__ for r in lepton_services],
+        "default_scheduler_pods": [r.__dict__ for r in default_services],
+    }
     return {
         "lepton": ours,
         "default_scheduler": theirs,
+        "services": services,
         "saving_from_placement": placement,
         "saving_with_scale_in": scale_in,
         "saving_with_power_caps": with_caps,
@@ -405,6 +515,48 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
         "<th>Wh at default limit</th><th>Wh at Lepton's limit</th></tr>"
     )
     s = summary
+    services = s.get("services") or {}
+
+    def models(runs: list[dict[str, Any]], key: str, name: str) -> str:
+        counts: dict[str, int] = {}
+        for r in runs:
+            if r[key] == name:
+                counts[r["gpu_model"]] = counts.get(r["gpu_model"], 0) + 1
+        return ", ".join(f"{n} x {m}" for m, n in sorted(counts.items())) or "-"
+
+    workload_rows = "".join(
+        f"<tr><td>{html.escape(job)}</td><td>Batch</td>"
+        f"<td>{models(s['lepton_pods'], 'job', job)}</td>"
+        f"<td>{models(s['default_scheduler_pods'], 'job', job)}</td>"
+        "<td>least energy to completion among its gpuModels</td></tr>"
+        for job in sorted({r["job"] for r in s["lepton_pods"]})
+    ) + "".join(
+        f"<tr><td>{html.escape(name)}</td><td>Service</td>"
+        f"<td>{models(services['lepton_pods'], 'workload', name)}</td>"
+        f"<td>{models(services['default_scheduler_pods'], 'workload', name)}</td>"
+        f"<td>{html.escape(services['lepton_pods'][0]['why'])}</td></tr>"
+        for name in sorted({r["workload"] for r in services.get("lepton_pods", [])})
+    )
+    service_rows = "".join(
+        f"<tr><td>{who}</td><td>{html.escape(r['pod'])}</td><td>{html.escape(r['node'])}</td>"
+        f"<td>{r['gpu_model']}</td><td>{100 * r['gpu_utilization']:.0f} %</td>"
+        f"<td>{r['watts_default_limit']:.1f}</td><td>{r['watts_at_chosen_limit']:.1f}</td></tr>"
+        for who, key in (("Lepton", "lepton_pods"), ("default scheduler", "default_scheduler_pods"))
+        for r in services.get(key, [])
+    )
+    service_section = (
+        f"""<h2>The service: watts at its load</h2>
+<p>A service runs until it is deleted, so it is compared by what it draws at its load, not by
+energy to completion: the idle draw of the GPU it holds plus the active draw of its load
+(<em>model estimates</em>). Lepton: {services["lepton_watts_default_limit"]:.1f} W
+({services["lepton_watts_at_chosen_limit"]:.1f} W with its power caps); default scheduler:
+{services["default_scheduler_watts"]:.1f} W (<b>{100 * services["saving_from_placement"]:.1f} %</b>
+less by placement). A faster GPU does not shorten a service: a big GPU only idles more.</p>
+<table><tr><th>scheduler</th><th>pod</th><th>node</th><th>GPU</th><th>GPU busy</th>
+<th>W at default limit</th><th>W at Lepton's limit</th></tr>{service_rows}</table>"""
+        if services
+        else ""
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Lepton demo report</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
@@ -444,6 +596,12 @@ Lepton with its power caps: {s["lepton"]["energy_at_chosen_limit_watt_hours"]:.0
 {s["lepton"]["energy_scale_in_watt_hours"]:.0f} Wh
 (<b>{100 * s["saving_with_scale_in"]:.1f} %</b> less).</p>
 {chart}
+<h2>Per workload: where each scheduler put it, and why</h2>
+<table><tr><th>workload</th><th>kind</th><th>Lepton</th><th>default scheduler</th>
+<th>why Lepton chose it</th></tr>{workload_rows}</table>
+<p>The default scheduler scores cpu and memory only (LeastAllocated) and breaks ties at random:
+it does not know what a GPU draws.</p>
+{service_section}
 <h2>Lepton's placements</h2><table>{head}{rows(s["lepton_pods"])}</table>
 <h2>The default scheduler's placements</h2><table>{head}{rows(s["default_scheduler_pods"])}</table>
 </body></html>"""
@@ -472,10 +630,10 @@ def run(
         echo("[demo] starting Lepton: CRDs, exporter (model), Prometheus, extender, operator")
         demo.stack.start_all(time_compression=time_compression)
         echo(f"[demo] one wall second stands for {time_compression:.0f} s of GPU work")
-        lepton = demo.run_lepton()
-        default = demo.run_default_scheduler() if not stop.is_set() else []
+        lepton, lepton_services = demo.run_lepton()
+        default, default_services = demo.run_default_scheduler() if not stop.is_set() else ([], [])
         if lepton and default:
-            summary = summarize(lepton, default)
+            summary = summarize(lepton, default, lepton_services, default_services)
             report = write_report(summary, report_dir)
             echo("")
             echo(
@@ -488,6 +646,14 @@ def run(
                 f"scaled in {summary['default_scheduler']['energy_scale_in_watt_hours']:.0f} Wh "
                 f"against {summary['lepton']['energy_scale_in_watt_hours']:.0f} Wh "
                 f"({100 * summary['saving_with_scale_in']:.1f} % less)."
+            )
+            services = summary["services"]
+            echo(
+                f"Service (energy model, watts at its load): default scheduler "
+                f"{services['default_scheduler_watts']:.1f} W, Lepton "
+                f"{services['lepton_watts_default_limit']:.1f} W by placement "
+                f"({100 * services['saving_from_placement']:.1f} % less), "
+                f"{services['lepton_watts_at_chosen_limit']:.1f} W with power caps."
             )
             echo(f"Report: {report.resolve()}")
         echo("")

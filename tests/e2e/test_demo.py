@@ -66,12 +66,24 @@ def test_demo_runs_the_whole_story_and_reports(tmp_path: Path) -> None:
     }
     inference = [p["node"] for p in summary["lepton_pods"] if p["job"] == "batch-inference"]
     assert len({zone[n] for n in inference}) == 2, inference
+    # The service Deployment went through Lepton as a service, onto the small efficient GPUs,
+    # and each placement says why; the default scheduler placed the same replicas by cpu and
+    # memory alone, and can only draw as much or more at the same load.
+    services = summary["services"]
+    assert len(services["lepton_pods"]) == len(services["default_scheduler_pods"]) == 3
+    for pod in services["lepton_pods"]:
+        assert pod["gpu_model"] in {"T4", "L4"}, pod
+        assert "Service at 10 % of an A40" in pod["why"] and "held idle" in pod["why"], pod
+    assert services["lepton_watts_default_limit"] <= services["default_scheduler_watts"]
     # Power caps only ever lower the energy of the same placements.
     assert summary["saving_with_power_caps"] >= summary["saving_from_placement"]
     page = (report_dir / "report.html").read_text()
     assert "estimate from Lepton's energy model" in page
     assert "Model estimates, not measurements." in page
     assert "Nodes scaled in when empty" in page and "node-hours" in page
+    assert "Per workload: where each scheduler put it, and why" in page
+    assert "The service: watts at its load" in page
+    assert "Service (energy model, watts at its load)" in out
     assert (report_dir / "energy.png").stat().st_size > 1000
     assert "Report:" in out and "[demo] stopping every process" in out
     # Nothing is left running: the state directory is gone.
