@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from lepton.core.hints import GROUP, VERSION, EnergyPolicy
+from lepton.core.hints import GROUP, VERSION, EnergyPolicy, WorkloadKind
 
 __all__ = [
     "GPU_MODELS",
@@ -42,6 +42,7 @@ __all__ = [
     "PowerCapMode",
     "Redundancy",
     "Reservation",
+    "Service",
     "WhenExhausted",
     "Work",
 ]
@@ -266,6 +267,39 @@ class Work(_Model):
     )
 
 
+class Service(_Model):
+    """A long-running service: it lives as long as it lives and keeps its GPUs partly busy.
+
+    Its lifetime does not shrink on a faster GPU; a faster GPU only leaves it idler. It is
+    placed by the watts it draws at its load, not by energy to completion.
+    """
+
+    reference_utilization_percent: int = Field(
+        description=(
+            "How busy the service keeps one reference GPU (A40) at its expected load, in "
+            "percent, per GPU it holds (e.g. 30)."
+        ),
+        json_schema_extra=_validations(
+            _cel(
+                "self >= 1 && self <= 100",
+                "spec.service.referenceUtilizationPercent must be between 1 and 100 "
+                "(percent of one A40 at the expected load, e.g. 30)",
+            )
+        ),
+    )
+    lifetime_seconds: int | None = Field(
+        default=None,
+        description="How long the service runs; left out, it runs until the LeptonJob is deleted.",
+        json_schema_extra=_validations(
+            _cel(
+                "self >= 60",
+                "spec.service.lifetimeSeconds must be at least 60, or left out for a service "
+                "that runs until deleted",
+            )
+        ),
+    )
+
+
 class Redundancy(_Model):
     """How a job's replicas are spread for resilience."""
 
@@ -345,13 +379,19 @@ class LeptonJobSpec(_Model):
         json_schema_extra={"x-kubernetes-list-type": "set", "maxItems": len(GPU_MODELS)},
     )
     energy_policy: EnergyPolicy = Field(default=EnergyPolicy.BALANCED)
-    work: Work = Field(
+    work: Work | None = Field(
+        default=None,
+        description="A batch job's work. Set exactly one of work and service.",
         json_schema_extra=_validations(
             _cel(
                 "has(self.referenceGpuSeconds) != has(self.durationSeconds)",
                 "spec.work must set exactly one of referenceGpuSeconds or durationSeconds",
             )
         ),
+    )
+    service: Service | None = Field(
+        default=None,
+        description="A long-running service: demand, lifetime. Set exactly one of work, service.",
     )
     deadline_time: datetime | None = None
     redundancy: Redundancy | None = None
@@ -369,8 +409,15 @@ class LeptonJobSpec(_Model):
         """GPUs the job runs on at once."""
         return self.replicas * self.gpus_per_replica
 
+    @property
+    def workload_kind(self) -> WorkloadKind:
+        """Batch when spec.work is set, Service when spec.service is."""
+        return WorkloadKind.SERVICE if self.service is not None else WorkloadKind.BATCH
+
     def work_reference_gpu_hours(self) -> float:
-        """The job's work in GPU-hours on the reference GPU, whichever way spec.work gives it."""
+        """A batch job's work in GPU-hours on the reference GPU (0 for a service)."""
+        if self.work is None:
+            return 0.0
         if self.work.reference_gpu_seconds is not None:
             return self.work.reference_gpu_seconds / 3600.0
         duration = self.work.duration_seconds or 0
@@ -443,5 +490,19 @@ class LeptonJob(_Model):
     api_version: Literal["lepton.dev/v1alpha1"] = "lepton.dev/v1alpha1"
     kind: Literal["LeptonJob"] = "LeptonJob"
     metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: LeptonJobSpec
+    spec: LeptonJobSpec = Field(
+        json_schema_extra=_validations(
+            _cel(
+                "has(self.work) != has(self.service)",
+                "spec.work or spec.service: set exactly one — spec.work for a batch job "
+                "(referenceGpuSeconds or durationSeconds), spec.service for a long-running "
+                "service (referenceUtilizationPercent)",
+            ),
+            _cel(
+                "!has(self.service) || !has(self.deadlineTime)",
+                "spec.deadlineTime applies to batch work only: a service runs for its "
+                "lifetimeSeconds, so remove deadlineTime",
+            ),
+        )
+    )
     status: LeptonJobStatus | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lepton.core.hints import LABEL_GPU_PRODUCT
+from lepton.core.hints import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
 
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_ZONE = "topology.kubernetes.io/zone"
@@ -62,6 +62,9 @@ class NodeGroup:
     memory_mebibytes: int = 262_144
     # A trace node keeps its serial number as its name, without a "-0" suffix.
     exact_name: bool = False
+    # The host's measured idle draw without GPUs (the lepton.dev/host-idle-watts label);
+    # None: the scorer's sourced default for the node's GPU count.
+    host_idle_watts: int | None = None
 
     def node_names(self) -> list[str]:
         if self.exact_name:
@@ -124,6 +127,11 @@ def node_object(group: NodeGroup, name: str) -> dict[str, Any]:
                 LABEL_GPU_PRODUCT: product_label(group.gpu_model),
                 LABEL_GPU_COUNT: str(group.gpus_per_node),
                 LABEL_LEPTON_MODEL: group.gpu_model,
+                **(
+                    {LABEL_HOST_IDLE_WATTS: str(group.host_idle_watts)}
+                    if group.host_idle_watts is not None
+                    else {}
+                ),
             },
         },
         "spec": {},
@@ -181,6 +189,9 @@ def fleet_from_dict(data: dict[str, Any]) -> Fleet:
                 zone=str(zone),
                 cpu_millis=_int(entry, "cpuMillis", where, 64_000),
                 memory_mebibytes=_int(entry, "memoryMebibytes", where, 262_144),
+                host_idle_watts=(
+                    _int(entry, "hostIdleWatts", where) if "hostIdleWatts" in entry else None
+                ),
             )
         )
     names = [n for g in groups for n in g.node_names()]

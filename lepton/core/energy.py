@@ -16,11 +16,14 @@ from .profiles import GpuProfile, get_profile
 
 SECONDS_PER_HOUR = 3600.0
 
-# A GPU server's draw with its GPUs idle and no job: fans, CPUs, memory, NICs.
-# assumed: ~100 W for a 2-socket GPU server at idle, excluding GPUs (order of
-# magnitude of SPECpower idle results for 2-socket servers); used only for the
-# marginal energy of waking an empty node.
-HOST_IDLE_WATTS = 100.0
+# A GPU server's draw with its GPUs idle and no job, GPUs excluded: CPUs, memory,
+# fans, NICs, PCIe switches. estimate (not measured here): ~100 W for the 2-socket
+# host at idle (the order of SPECpower idle results for 2-socket servers) plus ~25 W
+# per GPU slot for what a GPU server adds per GPU (PCIe switch, NIC share, fans),
+# so 300 W for an 8-GPU server. A per-node fact: the node label
+# lepton.dev/host-idle-watts (or the fleet file) overrides it with a measured value.
+HOST_IDLE_BASE_WATTS = 100.0
+HOST_IDLE_WATTS_PER_GPU_SLOT = 25.0
 
 POWER_CAP_AUTO = "Auto"
 POWER_CAP_NONE = "None"
@@ -89,6 +92,46 @@ def job_energy_watt_hours(
     )
 
 
-def node_idle_watts(profile: GpuProfile, total_gpus: int) -> float:
+def host_idle_watts(total_gpus: int) -> float:
+    """The default idle draw of a GPU server's host (GPUs excluded), by its GPU count."""
+    return HOST_IDLE_BASE_WATTS + max(0, total_gpus) * HOST_IDLE_WATTS_PER_GPU_SLOT
+
+
+def node_idle_watts(profile: GpuProfile, total_gpus: int, host_watts: float | None = None) -> float:
     """What a powered node with ``total_gpus`` idle GPUs of this model draws doing nothing."""
-    return HOST_IDLE_WATTS + max(0, total_gpus) * profile.idle_watts
+    host = host_idle_watts(total_gpus) if host_watts is None else host_watts
+    return host + max(0, total_gpus) * profile.idle_watts
+
+
+# --------------------------------------------------------------------------- services
+#
+# A service runs as long as it runs: a faster GPU does not shorten it, it only
+# leaves the GPU idler. Its demand is given on the reference GPU (the A40): the
+# percentage of one A40 it keeps busy at its expected load. On a GPU of speed s
+# under the chosen limit it keeps u_m = u_ref / s of that GPU busy.
+
+
+def service_utilization(
+    profile: GpuProfile, reference_utilization_percent: float, power_limit_watts: float | None
+) -> float:
+    """The fraction of one GPU of this model a service keeps busy (may exceed 1: too small)."""
+    return max(0.0, reference_utilization_percent) / 100.0 / profile.speed_at(power_limit_watts)
+
+
+def service_power_watts(
+    profile: GpuProfile,
+    reference_utilization_percent: float,
+    gpus: int,
+    gpu_milli: int = 1000,
+    power_limit_watts: float | None = None,
+) -> float:
+    """What a service draws on ``gpus`` GPUs of this model (a model estimate, host excluded).
+
+    The idle draw of what it holds (a whole GPU held by a service pays its idle
+    power; a share of a time-sliced GPU pays its share) plus the active draw of
+    its load, ``(P_busy - P_idle) · u_m`` per GPU.
+    """
+    share = min(max(gpu_milli, 1), 1000) / 1000.0
+    u = min(1.0, service_utilization(profile, reference_utilization_percent, power_limit_watts))
+    active = profile.busy_power_at(power_limit_watts) - profile.idle_watts
+    return max(1, gpus) * (share * profile.idle_watts + active * u)

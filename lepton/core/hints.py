@@ -1,16 +1,25 @@
-"""The energy hints a LeptonJob's pods carry to the scheduler extender.
+"""The energy hints a Lepton pod carries to the scheduler extender.
 
 kube-scheduler sends the extender a pod, not its LeptonJob. The operator copies
 the job's scheduling hints onto every pod it creates, as annotations under
 ``lepton.dev/``, so that the extender decides from the pod alone, and the
 mapping between the two lives in one place: here.
+
+A pod need not belong to a LeptonJob: any pod with Lepton's annotations and
+``schedulerName: lepton-scheduler`` (a Deployment's, a StatefulSet's, a
+LeaderWorkerSet's) is a Lepton pod. Without a ``lepton.dev/workload-kind`` it is
+scored as a **service**, since long-running workloads are what users run as
+Deployments; its workload (the siblings it is spread with) is its owner.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 GROUP = "lepton.dev"
 VERSION = "v1alpha1"
@@ -35,6 +44,14 @@ ANNOTATION_MAX_REPLICAS_PER_DOMAIN = f"{GROUP}/max-replicas-per-domain"
 ANNOTATION_SPARES = f"{GROUP}/spares"
 ANNOTATION_POWER_CAP = f"{GROUP}/power-cap"
 ANNOTATION_BUDGET_PRESSURE = f"{GROUP}/budget-pressure"
+ANNOTATION_WORKLOAD_KIND = f"{GROUP}/workload-kind"
+ANNOTATION_REFERENCE_UTILIZATION_PERCENT = f"{GROUP}/reference-utilization-percent"
+ANNOTATION_LIFETIME_SECONDS = f"{GROUP}/lifetime-seconds"
+ANNOTATION_GPU_MILLI = f"{GROUP}/gpu-milli"
+# The workload a pod belongs to, for pods without a LeptonJob (default: the pod's owner).
+ANNOTATION_WORKLOAD_NAME = f"{GROUP}/workload-name"
+# Per-node fact: the host's idle draw without its GPUs (watts), overriding the default.
+LABEL_HOST_IDLE_WATTS = f"{GROUP}/host-idle-watts"
 
 # Written by the operator on running pods when an exhausted CapPower budget lowers their
 # GPU power limit (watts); the exporter applies the lower of this and the job's powerCap.
@@ -43,6 +60,35 @@ ANNOTATION_POWER_LIMIT_WATTS = f"{GROUP}/power-limit-watts"
 ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
 # The SDK's phase table (compact JSON), written by the SDK on its own pod.
 ANNOTATION_PHASES = f"{GROUP}/phases"
+
+
+class WorkloadKind(StrEnum):
+    """What a GPU workload is: the two kinds have different energy models.
+
+    ``Batch`` work finishes sooner on a faster GPU and keeps its GPUs busy: it is
+    ranked by energy to completion. A ``Service`` lives as long as it lives (until
+    deleted) and keeps its GPU only partly busy: it is ranked by watts at its load.
+    """
+
+    BATCH = "Batch"
+    SERVICE = "Service"
+
+
+# The hint annotations whose presence makes a pod without a LeptonJob a Lepton pod.
+_HINT_ANNOTATIONS = (
+    ANNOTATION_ENERGY_POLICY,
+    ANNOTATION_WORK_GPU_HOURS,
+    ANNOTATION_GPU_MODELS,
+    ANNOTATION_WORKLOAD_KIND,
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+    ANNOTATION_LIFETIME_SECONDS,
+    ANNOTATION_SPREAD_ACROSS,
+    ANNOTATION_MAX_REPLICAS_PER_DOMAIN,
+    ANNOTATION_POWER_CAP,
+)
+
+DEFAULT_REFERENCE_UTILIZATION_PERCENT = 100.0
+FULL_GPU_MILLI = 1000
 
 
 class EnergyPolicy(StrEnum):
@@ -71,6 +117,23 @@ class JobHints:
     power_cap: str = "Auto"
     # 0.0 (budget empty) .. 1.0 (budget exhausted), written by the operator at admission.
     budget_pressure: float = 0.0
+    workload_kind: WorkloadKind = WorkloadKind.BATCH
+    # A service's demand: percent of one reference GPU (A40) it keeps busy at its expected
+    # load, per GPU it holds. Batch work keeps its GPUs fully busy (100).
+    reference_utilization_percent: float = DEFAULT_REFERENCE_UTILIZATION_PERCENT
+    # A service's lifetime; None runs until deleted. Batch duration comes from its work.
+    lifetime_seconds: float | None = None
+    # Per GPU; below 1000 the pod holds a share of one GPU (time-slicing or MPS).
+    gpu_milli: int = FULL_GPU_MILLI
+
+    @property
+    def is_service(self) -> bool:
+        return self.workload_kind is WorkloadKind.SERVICE
+
+    @property
+    def gpu_share(self) -> float:
+        """The fraction of each GPU the pod holds: 1.0 for whole GPUs."""
+        return min(max(self.gpu_milli, 1), FULL_GPU_MILLI) / FULL_GPU_MILLI
 
 
 class HintError(ValueError):
@@ -87,7 +150,16 @@ def hints_to_annotations(hints: JobHints) -> dict[str, str]:
         ANNOTATION_SPARES: str(hints.spares),
         ANNOTATION_POWER_CAP: hints.power_cap,
         ANNOTATION_BUDGET_PRESSURE: repr(float(hints.budget_pressure)),
+        ANNOTATION_WORKLOAD_KIND: str(hints.workload_kind),
     }
+    if hints.is_service:
+        annotations[ANNOTATION_REFERENCE_UTILIZATION_PERCENT] = repr(
+            float(hints.reference_utilization_percent)
+        )
+        if hints.lifetime_seconds is not None:
+            annotations[ANNOTATION_LIFETIME_SECONDS] = repr(float(hints.lifetime_seconds))
+    if hints.gpu_milli != FULL_GPU_MILLI:
+        annotations[ANNOTATION_GPU_MILLI] = str(hints.gpu_milli)
     if hints.gpu_models:
         annotations[ANNOTATION_GPU_MODELS] = ",".join(hints.gpu_models)
     if hints.deadline_time is not None:
@@ -99,18 +171,55 @@ def hints_to_annotations(hints: JobHints) -> dict[str, str]:
     return annotations
 
 
-def hints_from_pod_metadata(
-    labels: dict[str, str] | None, annotations: dict[str, str] | None
-) -> JobHints | None:
-    """The hints of a LeptonJob pod, or None for a pod that is not a LeptonJob's.
+def is_lepton_pod(labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None) -> bool:
+    """Whether Lepton scores this pod: a LeptonJob's, or one carrying Lepton's hints."""
+    if (labels or {}).get(LABEL_JOB_NAME):
+        return True
+    return any(key in (annotations or {}) for key in _HINT_ANNOTATIONS)
 
-    Raises HintError naming the annotation when one is present but unreadable.
+
+def owner_name(metadata: Mapping[str, Any]) -> str | None:
+    """The name of a pod's controlling owner (its ReplicaSet, StatefulSet, Job …), if any."""
+    owners = [o for o in metadata.get("ownerReferences") or () if isinstance(o, Mapping)]
+    controller = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    return str(controller["name"]) if controller and controller.get("name") else None
+
+
+def workload_name(
+    labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str] | None,
+    owner_name: str | None = None,
+) -> str | None:
+    """The workload whose pods are siblings: the LeptonJob, the annotation, or the owner."""
+    labels, annotations = labels or {}, annotations or {}
+    if job := labels.get(LABEL_JOB_NAME):
+        return job
+    if not is_lepton_pod(labels, annotations):
+        return None
+    return annotations.get(ANNOTATION_WORKLOAD_NAME) or owner_name or None
+
+
+def hints_from_pod_metadata(
+    labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str] | None,
+    owner_name: str | None = None,
+    pod_name: str = "",
+) -> JobHints | None:
+    """The hints of a Lepton pod, or None for a pod Lepton does not score.
+
+    A LeptonJob's pod is named by its job; any other pod with Lepton's hint
+    annotations by ``lepton.dev/workload-name``, else its owner (a ReplicaSet,
+    a StatefulSet …), else itself. Raises HintError naming the annotation when
+    one is present but unreadable.
     """
     labels = labels or {}
     annotations = annotations or {}
-    job_name = labels.get(LABEL_JOB_NAME)
+    job_name = workload_name(labels, annotations, owner_name) or (
+        pod_name if is_lepton_pod(labels, annotations) else None
+    )
     if not job_name:
         return None
+    from_job = bool(labels.get(LABEL_JOB_NAME))
 
     def number(key: str, default: float, cast: type[float] | type[int]) -> float:
         raw = annotations.get(key)
@@ -139,6 +248,41 @@ def hints_from_pod_metadata(
                 f"annotation {ANNOTATION_DEADLINE_TIME}={raw_deadline!r} is not an RFC 3339 time"
             ) from None
 
+    default_kind = WorkloadKind.BATCH if from_job else WorkloadKind.SERVICE
+    kind_raw = annotations.get(ANNOTATION_WORKLOAD_KIND, default_kind.value)
+    try:
+        kind = WorkloadKind(kind_raw)
+    except ValueError:
+        allowed = ", ".join(k.value for k in WorkloadKind)
+        raise HintError(
+            f"annotation {ANNOTATION_WORKLOAD_KIND}={kind_raw!r} is not one of {allowed}"
+        ) from None
+    utilization = float(
+        number(
+            ANNOTATION_REFERENCE_UTILIZATION_PERCENT, DEFAULT_REFERENCE_UTILIZATION_PERCENT, float
+        )
+    )
+    if not (math.isfinite(utilization) and 0 < utilization <= 100 * 64):
+        raise HintError(
+            f"annotation {ANNOTATION_REFERENCE_UTILIZATION_PERCENT}={utilization!r} must be a "
+            "percentage of one reference GPU above 0, e.g. 30"
+        )
+    lifetime_raw = annotations.get(ANNOTATION_LIFETIME_SECONDS)
+    lifetime = (
+        float(number(ANNOTATION_LIFETIME_SECONDS, 0.0, float)) if lifetime_raw is not None else None
+    )
+    if lifetime is not None and not (math.isfinite(lifetime) and lifetime > 0):
+        raise HintError(
+            f"annotation {ANNOTATION_LIFETIME_SECONDS}={lifetime_raw!r} must be a positive "
+            "number of seconds, or left out for a service that runs until deleted"
+        )
+    gpu_milli = int(number(ANNOTATION_GPU_MILLI, FULL_GPU_MILLI, int))
+    if not 0 < gpu_milli <= FULL_GPU_MILLI:
+        raise HintError(
+            f"annotation {ANNOTATION_GPU_MILLI}={gpu_milli!r} must be between 1 and 1000 "
+            "(thousandths of one GPU)"
+        )
+
     max_per_domain_raw = annotations.get(ANNOTATION_MAX_REPLICAS_PER_DOMAIN)
     models_raw = annotations.get(ANNOTATION_GPU_MODELS, "")
     return JobHints(
@@ -158,4 +302,8 @@ def hints_from_pod_metadata(
         spares=int(number(ANNOTATION_SPARES, 0, int)),
         power_cap=annotations.get(ANNOTATION_POWER_CAP, "Auto"),
         budget_pressure=float(number(ANNOTATION_BUDGET_PRESSURE, 0.0, float)),
+        workload_kind=kind,
+        reference_utilization_percent=utilization,
+        lifetime_seconds=lifetime,
+        gpu_milli=gpu_milli,
     )

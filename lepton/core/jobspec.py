@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton.api.v1alpha1 import GROUP, VERSION, LeptonJobSpec
-from lepton.core.energy import chosen_power_limit_watts, job_duration_seconds, job_energy_watt_hours
+from lepton.core.energy import (
+    SECONDS_PER_HOUR,
+    chosen_power_limit_watts,
+    job_duration_seconds,
+    job_energy_watt_hours,
+    service_power_watts,
+)
 from lepton.core.hints import (
+    DEFAULT_REFERENCE_UTILIZATION_PERCENT,
     LABEL_BUDGET_NAME,
     LABEL_JOB_NAME,
     LABEL_JOB_UID,
@@ -52,8 +59,40 @@ def acceptable_models(spec: LeptonJobSpec) -> tuple[str, ...]:
     return known_models()
 
 
+# A service with no lifetimeSeconds reserves this long (one default budget period) at a time.
+SERVICE_ESTIMATE_SECONDS = 86_400.0
+
+
+def _service_estimate(spec: LeptonJobSpec) -> EnergyEstimate:
+    """A service's reservation: its watts at its load over its lifetime, on the hungriest model."""
+    assert spec.service is not None
+    seconds = float(spec.service.lifetime_seconds or SERVICE_ESTIMATE_SECONDS)
+    gpus = spec.total_gpus()
+    cap = spec.power_cap_hint()
+    worst: EnergyEstimate | None = None
+    for model in acceptable_models(spec):
+        profile = get_profile(model)
+        limit = chosen_power_limit_watts(profile, cap)
+        watts = service_power_watts(
+            profile, spec.service.reference_utilization_percent, gpus, 1000, limit
+        )
+        candidate = EnergyEstimate(
+            gpu_model=model,
+            watt_hours=watts * seconds / SECONDS_PER_HOUR,
+            duration_seconds=seconds,
+            power_limit_watts=limit,
+            gpus=gpus,
+        )
+        if worst is None or candidate.watt_hours > worst.watt_hours:
+            worst = candidate
+    assert worst is not None  # acceptable_models is never empty
+    return worst
+
+
 def estimate_energy(spec: LeptonJobSpec) -> EnergyEstimate:
     """The energy to reserve: the estimate for the most energy-hungry acceptable model."""
+    if spec.service is not None:
+        return _service_estimate(spec)
     work = spec.work_reference_gpu_hours()
     gpus = spec.total_gpus()
     cap = spec.power_cap_hint()
@@ -100,6 +139,17 @@ def job_hints(name: str, spec: LeptonJobSpec, budget_pressure: float = 0.0) -> J
         spares=redundancy.spares if redundancy else 0,
         power_cap=spec.power_cap_hint(),
         budget_pressure=budget_pressure,
+        workload_kind=spec.workload_kind,
+        reference_utilization_percent=(
+            float(spec.service.reference_utilization_percent)
+            if spec.service is not None
+            else DEFAULT_REFERENCE_UTILIZATION_PERCENT
+        ),
+        lifetime_seconds=(
+            float(spec.service.lifetime_seconds)
+            if spec.service is not None and spec.service.lifetime_seconds is not None
+            else None
+        ),
     )
 
 

@@ -20,11 +20,12 @@ import bisect
 import csv
 import functools
 import logging
+import re
 import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,9 +264,40 @@ def _index() -> dict[str, GpuProfile]:
     return index
 
 
+# A MIG-capable board (A100, H100) splits into 7 compute slices: "…-MIG-3g.40gb" holds 3.
+MIG_COMPUTE_SLICES = 7
+_MIG = re.compile(r"-MIG-(\d+)G(?:[.-]|$)")
+
+
+def mig_slice_profile(board: GpuProfile, slices: int) -> GpuProfile:
+    """A MIG slice as its fraction of the board: speed, idle and busy draw scaled by slices/7.
+
+    A model, not a measurement: NVML meters only the whole board. The power-limit
+    range scales too, so that the board's curve applies to the slice unchanged.
+    """
+    fraction = min(max(slices, 1), MIG_COMPUTE_SLICES) / MIG_COMPUTE_SLICES
+    note = f"derived: {slices}/{MIG_COMPUTE_SLICES} of the {board.model} board (MIG slice)"
+    return replace(
+        board,
+        model=f"{board.model}-MIG-{slices}g",
+        product_names=(),
+        idle_watts=board.idle_watts * fraction,
+        max_power_limit_watts=board.max_power_limit_watts * fraction,
+        min_power_limit_watts=board.min_power_limit_watts * fraction,
+        relative_speed=board.relative_speed * fraction,
+        energy_optimal_power_limit_watts=board.energy_optimal_power_limit_watts * fraction,
+        busy_power_watts=board.busy_power_watts * fraction,
+        source=f"{note}; {board.source}",
+        sources=dict.fromkeys(board.sources, note),
+    )
+
+
 @functools.cache
 def _lookup(model_or_product: str) -> GpuProfile | None:
     key = _normalise(model_or_product)
+    if (mig := _MIG.search(key)) is not None:
+        board = _lookup(key[: mig.start()])
+        return None if board is None else mig_slice_profile(board, int(mig.group(1)))
     index = _index()
     if key in index:
         return index[key]
@@ -313,9 +345,16 @@ def known_models() -> tuple[str, ...]:
     return (REFERENCE_MODEL, *models)
 
 
-# --------------------------------------------------------------------------- A40 derivation
+# --------------------------------------------------------------------------- derivation
 
-A40_SWEEP = "gpu-power/summary_power_a40.csv"
+# The measured sweeps (lepton/data/gpu-power/, Zeus NSDI'23): per model, the file and the
+# limit the boards were swept from (their default limit).
+SWEEPS: Mapping[str, tuple[str, float]] = {
+    "A40": ("gpu-power/summary_power_a40.csv", 300.0),
+    "V100": ("gpu-power/summary_power_v100.csv", 250.0),
+    "P100": ("gpu-power/summary_power_p100.csv", 250.0),
+}
+A40_SWEEP = SWEEPS["A40"][0]
 A40_PROFILE_PATH = PROFILES_DIR / "a40.yaml"
 
 # Facts about the A40 that the sweep cannot give; their sources sit beside them.
@@ -327,6 +366,14 @@ _A40_FIXED = {
     ),
     "max_power_limit_watts": (300.0, "datasheet: NVIDIA A40, 300 W maximum board power"),
 }
+# The numbers a sweep gives; a datasheet profile with a sweep takes these from it.
+_MEASURED_KEYS = (
+    "max_power_limit_watts",
+    "min_power_limit_watts",
+    "busy_power_watts",
+    "energy_optimal_power_limit_watts",
+    "power_limit_curve",
+)
 
 
 def default_data_dir() -> Path:
@@ -334,18 +381,20 @@ def default_data_dir() -> Path:
     return data_dir()
 
 
-def derive_a40(
-    data_dir: Path | None = None, slowdown_allowance: float = DEFAULT_SLOWDOWN_ALLOWANCE
+def derive_sweep(
+    model: str,
+    data_dir: Path | None = None,
+    slowdown_allowance: float = DEFAULT_SLOWDOWN_ALLOWANCE,
 ) -> dict[str, Any]:
-    """The A40 profile document, computed from the Zeus power-limit sweeps.
+    """What a model's measured Zeus sweep says: its curve, busy draw, limits, optimal limit.
 
     Per training workload (dataset, network, batch size, optimizer) measured at
     every limit, throughput and draw are normalised to the workload's own run at
     the default limit; the curve is the median over workloads at each limit,
     the busy draw the median absolute draw at the default limit.
     """
-    data_dir = data_dir or default_data_dir()
-    path = data_dir / A40_SWEEP
+    relative, default_limit = SWEEPS[model]
+    path = (data_dir or default_data_dir()) / relative
     runs: dict[tuple[str, ...], dict[float, tuple[float, float]]] = defaultdict(dict)
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -355,14 +404,21 @@ def derive_a40(
                 float(row["average_power"]),
             )
     limits = sorted({limit for run in runs.values() for limit in run})
-    default_limit = _A40_FIXED["max_power_limit_watts"][0]
     if default_limit not in limits:
-        raise ValueError(f"{path}: no run at the A40's default limit {default_limit} W")
+        raise ValueError(f"{path}: no run at the {model}'s default limit {default_limit} W")
     complete = [run for run in runs.values() if all(limit in run for limit in limits)]
     points = []
-    for limit in limits:
+    # A lower limit can make a board neither faster nor hungrier: medians that rise by
+    # measurement noise as the limit falls (the P100's 225 W draw is 0.2 % above 250 W's)
+    # are held at the next higher limit's value, from the default limit down.
+    ceiling_speed, ceiling_power = 1.0, 1.0
+    medians = []
+    for limit in reversed(limits):
         speed = statistics.median(run[default_limit][0] / run[limit][0] for run in complete)
         power = statistics.median(run[limit][1] / run[default_limit][1] for run in complete)
+        ceiling_speed, ceiling_power = min(speed, ceiling_speed), min(power, ceiling_power)
+        medians.append((limit, ceiling_speed, ceiling_power))
+    for limit, speed, power in reversed(medians):
         points.append(
             {
                 "power_limit_fraction": round(limit / default_limit, 6),
@@ -373,44 +429,57 @@ def derive_a40(
         )
     busy = statistics.median(run[default_limit][1] for run in complete)
     sweep = (
-        f"measured: Zeus NSDI'23 A40 sweep ({A40_SWEEP}), median over "
+        f"measured: Zeus NSDI'23 {model} sweep (lepton/data/{relative}), median over "
         f"{len(complete)} training workloads"
     )
     doc: dict[str, Any] = {
-        "model": "A40",
-        "product_names": ["NVIDIA-A40"],
-        "source": (
-            "measured: generated by `python -m lepton.core.profiles derive-a40` from "
-            f"lepton/data/{A40_SWEEP}; do not edit by hand"
-        ),
-        "idle_watts": {"value": _A40_FIXED["idle_watts"][0], "source": _A40_FIXED["idle_watts"][1]},
         "max_power_limit_watts": {
             "value": default_limit,
-            "source": _A40_FIXED["max_power_limit_watts"][1],
+            "source": f"{sweep}: the default limit the boards were swept from",
         },
         "min_power_limit_watts": {
             "value": float(limits[0]),
-            "source": f"{sweep}: lowest limit swept (NVML reports about 100 W)",
+            "source": f"{sweep}: lowest limit swept",
         },
-        "relative_speed": {"value": 1.0, "source": "definition: the A40 is the reference GPU"},
         "busy_power_watts": {
             "value": round(busy, 1),
             "source": f"{sweep}: median average draw at the {default_limit:g} W limit",
         },
         "power_limit_curve": {"source": sweep, "points": points},
     }
+    filler = {"value": 1.0, "source": ""}
+    probe = {"model": model, "source": "", "idle_watts": filler, "relative_speed": filler}
     profile = _profile_from_doc(
-        doc | {"energy_optimal_power_limit_watts": {"value": 0, "source": ""}}, path, ()
+        probe | doc | {"energy_optimal_power_limit_watts": filler}, path, ()
     )
-    optimal = energy_optimal_power_limit(profile, slowdown_allowance)
     doc["energy_optimal_power_limit_watts"] = {
-        "value": optimal,
+        "value": energy_optimal_power_limit(profile, slowdown_allowance),
         "source": (
             f"{sweep}: the measured limit with least energy per work that keeps "
             f"≥ {1 - slowdown_allowance:.0%} of default throughput"
         ),
     }
     return doc
+
+
+def derive_a40(
+    data_dir: Path | None = None, slowdown_allowance: float = DEFAULT_SLOWDOWN_ALLOWANCE
+) -> dict[str, Any]:
+    """The A40 profile document, computed from the Zeus power-limit sweeps."""
+    doc = derive_sweep("A40", data_dir, slowdown_allowance)
+    doc["max_power_limit_watts"]["source"] = _A40_FIXED["max_power_limit_watts"][1]
+    doc["min_power_limit_watts"]["source"] += " (NVML reports about 100 W)"
+    return {
+        "model": "A40",
+        "product_names": ["NVIDIA-A40"],
+        "source": (
+            "measured: generated by `python -m lepton.core.profiles derive` from "
+            f"lepton/data/{A40_SWEEP}; do not edit by hand"
+        ),
+        "idle_watts": {"value": _A40_FIXED["idle_watts"][0], "source": _A40_FIXED["idle_watts"][1]},
+        "relative_speed": {"value": 1.0, "source": "definition: the A40 is the reference GPU"},
+        **doc,
+    }
 
 
 _ORDER = (
@@ -435,8 +504,13 @@ def render_profile_yaml(doc: Mapping[str, Any], header: str = "") -> str:
 
 
 A40_HEADER = (
-    "# GENERATED by `python -m lepton.core.profiles derive-a40` from\n"
+    "# GENERATED by `python -m lepton.core.profiles derive` from\n"
     "# lepton/data/gpu-power/summary_power_a40.csv. Do not edit: re-derive.\n"
+)
+_SWEPT_HEADER = (
+    "# Datasheet profile whose power-limit curve, limits, busy draw and energy-optimal limit\n"
+    "# are GENERATED by `python -m lepton.core.profiles derive` from {sweep}.\n"
+    "# Edit the datasheet numbers by hand; re-derive the measured ones.\n"
 )
 
 
@@ -445,22 +519,42 @@ def render_a40_yaml(data_dir: Path | None = None) -> str:
     return render_profile_yaml(derive_a40(data_dir), A40_HEADER)
 
 
+def render_swept_yaml(model: str, data_dir: Path | None = None) -> str:
+    """The checked-in text of a profile with a measured sweep (A40: wholly generated)."""
+    if model == "A40":
+        return render_a40_yaml(data_dir)
+    path = PROFILES_DIR / f"{model.lower()}.yaml"
+    doc = dict(yaml.safe_load(path.read_text()))
+    doc.update({k: v for k, v in derive_sweep(model, data_dir).items() if k in _MEASURED_KEYS})
+    header = _SWEPT_HEADER.format(sweep=f"lepton/data/{SWEEPS[model][0]}")
+    return render_profile_yaml(doc, header)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lepton.core.profiles derive-a40 [--check] [--data-dir DIR]``."""
+    """``python -m lepton.core.profiles derive [--check] [--data-dir DIR]``."""
     parser = argparse.ArgumentParser(prog="python -m lepton.core.profiles")
     sub = parser.add_subparsers(dest="command", required=True)
-    derive = sub.add_parser("derive-a40", help="regenerate gpu_profiles/a40.yaml")
+    derive = sub.add_parser("derive", help="regenerate the profiles of the swept GPU models")
     derive.add_argument("--data-dir", type=Path, default=None)
-    derive.add_argument("--check", action="store_true", help="fail if the file would change")
+    derive.add_argument("--check", action="store_true", help="fail if a file would change")
     args = parser.parse_args(argv)
-    text = render_a40_yaml(args.data_dir)
-    if args.check:
-        if A40_PROFILE_PATH.read_text() != text:
-            print(f"{A40_PROFILE_PATH} is stale: run derive-a40", file=sys.stderr)
-            return 1
-        return 0
-    A40_PROFILE_PATH.write_text(text)
-    print(f"wrote {A40_PROFILE_PATH}")
+    stale = []
+    for model in SWEEPS:
+        path = PROFILES_DIR / f"{model.lower()}.yaml"
+        text = render_swept_yaml(model, args.data_dir)
+        if path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(
+            f"stale: {', '.join(stale)}: run `python -m lepton.core.profiles derive`",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

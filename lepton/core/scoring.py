@@ -6,26 +6,46 @@ dataclasses (no HTTP, no Kubernetes types). The formulas run over columns
 (:class:`CandidateTable`, numpy arrays) so that 5,000 candidates cost a few
 milliseconds; a list of :class:`CandidateNode` is turned into a table first.
 
-For a pod needing ``g`` GPUs of a job with work ``W`` (reference GPU-hours), on a
-node with GPU model ``m`` under power limit ``cap`` (from the job's ``powerCap``):
+Two kinds of workload (:class:`lepton.core.hints.WorkloadKind`), two energy models.
 
-* ``T = W / (g · speed(m, cap)) · slowdown``, ``slowdown = 1 + contention_slowdown · excess``,
+**Batch.** For a pod needing ``g`` GPUs of a job of ``r`` replicas with work ``W``
+(reference GPU-hours, the whole job), on a node with GPU model ``m`` under power
+limit ``cap`` (from the job's ``powerCap``):
+
+* ``T = W / (r · g · speed(m, cap)) · slowdown``, ``slowdown = 1 + contention_slowdown · excess``,
   ``excess = max(0, u - target) / (1 - target)`` for the node's predicted GPU
   utilisation ``u`` over the job's horizon (a loaded host slows a job: shared
   PCIe, CPU, memory bandwidth and power headroom);
 * dynamic energy ``g · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds;
 * marginal idle energy ``P_node_idle · T`` if the node is empty (placing there
   wakes it), else 0 (a busy node pays its idle draw anyway: consolidation saves);
-* terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``;
+* terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``.
+
+**Service.** A service with demand ``u_ref`` (its utilisation of one reference GPU at
+its expected load) holding ``g`` GPUs (each a share ``s`` ≤ 1 of a GPU):
+
+* ``u_m = u_ref / speed(m, cap)``; a node where ``u_m > target · s`` fails the filter
+  (the GPU cannot carry the load below the target utilisation);
+* power ``g · (s · P_idle(m) + (P_busy(m, cap) - P_idle(m)) · u_m)``: the idle draw of
+  what it holds plus the active draw of its load, plus the node's idle draw
+  ``P_node_idle`` if placing there wakes an empty node. A faster GPU does not
+  shorten a service; a big idle GPU costs a small service dearly;
+* terms: ``energy = W_min / W`` (watts at its load), ``time = u_min / u`` (headroom:
+  the less busy its GPU, the lower its latency).
+
+For both kinds:
+
 * ``score = round(10 · (w_e · energy + w_t · time) · (1 - load_penalty · excess) · spread)``,
   ``(w_e, w_t)`` from the energy policy, moved towards energy by budget pressure;
   ``spread`` < 1 for a node in a domain already holding more of the job's pods
   than the emptiest candidate domain.
 
 Filters: GPU model acceptable, enough free GPUs, redundancy (``maxReplicasPerDomain``
-over ``spreadAcross``; the job's placed pods, spares included, count), and the
-deadline: a node that cannot finish in time fails, unless no candidate can, in
-which case all pass and the score ranks by completion time alone.
+over ``spreadAcross``; the job's placed pods, spares included, count), a service's
+load below the target, and a batch job's deadline: a node that cannot finish in
+time fails, unless no candidate can, in which case all pass and the score ranks by
+completion time alone. A pod that asks for no GPU is not Lepton's to rank: every
+node gets the same score, and kube-scheduler's own plugins place it.
 """
 
 from __future__ import annotations
@@ -38,8 +58,14 @@ from typing import Any, overload
 
 import numpy as np
 
-from .energy import HOST_IDLE_WATTS, SECONDS_PER_HOUR, chosen_power_limit_watts
-from .hints import EnergyPolicy, JobHints
+from .energy import (
+    HOST_IDLE_BASE_WATTS,
+    HOST_IDLE_WATTS_PER_GPU_SLOT,
+    SECONDS_PER_HOUR,
+    chosen_power_limit_watts,
+    service_utilization,
+)
+from .hints import EnergyPolicy, JobHints, WorkloadKind
 from .profiles import get_profile, is_known
 
 MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
@@ -72,6 +98,9 @@ class ScoringConfig:
     # score factor for a node in a domain already holding more of the job's pods than the
     # emptiest candidate domain (spreadAcross without a maximum)
     crowded_domain_factor: float = 0.8
+    # The utilisation a service may keep its GPU at, at most (headroom for bursts and
+    # latency; inference serving is commonly sized for 70-80 % of a GPU's throughput).
+    service_target_utilization: float = 0.8
 
 
 DEFAULT_CONFIG = ScoringConfig()
@@ -88,6 +117,9 @@ class CandidateNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     empty: bool = False  # no pods keep it awake: placing here wakes it
     predicted_utilization: float = 0.0  # 0..1, mean GPU utilisation over the job's horizon
+    # The host's idle draw without its GPUs; None: the sourced default for its GPU count
+    # (lepton.core.energy.host_idle_watts), or the node's lepton.dev/host-idle-watts label.
+    host_idle_watts: float | None = None
 
     def domain(self, topology_key: str) -> str | None:
         """The node's value of a topology label (its zone, rack …), or None."""
@@ -108,6 +140,15 @@ class CandidateTable(Sequence[CandidateNode]):
     labels: Sequence[Mapping[str, str]]
     # Optional, precomputed per topology key: (distinct values, per-node index or -1).
     domains: Mapping[str, tuple[Sequence[str], Ints]] = field(default_factory=dict)
+    # Per node; NaN: the default for its GPU count. None: every node at the default.
+    host_idle_watts: Floats | None = None
+
+    def host_idle(self) -> Floats:
+        """Each node's host idle draw (watts, GPUs excluded), defaults filled in."""
+        default = HOST_IDLE_BASE_WATTS + HOST_IDLE_WATTS_PER_GPU_SLOT * self.total_gpus
+        if self.host_idle_watts is None:
+            return default.astype(np.float64)
+        return np.where(np.isnan(self.host_idle_watts), default, self.host_idle_watts)
 
     def domain_ids(self, key: str) -> tuple[Sequence[str], Ints]:
         """Each node's domain of ``key`` as an index into the distinct values (-1: no label)."""
@@ -136,6 +177,10 @@ class CandidateTable(Sequence[CandidateNode]):
                 [n.predicted_utilization for n in nodes], dtype=np.float64
             ),
             labels=[n.labels for n in nodes],
+            host_idle_watts=np.array(
+                [math.nan if n.host_idle_watts is None else n.host_idle_watts for n in nodes],
+                dtype=np.float64,
+            ),
         )
 
     def take(self, rows: Ints | Bools) -> CandidateTable:
@@ -151,6 +196,7 @@ class CandidateTable(Sequence[CandidateNode]):
             predicted_utilization=self.predicted_utilization[picked],
             labels=[self.labels[i] for i in picked.tolist()],
             domains={k: (values, ids[picked]) for k, (values, ids) in self.domains.items()},
+            host_idle_watts=None if self.host_idle_watts is None else self.host_idle_watts[picked],
         )
 
     def __len__(self) -> int:
@@ -171,6 +217,9 @@ class CandidateTable(Sequence[CandidateNode]):
             labels=self.labels[i],
             empty=bool(self.empty[i]),
             predicted_utilization=float(self.predicted_utilization[i]),
+            host_idle_watts=None
+            if self.host_idle_watts is None or math.isnan(self.host_idle_watts[i])
+            else float(self.host_idle_watts[i]),
         )
 
     def __iter__(self) -> Iterator[CandidateNode]:
@@ -183,7 +232,11 @@ def as_table(nodes: Sequence[CandidateNode]) -> CandidateTable:
 
 @dataclass(frozen=True, slots=True)
 class NodeTerms:
-    """Every term that gave one node its score."""
+    """Every term that gave one node its score.
+
+    Batch and service pods share the columns; ``workload_kind`` says which model
+    made them, and :meth:`as_dict` shows only that model's terms.
+    """
 
     node: str
     gpu_model: str
@@ -201,16 +254,53 @@ class NodeTerms:
     load_factor: float
     spread_factor: float
     score: int
+    workload_kind: WorkloadKind = WorkloadKind.BATCH
+    gpu_utilization: float = 1.0  # a service's u_m on this model; 1 for batch
+    held_idle_watts: float = 0.0  # service: idle draw of the GPUs it holds
+    active_watts: float = 0.0  # service: (P_busy - P_idle) · u_m over its GPUs
+    wake_watts: float = 0.0  # the node's idle draw if placing here wakes it
+    power_watts: float = 0.0  # service: what it is ranked by
+
+    def summary(self) -> str:
+        """One line with this kind's terms, for a human reading ``kubectl describe pod``."""
+        head = f"{self.node} score {self.score}: {self.profile} at {self.power_limit_watts:.0f} W"
+        if self.workload_kind is WorkloadKind.SERVICE:
+            return (
+                f"{head}, service at {self.gpu_utilization:.0%} of the GPU, "
+                f"{self.power_watts:.1f} W (held idle {self.held_idle_watts:.1f} + active "
+                f"{self.active_watts:.1f} + wake {self.wake_watts:.1f}), predicted load "
+                f"{self.predicted_utilization:.2f}"
+            )
+        return (
+            f"{head}, {self.energy_watt_hours:.1f} Wh (dynamic {self.dynamic_watt_hours:.1f} + "
+            f"idle {self.idle_watt_hours:.1f}), {self.duration_seconds / 3600:.2f} h, predicted "
+            f"load {self.predicted_utilization:.2f}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, camelCase like the API."""
-        return {
+        common = {
             "node": self.node,
+            "workloadKind": str(self.workload_kind),
             "gpuModel": self.gpu_model,
             "profile": self.profile,
             "score": self.score,
             "powerLimitWatts": round(self.power_limit_watts, 1),
             "predictedUtilization": round(self.predicted_utilization, 3),
+        }
+        if self.workload_kind is WorkloadKind.SERVICE:
+            return common | {
+                "gpuUtilization": round(self.gpu_utilization, 3),
+                "heldIdleWatts": round(self.held_idle_watts, 1),
+                "activeWatts": round(self.active_watts, 1),
+                "wakeWatts": round(self.wake_watts, 1),
+                "powerWatts": round(self.power_watts, 1),
+                "energyTerm": round(self.energy_term, 3),
+                "headroomTerm": round(self.time_term, 3),
+                "loadFactor": round(self.load_factor, 3),
+                "spreadFactor": round(self.spread_factor, 3),
+            }
+        return common | {
             "contentionSlowdown": round(self.contention_slowdown, 3),
             "durationSeconds": round(self.duration_seconds, 1),
             "dynamicWattHours": round(self.dynamic_watt_hours, 2),
@@ -226,17 +316,28 @@ class NodeTerms:
 
 @dataclass(frozen=True, eq=False)
 class _Terms:
-    """The per-node columns of one scoring pass (what an explanation is made of)."""
+    """The per-node columns of one scoring pass (what an explanation is made of).
+
+    ``cost`` is what the pod is ranked by: watt-hours to completion for batch,
+    watts at its load for a service. ``pace`` is what the time term compares:
+    seconds to completion for batch, the GPU's utilisation for a service.
+    """
 
     table: CandidateTable
+    kind: WorkloadKind
     profiles: Sequence[str]  # per distinct model
     power_limit_watts: Floats  # per distinct model
+    gpu_utilization: Floats  # per distinct model
     predicted_utilization: Floats
     slowdown: Floats
     seconds: Floats
     dynamic_wh: Floats
     idle_wh: Floats
-    energy_wh: Floats
+    held_idle_watts: Floats
+    active_watts: Floats
+    wake_watts: Floats
+    cost: Floats
+    pace: Floats
     meets: Bools | None
     load_factor: Floats
     energy_term: Floats = field(default_factory=lambda: np.empty(0))
@@ -256,18 +357,24 @@ class _Terms:
             duration_seconds=float(self.seconds[i]),
             dynamic_watt_hours=float(self.dynamic_wh[i]),
             idle_watt_hours=float(self.idle_wh[i]),
-            energy_watt_hours=float(self.energy_wh[i]),
+            energy_watt_hours=float(self.dynamic_wh[i] + self.idle_wh[i]),
             meets_deadline=None if self.meets is None else bool(self.meets[i]),
             energy_term=float(self.energy_term[i]),
             time_term=float(self.time_term[i]),
             load_factor=float(self.load_factor[i]),
             spread_factor=float(self.spread[i]),
             score=int(self.scores[i]),
+            workload_kind=self.kind,
+            gpu_utilization=float(self.gpu_utilization[m]),
+            held_idle_watts=float(self.held_idle_watts[i]),
+            active_watts=float(self.active_watts[i]),
+            wake_watts=float(self.wake_watts[i]),
+            power_watts=float(self.cost[i]) if self.kind is WorkloadKind.SERVICE else 0.0,
         )
 
     def ranking(self) -> Ints:
-        """Row order, best first: score, then less energy, then name."""
-        return np.lexsort((np.array(self.table.names, dtype=object), self.energy_wh, -self.scores))
+        """Row order, best first: score, then the lower cost, then name."""
+        return np.lexsort((np.array(self.table.names, dtype=object), self.cost, -self.scores))
 
 
 @dataclass(frozen=True)
@@ -281,6 +388,8 @@ class Explanation:
     budget_pressure: float
     terms: _Terms | None = None
     notes: tuple[str, ...] = ()
+    workload_kind: WorkloadKind = WorkloadKind.BATCH
+    reference_utilization_percent: float | None = None  # a service's demand
 
     def top(self, n: int = 3) -> tuple[NodeTerms, ...]:
         """The ``n`` best-scored nodes."""
@@ -293,17 +402,31 @@ class Explanation:
         """Every node's terms, best first (built on demand: it is rarely read)."""
         return self.top(len(self.terms.table) if self.terms is not None else 0)
 
+    def summary(self) -> str:
+        """The kind, policy and weights in one line."""
+        demand = (
+            f" at {self.reference_utilization_percent:g} % of an A40"
+            if self.reference_utilization_percent is not None
+            else ""
+        )
+        return (
+            f"Lepton {self.energy_policy} {self.workload_kind}{demand} (energy weight "
+            f"{self.energy_weight:.2f}, budget pressure {self.budget_pressure:.2f})"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
+        out: dict[str, Any] = {
             "job": self.job_name,
+            "workloadKind": str(self.workload_kind),
             "energyPolicy": self.energy_policy,
             "energyWeight": round(self.energy_weight, 3),
             "timeWeight": round(self.time_weight, 3),
             "budgetPressure": round(self.budget_pressure, 3),
-            "nodes": [t.as_dict() for t in self.nodes],
-            "notes": list(self.notes),
         }
+        if self.reference_utilization_percent is not None:
+            out["referenceUtilizationPercent"] = round(self.reference_utilization_percent, 2)
+        return out | {"nodes": [t.as_dict() for t in self.nodes], "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -353,6 +476,11 @@ def replicas_per_domain(
     return counts
 
 
+def _base_model(profile_model: str) -> str:
+    """A MIG slice's board model (``A100-MIG-3g`` → ``A100``); others unchanged."""
+    return profile_model.split("-MIG-", 1)[0]
+
+
 def _model_accepted(node_model: str, accepted: tuple[str, ...]) -> bool:
     if not accepted:
         return True
@@ -360,7 +488,11 @@ def _model_accepted(node_model: str, accepted: tuple[str, ...]) -> bool:
     for wanted in accepted:
         if wanted.lower() == node_model.lower():
             return True
-        if node_profile is not None and is_known(wanted) and get_profile(wanted) is node_profile:
+        if (
+            node_profile is not None
+            and is_known(wanted)
+            and _base_model(get_profile(wanted).model) == _base_model(node_profile.model)
+        ):
             return True
     return False
 
@@ -377,10 +509,18 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def asks_for_gpus(hints: JobHints) -> bool:
+    """Whether Lepton ranks this pod: a pod that holds no GPU is left to kube-scheduler."""
+    return hints.gpus_per_replica > 0
+
+
 def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: ScoringConfig) -> _Terms:
     gpus = max(1, hints.gpus_per_replica)
-    work_seconds = _work_hours(hints) * SECONDS_PER_HOUR / gpus
-    profiles, limits, base_seconds, dynamic_watts, gpu_idle = [], [], [], [], []
+    share = hints.gpu_share
+    service = hints.is_service
+    # The whole job's work runs on all its replicas at once.
+    work_seconds = _work_hours(hints) * SECONDS_PER_HOUR / (gpus * max(1, hints.replicas))
+    profiles, limits, base_seconds, active_watts, gpu_idle, util = [], [], [], [], [], []
     for model in table.models:  # a handful of distinct models: plain Python
         profile = get_profile(model)
         try:
@@ -390,31 +530,74 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
         profiles.append(profile.model)
         limits.append(limit)
         base_seconds.append(work_seconds / profile.speed_at(limit))
-        dynamic_watts.append(gpus * (profile.active_power_watts(1.0, limit) - profile.idle_watts))
+        active_watts.append(profile.active_power_watts(1.0, limit) - profile.idle_watts)
         gpu_idle.append(profile.idle_watts)
+        util.append(
+            service_utilization(profile, hints.reference_utilization_percent, limit)
+            if service
+            else 1.0
+        )
     m = table.model_index
     utilization = np.clip(np.nan_to_num(table.predicted_utilization, nan=0.0), 0.0, 1.0)
     excess = np.maximum(0.0, utilization - config.load_target) / (1.0 - config.load_target)
     slowdown = 1.0 + config.contention_slowdown * excess
+    idle_per_gpu = np.asarray(gpu_idle, dtype=np.float64)[m]
+    active_per_gpu = np.asarray(active_watts, dtype=np.float64)[m]
+    # energy.node_idle_watts, per node: the host plus every GPU idle
+    node_idle = table.host_idle() + table.total_gpus * idle_per_gpu
+    wake = np.where(table.empty, node_idle, 0.0)
+    u_m = np.asarray(util, dtype=np.float64)
+    zeros = np.zeros(len(table))
+    meets = None
+    if service:
+        # energy.service_power_watts, per node: what it holds idles, its load is active
+        held = gpus * share * idle_per_gpu
+        active = gpus * active_per_gpu * np.minimum(1.0, u_m[m])
+        lifetime = hints.lifetime_seconds
+        seconds = np.full(len(table), math.nan if lifetime is None else lifetime)
+        life_hours = 1.0 if lifetime is None else lifetime / SECONDS_PER_HOUR
+        cost = held + active + wake
+        return _Terms(
+            table=table,
+            kind=WorkloadKind.SERVICE,
+            profiles=profiles,
+            power_limit_watts=np.asarray(limits, dtype=np.float64),
+            gpu_utilization=u_m,
+            predicted_utilization=utilization,
+            slowdown=slowdown,
+            seconds=seconds,
+            dynamic_wh=active * life_hours,
+            idle_wh=(held + wake) * life_hours,
+            held_idle_watts=held,
+            active_watts=active,
+            wake_watts=wake,
+            cost=cost,
+            pace=u_m[m],
+            meets=None,
+            load_factor=1.0 - config.load_penalty * excess,
+        )
     seconds = np.asarray(base_seconds, dtype=np.float64)[m] * slowdown
     hours = seconds / SECONDS_PER_HOUR
-    dynamic = np.asarray(dynamic_watts, dtype=np.float64)[m] * hours
-    # energy.node_idle_watts, per node: the host plus every GPU idle
-    node_idle = HOST_IDLE_WATTS + table.total_gpus * np.asarray(gpu_idle, dtype=np.float64)[m]
-    idle = np.where(table.empty, node_idle * hours, 0.0)
-    meets = None
+    dynamic = gpus * active_per_gpu * hours
+    idle = wake * hours
     if hints.deadline_time is not None:
         meets = seconds <= (_aware(hints.deadline_time) - _aware(now)).total_seconds()
     return _Terms(
         table=table,
+        kind=WorkloadKind.BATCH,
         profiles=profiles,
         power_limit_watts=np.asarray(limits, dtype=np.float64),
+        gpu_utilization=u_m,
         predicted_utilization=utilization,
         slowdown=slowdown,
         seconds=seconds,
         dynamic_wh=dynamic,
         idle_wh=idle,
-        energy_wh=dynamic + idle,
+        held_idle_watts=zeros,
+        active_watts=zeros,
+        wake_watts=wake,
+        cost=dynamic + idle,
+        pace=seconds,
         meets=meets,
         load_factor=1.0 - config.load_penalty * excess,
     )
@@ -475,7 +658,22 @@ def filter_nodes(
             ok &= ~full
 
     notes: list[str] = []
-    if hints.deadline_time is not None and ok.any():
+    if hints.is_service and asks_for_gpus(hints) and ok.any():
+        terms = _terms(table, hints, now, config)
+        ceiling = config.service_target_utilization * hints.gpu_share
+        heavy = ok & (terms.gpu_utilization[table.model_index] > ceiling + 1e-12)
+        for i in np.flatnonzero(heavy).tolist():
+            m = int(table.model_index[i])
+            failed[names[i]] = (
+                f"a service at {hints.reference_utilization_percent:g} % of an A40 would keep "
+                f"this {terms.profiles[m]} {terms.gpu_utilization[m]:.0%} busy at "
+                f"{terms.power_limit_watts[m]:g} W, above the target "
+                f"{ceiling:.0%}"
+                + (f" of its {hints.gpu_share:g} GPU share" if hints.gpu_share < 1 else "")
+                + ": choose a faster GPU model or lower the demand"
+            )
+        ok &= ~heavy
+    if not hints.is_service and hints.deadline_time is not None and ok.any():
         terms = _terms(table, hints, now, config)
         assert terms.meets is not None
         if (terms.meets & ok).any():
@@ -530,17 +728,25 @@ def score_nodes(
             budget_pressure=hints.budget_pressure,
             terms=terms,
             notes=tuple(notes),
+            workload_kind=hints.workload_kind,
+            reference_utilization_percent=hints.reference_utilization_percent
+            if hints.is_service
+            else None,
         )
 
     if not len(table):
         return ScoreResult({}, explanation(None), [])
+    if not asks_for_gpus(hints):
+        notes.append("the pod asks for no GPU: every node scores the same")
+        same = [MAX_SCORE] * len(table)
+        return ScoreResult(dict(zip(table.names, same, strict=True)), explanation(None), same)
     t = _terms(table, hints, now, config)
     some_meet = t.meets is not None and bool(t.meets.any())
     if t.meets is not None and not some_meet:
         w_energy, w_time = 0.0, 1.0
         notes.append("no candidate meets the deadline: ranked by completion time alone")
-    energy_term = _relative(float(np.min(t.energy_wh)), t.energy_wh)
-    time_term = _relative(float(np.min(t.seconds)), t.seconds)
+    energy_term = _relative(float(np.min(t.cost)), t.cost)
+    time_term = _relative(float(np.min(t.pace)), t.pace)
     spread = np.ones(len(table))
     if hints.spread_across:
         values, ids = table.domain_ids(hints.spread_across)

@@ -45,6 +45,7 @@ from lepton.core.hints import (
     HintError,
     JobHints,
     hints_from_pod_metadata,
+    is_lepton_pod,
 )
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
@@ -168,7 +169,7 @@ class Extender:
         pod with no ``LeptonScored`` event was placed while we were away.
         """
         metadata = obj.get("metadata") or {}
-        if not (metadata.get("labels") or {}).get("lepton.dev/job-name"):
+        if not is_lepton_pod(metadata.get("labels"), metadata.get("annotations")):
             return
         key = f"{metadata.get('namespace')}/{metadata.get('name')}"
         if not (obj.get("spec") or {}).get("nodeName"):
@@ -194,7 +195,9 @@ class Extender:
 
     def _hints(self, args: ExtenderArgs) -> JobHints | None:
         try:
-            hints = hints_from_pod_metadata(args.labels, args.annotations)
+            hints = hints_from_pod_metadata(
+                args.labels, args.annotations, args.owner_name, args.name
+            )
         except HintError as error:
             raise ProtocolError(
                 f"pod {args.namespace}/{args.name} has unreadable Lepton hints: {error}", 422
@@ -356,18 +359,8 @@ def _parse_time(value: Any) -> datetime | None:
 
 def event_message(explanation: Explanation, top: int = 3) -> str:
     """One line per top node with its terms, for a human reading ``kubectl describe pod``."""
-    parts = []
-    for t in explanation.top(top):
-        parts.append(
-            f"{t.node} score {t.score}: {t.profile} at {t.power_limit_watts:.0f} W, "
-            f"{t.energy_watt_hours:.1f} Wh (dynamic {t.dynamic_watt_hours:.1f} + idle "
-            f"{t.idle_watt_hours:.1f}), {t.duration_seconds / 3600:.2f} h, predicted load "
-            f"{t.predicted_utilization:.2f}"
-        )
-    head = (
-        f"Lepton {explanation.energy_policy} (energy weight {explanation.energy_weight:.2f}, "
-        f"budget pressure {explanation.budget_pressure:.2f}); top nodes: "
-    )
+    parts = [t.summary() for t in explanation.top(top)]
+    head = f"{explanation.summary()}; top nodes: "
     return head + "; ".join(parts) if parts else head + "none"
 
 

@@ -12,6 +12,7 @@ is a dictionary lookup per candidate node and a few array gathers.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +21,12 @@ from typing import Any, overload
 
 import numpy as np
 
-from lepton.core.hints import LABEL_BUDGET_NAME, LABEL_JOB_NAME
+from lepton.core.hints import (
+    LABEL_BUDGET_NAME,
+    LABEL_HOST_IDLE_WATTS,
+    owner_name,
+    workload_name,
+)
 from lepton.core.scoring import CandidateNode, CandidateTable
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -37,6 +43,7 @@ class NodeInfo:
     gpu_model: str
     allocatable_gpus: int
     labels: dict[str, str]
+    host_idle_watts: float = math.nan  # from lepton.dev/host-idle-watts; NaN: the default
 
 
 @dataclass(slots=True)
@@ -74,11 +81,16 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
     labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
     allocatable = (obj.get("status") or {}).get("allocatable") or {}
     model = labels.get(LABEL_GPU_PRODUCT) or labels.get(LABEL_LEPTON_GPU_MODEL) or ""
+    try:
+        host_idle = float(labels.get(LABEL_HOST_IDLE_WATTS, "nan"))
+    except ValueError:
+        host_idle = math.nan  # an unreadable label falls back to the sourced default
     return NodeInfo(
         name=str(metadata.get("name", "")),
         gpu_model=model,
         allocatable_gpus=_quantity(allocatable.get(GPU_RESOURCE, 0)),
         labels=labels,
+        host_idle_watts=host_idle if math.isfinite(host_idle) and host_idle >= 0 else math.nan,
     )
 
 
@@ -108,7 +120,7 @@ def pod_info(obj: Mapping[str, Any]) -> PodInfo:
         name=str(metadata.get("name") or ""),
         uid=str(metadata.get("uid") or ""),
         node_name=str(spec.get("nodeName") or ""),
-        job_name=str(labels.get(LABEL_JOB_NAME) or ""),
+        job_name=workload_name(labels, metadata.get("annotations"), owner_name(metadata)) or "",
         budget_name=str(labels.get(LABEL_BUDGET_NAME) or ""),
         gpus=pod_gpus(spec),
         active=phase not in TERMINAL_PHASES,
@@ -183,6 +195,7 @@ class ClusterCache:
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
+        self._host_idle_col = np.zeros(0, dtype=np.float64)
         # topology key -> (distinct values, value -> id, per-row id or -1), built on first use
         self._domain_cols: dict[str, tuple[list[str], dict[str, int], Ints]] = {}
 
@@ -192,7 +205,14 @@ class ClusterCache:
         if size <= len(self._model_col):
             return
         new = max(size, 2 * len(self._model_col), 64)
-        for attr in ("_model_col", "_alloc_col", "_used_col", "_awake_col", "_forecast_col"):
+        for attr in (
+            "_model_col",
+            "_alloc_col",
+            "_used_col",
+            "_awake_col",
+            "_forecast_col",
+            "_host_idle_col",
+        ):
             old = getattr(self, attr)
             col = np.zeros(new, dtype=old.dtype)
             col[: len(old)] = old
@@ -226,6 +246,7 @@ class ClusterCache:
         self._used_col[row] = self._gpus_used.get(info.name, 0)
         self._awake_col[row] = self._awake.get(info.name, 0)
         self._forecast_col[row] = self.forecasts.get(info.name, 0.0)
+        self._host_idle_col[row] = info.host_idle_watts
 
     def _rebuild_rows(self) -> None:
         self._row, self._names, self._labels = {}, [], []
@@ -235,6 +256,7 @@ class ClusterCache:
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
+        self._host_idle_col = np.zeros(0, dtype=np.float64)
         self._domain_cols = {}
         for info in self.nodes.values():
             self._set_row(info)
@@ -404,6 +426,7 @@ class ClusterCache:
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
                 labels=_Rows(self._labels, row_list),
+                host_idle_watts=self._host_idle_col[rows],
                 domains={
                     key: (list(values), col[rows])
                     for key in domain_keys

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lepton.core.hints import owner_name
+
 MAX_EXTENDER_PRIORITY = 10
 
 
@@ -58,6 +60,11 @@ class ExtenderArgs:
     @property
     def annotations(self) -> dict[str, str]:
         return _string_map(self.pod.get("metadata", {}).get("annotations"))
+
+    @property
+    def owner_name(self) -> str | None:
+        metadata = self.pod.get("metadata")
+        return owner_name(metadata) if isinstance(metadata, dict) else None
 
 
 def _string_map(value: Any) -> dict[str, str]:

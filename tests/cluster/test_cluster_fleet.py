@@ -42,6 +42,25 @@ def test_fleet_file_describes_any_fleet(tmp_path: Path) -> None:
     assert small["metadata"]["labels"][LABEL_GPU_PRODUCT] == "NVIDIA-L4"
 
 
+def test_a_fleet_file_can_give_a_nodes_measured_host_idle_draw(tmp_path: Path) -> None:
+    from lepton_scheduler.cache import ClusterCache
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "nodeGroups:\n"
+        "  - {name: lean, gpuModel: L4, gpusPerNode: 8, zone: a, hostIdleWatts: 180}\n"
+        "  - {name: plain, gpuModel: L4, gpusPerNode: 8, zone: a}\n"
+    )
+    nodes = load_fleet(path).nodes()
+    assert nodes[0]["metadata"]["labels"]["lepton.dev/host-idle-watts"] == "180"
+    assert "lepton.dev/host-idle-watts" not in nodes[1]["metadata"]["labels"]
+    # the extender reads the label into the scorer's table; the other node gets the default
+    cache = ClusterCache()
+    cache.replace_nodes(nodes)
+    table, _ = cache.table(["lean-0", "plain-0"])
+    assert table.host_idle().tolist() == [180.0, 300.0]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -64,6 +83,10 @@ def test_fleet_file_describes_any_fleet(tmp_path: Path) -> None:
             "duplicate node names",
         ),
         ("nodeGroups: [", "not valid YAML"),
+        (
+            "nodeGroups:\n  - {name: a, gpuModel: A40, zone: z, gpusPerNode: 1, hostIdleWatts: x}",
+            "'hostIdleWatts' must be a non-negative integer",
+        ),
     ],
 )
 def test_bad_fleet_files_say_what_to_fix(tmp_path: Path, text: str, message: str) -> None:

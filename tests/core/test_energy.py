@@ -7,8 +7,8 @@ import math
 import pytest
 
 from lepton.core.energy import (
-    HOST_IDLE_WATTS,
     chosen_power_limit_watts,
+    host_idle_watts,
     job_duration_seconds,
     job_energy_watt_hours,
     node_idle_watts,
@@ -82,4 +82,6 @@ def test_zero_work_costs_nothing_and_zero_gpus_counts_as_one() -> None:
 
 
 def test_node_idle_power_counts_host_and_every_gpu() -> None:
-    assert node_idle_watts(get_profile("A40"), 8) == HOST_IDLE_WATTS + 8 * 30.0
+    assert host_idle_watts(8) == 300.0  # 100 W host + 25 W per GPU slot (estimate)
+    assert node_idle_watts(get_profile("A40"), 8) == host_idle_watts(8) + 8 * 30.0
+    assert node_idle_watts(get_profile("A40"), 8, host_watts=450.0) == 450.0 + 8 * 30.0

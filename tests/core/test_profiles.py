@@ -60,14 +60,27 @@ def test_every_number_in_a_profile_file_has_a_source(path: Path) -> None:
     assert doc["power_limit_curve"]["source"]
 
 
-def test_datasheet_profiles_say_so_and_the_a40_says_measured() -> None:
+def test_datasheet_profiles_say_so_and_the_swept_models_say_measured() -> None:
     for model, profile in load_profiles().items():
         if model == "A40":
             assert profile.source.startswith("measured:")
-            assert profile.sources["power_limit_curve"].startswith("measured:")
         else:
             assert profile.source.startswith("datasheet:")
+        if model in profiles.SWEEPS:
+            for key in ("power_limit_curve", "busy_power_watts", "min_power_limit_watts"):
+                assert profile.sources[key].startswith("measured:"), (model, key)
+        else:
             assert profile.sources["max_power_limit_watts"].startswith("datasheet")
+            assert profile.sources["power_limit_curve"].startswith("assumed:")
+
+
+@pytest.mark.parametrize("model", ["V100", "P100"])
+def test_v100_and_p100_curves_are_their_own_measured_sweeps_not_the_a40s(model: str) -> None:
+    own, a40 = get_profile(model), get_profile("A40")
+    assert own.curve != a40.curve
+    assert (
+        profiles.render_swept_yaml(model) == (PROFILES_DIR / f"{model.lower()}.yaml").read_text()
+    ), f"{model} drifted from its sweep: run `python -m lepton.core.profiles derive`"
 
 
 @needs_shared_data
@@ -151,7 +164,7 @@ def test_power_and_speed_are_sane_across_limits(model: str) -> None:
         ("NVIDIA-A40", "A40"),
         ("nvidia-a40", "A40"),
         ("NVIDIA-A100-SXM4-80GB", "A100"),
-        ("NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", "A100"),
+        ("NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", "A100-MIG-1g"),
         ("NVIDIA-H100-80GB-HBM3", "H100"),
         ("Tesla-V100-SXM2-32GB", "V100"),
         ("V100M16", "V100"),
@@ -186,4 +199,25 @@ def test_unknown_model_gets_a_conservative_default_and_a_warning(
 def test_derive_cli_check_passes_on_the_checked_in_file() -> None:
     if not (DATA_DIR / profiles.A40_SWEEP).exists():
         pytest.skip("no shared data")
-    assert profiles.main(["derive-a40", "--check"]) == 0
+    assert profiles.main(["derive", "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("product", "slices"),
+    [
+        ("NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", 1),
+        ("NVIDIA-A100-SXM4-40GB-MIG-3g.20gb", 3),
+        ("NVIDIA-H100-80GB-HBM3-MIG-7g.80gb", 7),
+    ],
+)
+def test_a_mig_slice_is_its_fraction_of_the_board(product: str, slices: int) -> None:
+    slice_, board = get_profile(product), get_profile(product.split("-MIG-")[0])
+    fraction = slices / 7
+    assert slice_.relative_speed == pytest.approx(board.relative_speed * fraction)
+    assert slice_.idle_watts == pytest.approx(board.idle_watts * fraction)
+    assert slice_.busy_power_at(None) == pytest.approx(board.busy_power_at(None) * fraction)
+    # the board's curve applies unchanged: the slice at the board's optimal limit fraction
+    assert slice_.speed_at(slice_.energy_optimal_power_limit_watts) == pytest.approx(
+        board.speed_at(board.energy_optimal_power_limit_watts) * fraction
+    )
+    assert slice_.source.startswith("derived:")

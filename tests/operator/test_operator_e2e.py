@@ -185,6 +185,39 @@ BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [
         "spec.work must set exactly one of",
     ),
     (
+        "work and service",
+        {**lepton_job("b"), "spec": {**_JOB, "service": {"referenceUtilizationPercent": 30}}},
+        "spec.work or spec.service: set exactly one",
+    ),
+    (
+        "neither work nor service",
+        {**lepton_job("b"), "spec": {k: v for k, v in _JOB.items() if k != "work"}},
+        "spec.work or spec.service: set exactly one",
+    ),
+    (
+        "service over 100 %",
+        {
+            **lepton_job("b"),
+            "spec": {
+                **{k: v for k, v in _JOB.items() if k != "work"},
+                "service": {"referenceUtilizationPercent": 150},
+            },
+        },
+        "spec.service.referenceUtilizationPercent must be between 1 and 100",
+    ),
+    (
+        "service with a deadline",
+        {
+            **lepton_job("b"),
+            "spec": {
+                **{k: v for k, v in _JOB.items() if k != "work"},
+                "service": {"referenceUtilizationPercent": 30},
+                "deadlineTime": "2030-01-01T00:00:00Z",
+            },
+        },
+        "spec.deadlineTime applies to batch work only",
+    ),
+    (
         "watts without number",
         {**lepton_job("b"), "spec": {**_JOB, "powerCap": {"mode": "Watts"}}},
         "spec.powerCap.watts must be set when spec.powerCap.mode is Watts",

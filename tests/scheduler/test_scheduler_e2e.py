@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
@@ -31,6 +32,8 @@ from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
 from lepton.core.predictor import PredictorConfig, Series
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -188,6 +191,7 @@ def test_a_deadline_only_fast_gpus_can_meet_sends_the_job_to_them(live: Live, aw
 def test_pods_of_other_workloads_are_scheduled_as_usual(live: Live, awake: str) -> None:
     pod = gpu_pod("plain-0", JobHints(job_name="x"))
     del pod["metadata"]["labels"][LABEL_JOB_NAME]
+    pod["metadata"]["annotations"] = {}  # no LeptonJob and no hints: not Lepton's pod
     apply(live.cluster, awake, pod)
     assert placed(live.cluster, awake, ["plain-0"])["plain-0"] in FLEET_NODES
 
@@ -222,3 +226,42 @@ def test_the_lepton_scheduler_command_serves_and_gets_ready(cluster: LocalCluste
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_deployment_with_service_hints_lands_on_small_efficient_gpus(
+    live: Live, awake: str
+) -> None:
+    example = REPO / "examples" / "services" / "inference-deployment.yaml"
+    live.cluster.kubectl("apply", "-n", awake, "-f", str(example))
+
+    def pods() -> list[dict[str, Any]]:
+        out = live.cluster.kubectl("get", "pods", "-n", awake, "-l", "app=embeddings", "-o", "json")
+        return [p for p in json.loads(out.stdout)["items"] if p["spec"].get("nodeName")]
+
+    wait_for(lambda: len(pods()) == 3, 60, "the Deployment's 3 replicas to be bound")
+    labels = node_labels(live.cluster)
+    products = {labels[p["spec"]["nodeName"]][LABEL_GPU_PRODUCT] for p in pods()}
+    assert products <= {"Tesla-T4", "NVIDIA-L4"}, products
+    name = pods()[0]["metadata"]["name"]
+    explained = live.extender.explain(f"{awake}/{name}")
+    assert explained["workloadKind"] == "Service"
+    assert explained["job"].startswith("embeddings-")  # its ReplicaSet: the replicas are siblings
+    assert {"gpuUtilization", "heldIdleWatts", "activeWatts", "powerWatts"} <= set(
+        explained["nodes"][0]
+    )
+    # and `kubectl lepton explain` shows the service terms from the pod's LeptonScored Event
+    plugin = Path(sys.executable).with_name("kubectl-lepton")
+
+    def explain() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(plugin), "explain", name, "-n", awake],
+            env={**live.cluster.env(), "KUBECONFIG": str(live.cluster.kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    wait_for(lambda: explain().returncode == 0, 30, "the LeptonScored event")
+    out = explain().stdout
+    assert "Service at 10 % of an A40" in out and "held idle" in out and "active" in out, out

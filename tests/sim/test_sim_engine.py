@@ -6,7 +6,7 @@ import pytest
 from lepton_scheduler import app as extender_app
 
 from lepton.core import scoring
-from lepton.core.energy import HOST_IDLE_WATTS
+from lepton.core.energy import host_idle_watts
 from lepton.core.profiles import get_profile
 from lepton.sim import PolicyName, SimConfig, TraceNode, TracePod, simulate
 from lepton.sim import policies as sim_policies
@@ -14,7 +14,7 @@ from lepton.sim.policies import num_feasible_nodes_to_find
 
 A40 = get_profile("A40")
 A40_DYNAMIC_WATTS = A40.busy_power_at(None) - A40.idle_watts
-A40_NODE_IDLE_WATTS = HOST_IDLE_WATTS + A40.idle_watts  # one-GPU node
+A40_NODE_IDLE_WATTS = host_idle_watts(1) + A40.idle_watts  # one-GPU node
 GRACE = 600.0
 
 
