@@ -30,8 +30,8 @@ moment it is requested until it is removed. ``always_on`` powers every node of
 the fleet for the whole window and has no autoscaler.
 
 On top of idle power each running pod adds its GPUs' active power at the
-policy's power limit: a batch pod ``share · (P_busy − P_idle)``, a service
-``gpus · (P_busy − P_idle) · min(1, u_m)``. Every figure is a **model estimate**.
+policy's power limit: a batch pod ``share · (P_busy - P_idle)``, a service
+``gpus · (P_busy - P_idle) · min(1, u_m)``. Every figure is a **model estimate**.
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ from typing import Any
 import numpy as np
 
 from lepton.core.energy import (
-    HOST_IDLE_WATTS,
     SECONDS_PER_HOUR,
     chosen_power_limit_watts,
+    host_idle_watts,
+    service_utilization,
 )
 from lepton.core.profiles import get_profile
+from lepton.core.scoring import DEFAULT_CONFIG as SCORING_DEFAULTS
 
 from .policies import (
     POWER_CAP,
@@ -89,8 +91,8 @@ DEFAULT_DEADLINE_FACTOR = 1.5  # assumed: a batch pod's deadline is 1.5x its tra
 # expected load (inference services run GPUs far below saturation: Weng et al.,
 # "MLaaS in the Wild", NSDI 2022, on Alibaba PAI); a shared pod its share of that.
 DEFAULT_SERVICE_REFERENCE_UTILIZATION_PERCENT = 30.0
-# the scorer's service target (ScoringConfig.service_target_utilization default)
-DEFAULT_SERVICE_TARGET_UTILIZATION = 0.8
+# the scorer's own service target (ScoringConfig.service_target_utilization)
+DEFAULT_SERVICE_TARGET_UTILIZATION = SCORING_DEFAULTS.service_target_utilization
 REGIMES = ("scale_in", "always_on")
 EXPANDERS = ("least-waste", "random")
 WINDOWS = ("arrivals", "trace", "run")
@@ -244,7 +246,9 @@ class SimResult:
             p.gpu_share * (p.end_seconds - p.start_seconds) for p in services if p.above_target
         )
         held = sum(p.gpu_share * overlap(p.start_seconds, p.end_seconds) for p in self.placements)
-        dynamic = sum(p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in self.placements)
+        dynamic = sum(
+            p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in self.placements
+        )
 
         def pct(values: np.ndarray[Any, Any], q: float) -> float:
             return float(np.percentile(values, q)) if len(values) else 0.0
@@ -311,7 +315,7 @@ def build_table(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -> Nod
         memory_capacity=np.array([n.memory_mib for n in nodes], dtype=np.int64),
         gpus=np.array([n.gpus for n in nodes], dtype=np.int64),
         gpu_free_milli=free,
-        host_idle_watts=np.full(len(nodes), HOST_IDLE_WATTS, dtype=np.float64),
+        host_idle_watts=np.array([host_idle_watts(n.gpus) for n in nodes], dtype=np.float64),
     )
 
 
@@ -330,6 +334,7 @@ def fleet_mean_speed(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -
 class _ModelRun:
     speed: float
     dynamic_watts_per_gpu: float  # P_busy at the limit minus P_idle
+    limit_watts: float = 0.0
 
 
 def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
@@ -340,6 +345,7 @@ def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
         runs[model] = _ModelRun(
             speed=profile.speed_at(limit),
             dynamic_watts_per_gpu=profile.active_power_watts(1.0, limit) - profile.idle_watts,
+            limit_watts=limit,
         )
     return runs
 
@@ -347,7 +353,11 @@ def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
 def node_idle_watts_of(table: NodeTable) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Each node's idle draw: its host plus every GPU idle (energy.node_idle_watts, per node)."""
     gpu_idle = np.array([get_profile(m).idle_watts for m in table.models], dtype=np.float64)
-    host = table.host_idle_watts if table.host_idle_watts is not None else HOST_IDLE_WATTS
+    host = (
+        table.host_idle_watts
+        if table.host_idle_watts is not None
+        else np.array([host_idle_watts(int(g)) for g in table.gpus])
+    )
     return np.asarray(host + table.gpus * gpu_idle, dtype=np.float64)
 
 
@@ -511,7 +521,11 @@ def simulate(
             dynamic = 0.0
             if pod.num_gpu > 0:
                 per_gpu_share = share / pod.num_gpu
-                utilization = u_ref_full * per_gpu_share / run.speed
+                utilization = service_utilization(
+                    get_profile(model),
+                    requests[i].reference_utilization_percent,
+                    run.limit_watts,
+                )
                 above = utilization > target * per_gpu_share + 1e-12
                 busy = pod.num_gpu * min(1.0, utilization)
                 dynamic = busy * run.dynamic_watts_per_gpu
@@ -601,9 +615,7 @@ def simulate(
             node = int(candidates[0])
         else:
             off = ~table.powered & ~booting
-            options = [
-                g for g, rep in enumerate(group_rep.tolist()) if fits_empty(i, rep)
-            ]
+            options = [g for g, rep in enumerate(group_rep.tolist()) if fits_empty(i, rep)]
             options = [g for g in options if (off & (group_of == g)).any()]
             if not options:
                 return  # nothing to add: the pod waits for room
@@ -634,9 +646,9 @@ def simulate(
             scale_up(i, now)
 
     while events:
-        now, _, _, kind, i = heapq.heappop(events)
+        now, _, _, event, i = heapq.heappop(events)
         last_event = max(last_event, now)
-        if kind == ARRIVE:
+        if event == ARRIVE:
             if not try_place(i, now):
                 queued[i] = True
                 if autoscaled and not (fits_mask(i) & table.powered).any():
@@ -644,7 +656,7 @@ def simulate(
                     # know the extender's filter: a pod only the extender rejects waits)
                     scale_up(i, now)
             continue
-        if kind == FINISH:
+        if event == FINISH:
             node, claimed, busy = claims.pop(i)
             pod = pods[i]
             for slot, milli in claimed:
@@ -658,7 +670,7 @@ def simulate(
                 empty_since[node] = now
                 push(now + grace, IDLE, node)
             continue
-        if kind == READY:
+        if event == READY:
             node = i
             booting[node] = False
             table.powered[node] = True
@@ -671,7 +683,11 @@ def simulate(
             continue
         # IDLE: remove a node that stayed empty for the whole grace period
         node = i
-        if table.powered[node] and table.pods[node] == 0 and now >= empty_since[node] + grace - 1e-9:
+        if (
+            table.powered[node]
+            and table.pods[node] == 0
+            and now >= empty_since[node] + grace - 1e-9
+        ):
             table.powered[node] = False
             intervals.append((node, float(on_since[node]), now))
             if queued.any():

@@ -41,11 +41,16 @@ import numpy as np
 import numpy.typing as npt
 
 from lepton.core import scoring
-from lepton.core.energy import HOST_IDLE_WATTS, POWER_CAP_AUTO, POWER_CAP_NONE
-from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.energy import POWER_CAP_AUTO, POWER_CAP_NONE, host_idle_watts
+from lepton.core.hints import (
+    DEFAULT_REFERENCE_UTILIZATION_PERCENT,
+    EnergyPolicy,
+    JobHints,
+    WorkloadKind,
+)
 from lepton.core.scoring import CandidateTable
 
-from .trace import BATCH
+from .trace import BATCH, SERVICE
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -133,7 +138,7 @@ class NodeTable:
     gpus: IntArray
     # free milli-GPU per GPU slot; slots a node does not have hold -1
     gpu_free_milli: IntArray
-    host_idle_watts: FloatArray | None = None  # per node; None = energy.HOST_IDLE_WATTS
+    host_idle_watts: FloatArray | None = None  # per node; None = energy.host_idle_watts(gpus)
     cpu_used: IntArray = field(init=False)
     memory_used: IntArray = field(init=False)
     pods: IntArray = field(init=False)  # active pods per node
@@ -152,9 +157,13 @@ class NodeTable:
         self.gpu_busy = np.zeros(n, dtype=np.float64)
         self.powered = np.ones(n, dtype=bool)
         if self.host_idle_watts is None:
-            self.host_idle_watts = np.full(n, HOST_IDLE_WATTS, dtype=np.float64)
+            self.host_idle_watts = np.array(
+                [host_idle_watts(int(g)) for g in self.gpus], dtype=np.float64
+            )
         models: dict[str, int] = {}
-        self.model_ids = np.array([models.setdefault(m, len(models)) for m in self.models], dtype=np.int64)
+        self.model_ids = np.array(
+            [models.setdefault(m, len(models)) for m in self.models], dtype=np.int64
+        )
         self.distinct_models = list(models)
         kinds: dict[tuple[str, int], int] = {}
         ids = [
@@ -244,9 +253,7 @@ def most_allocated_fit_scores(table: NodeTable, idx: IntArray, pod: PodRequest) 
     extended resource like the GPU, where the pod requests none.
     """
     cpu = most_allocated_scores(table.cpu_capacity[idx], table.cpu_used[idx] + pod.cpu_milli)
-    mem = most_allocated_scores(
-        table.memory_capacity[idx], table.memory_used[idx] + pod.memory_mib
-    )
+    mem = most_allocated_scores(table.memory_capacity[idx], table.memory_used[idx] + pod.memory_mib)
     if pod.num_gpu <= 0:
         return np.asarray((cpu + mem) // 2, dtype=np.int64)
     gpu_req = table.gpu_used_milli[idx] + pod.num_gpu * min(pod.gpu_milli, 1000)
@@ -389,6 +396,7 @@ def candidate_table(
         empty=table.pods[idx] == 0,
         predicted_utilization=np.asarray(utilization, dtype=np.float64),
         labels=[_NO_LABELS] * len(idx),
+        host_idle_watts=None if table.host_idle_watts is None else table.host_idle_watts[idx],
     )
 
 
@@ -399,14 +407,21 @@ def job_hints(
     pod: PodRequest, energy_policy: EnergyPolicy, power_cap: str, deadline: datetime | None
 ) -> JobHints:
     """The hints the extender would read from the pod's annotations."""
+    service = pod.kind == SERVICE
     return JobHints(
         job_name=pod.name,
         energy_policy=energy_policy,
         work_reference_gpu_hours=pod.work_reference_gpu_hours,
         gpus_per_replica=pod.num_gpu,
         gpu_models=pod.gpu_models,
-        deadline_time=deadline,
+        deadline_time=None if service else deadline,
         power_cap=power_cap,
+        workload_kind=WorkloadKind.SERVICE if service else WorkloadKind.BATCH,
+        reference_utilization_percent=pod.reference_utilization_percent
+        if service
+        else DEFAULT_REFERENCE_UTILIZATION_PERCENT,
+        lifetime_seconds=pod.lifetime_seconds if service else None,
+        gpu_milli=min(max(pod.gpu_milli, 1), 1000) if pod.num_gpu > 0 else 1000,
     )
 
 

@@ -221,7 +221,9 @@ def scale_arrivals(pods: Sequence[TracePod], factor: float) -> list[TracePod]:
     scheduled), so work and lifetimes are unchanged: ``factor`` < 1 is more load.
     """
     if not factor > 0:
-        raise ValueError(f"arrival scale {factor!r} must be a positive number (0.5 = twice the load)")
+        raise ValueError(
+            f"arrival scale {factor!r} must be a positive number (0.5 = twice the load)"
+        )
     if factor == 1 or not pods:
         return list(pods)
     first = min(p.creation_seconds for p in pods)
