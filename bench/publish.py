@@ -62,7 +62,9 @@ def publish(results: Path, docs: Path = DOCS) -> Path:
         "ratios within one run, not absolute times across runs. Energy figures from the "
         "simulator and the demo are model estimates, not measurements.\n",
     ]
-    for md in sorted(results.glob("*.md")):
+    # the simulation's headline (against the strongest baseline) comes first
+    mds = sorted(results.glob("*.md"), key=lambda p: (p.stem != "simulation", p.name))
+    for md in mds:
         sections.append(f"## {md.stem}\n\n{md.read_text().strip()}\n")
     for path in sorted(results.glob("bench_*.json")):
         data = json.loads(path.read_text())

@@ -456,13 +456,29 @@ def exporter_command(
     "policies",
     multiple=True,
     type=click.Choice(
-        ["default-scheduler", "most-allocated", "lepton-balanced", "lepton-efficiency"]
+        [
+            "default-scheduler",
+            "default-scheduler-capped",
+            "most-allocated",
+            "most-allocated-capped",
+            "lepton-balanced-uncapped",
+            "lepton-balanced",
+            "lepton-efficiency-uncapped",
+            "lepton-efficiency",
+        ]
     ),
-    help="Policies to compare (repeatable; default: all).",
+    help="Policies to compare (repeatable; default: all). -capped: every GPU at the Auto "
+    "power limit; -uncapped: Lepton with GPUs at their default limit.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (tie-breaks).")
+@click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
 @click.option("--pod-limit", type=int, default=None, help="Replay only the first N pods.")
-@click.option("--node-count", type=int, default=None, help="Use a sample of N nodes.")
+@click.option(
+    "--node-count",
+    type=int,
+    default=150,
+    show_default=True,
+    help="Nodes sampled per seed (stratified by GPU model); 0 = the whole fleet.",
+)
 @click.option(
     "--gpu-model",
     "gpu_models",
@@ -481,14 +497,67 @@ def exporter_command(
     type=float,
     default=600.0,
     show_default=True,
-    help="How long an empty node stays on before it is scaled in.",
+    help="How long a node stays empty before the autoscaler removes it.",
+)
+@click.option(
+    "--provisioning-delay-seconds",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="From the autoscaler's request to a new node taking pods "
+    "(cluster-autoscaler FAQ: about 5 min).",
+)
+@click.option(
+    "--expander",
+    type=click.Choice(["least-waste", "random"]),
+    default="least-waste",
+    show_default=True,
+    help="Which node group the autoscaler grows (cluster-autoscaler's --expander).",
+)
+@click.option(
+    "--load",
+    "loads",
+    multiple=True,
+    help="A load level: the default scheduler's mean GPU allocation to reach (60%), found by "
+    "search, or an arrival scale (x0.008). Repeatable; default 30%, 60%, 85%.",
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Seeds 0..N-1 per cell (fleet sample, ties).",
+)
+@click.option(
+    "--regime",
+    "regimes",
+    multiple=True,
+    type=click.Choice(["scale_in", "always_on"]),
+    help="Regimes to run (default both).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    help="QOS=Service|Batch on top of the default "
+    "(LS, Guaranteed, Burstable = Service; BE = Batch).",
+)
+@click.option(
+    "--service-utilization-percent",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="A service's demand: percent of one A40 it keeps busy per whole GPU held (x its share).",
+)
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Processes to run cells in."
 )
 @click.option(
     "--deadline-factor",
     type=float,
     default=1.5,
     show_default=True,
-    help="A job's deadline: this many times its trace run time after it arrives.",
+    help="A batch job's deadline: this many times its trace run time after it arrives.",
 )
 def simulate(
     pods_path: Path | None,
@@ -502,11 +571,20 @@ def simulate(
     gpu_models: tuple[str, ...],
     trace_speed: float | None,
     scale_in_grace_seconds: float,
+    provisioning_delay_seconds: float,
+    expander: str,
+    loads: tuple[str, ...],
+    seeds: int,
+    regimes: tuple[str, ...],
+    kinds: tuple[str, ...],
+    service_utilization_percent: float,
+    workers: int,
     deadline_factor: float,
 ) -> None:
-    """Replay a GPU pod trace on a node fleet under each policy, with the extender's own scoring,
-    and report energy, completion times and node-hours (energy model estimates)."""
-    from lepton.sim.run import cli_run, parse_model_map
+    """Replay a GPU pod trace on a sampled fleet under each policy, with the extender's own
+    scoring and a cluster-autoscaler emulation, at several loads and seeds; report energy,
+    completion times, service load and node-hours (energy model estimates)."""
+    from lepton.sim.run import cli_run, parse_kind_map, parse_model_map
 
     try:
         outcome = cli_run(
@@ -515,12 +593,20 @@ def simulate(
             out_dir=out_dir,
             name=name,
             policies=policies,
-            seed=seed,
+            seeds=tuple(range(seed, seed + max(1, seeds))),
             pod_limit=pod_limit,
-            node_count=node_count,
+            node_count=node_count or None,
             model_map=parse_model_map(gpu_models),
+            kind_map=parse_kind_map(kinds),
+            loads=loads,
+            regimes=regimes or ("scale_in", "always_on"),
+            workers=workers,
+            progress=click.echo,
             trace_speed=trace_speed,
             scale_in_grace_seconds=scale_in_grace_seconds,
+            provisioning_delay_seconds=provisioning_delay_seconds,
+            expander=expander,
+            service_reference_utilization_percent=service_utilization_percent,
             deadline_factor=deadline_factor,
         )
     except ValueError as error:  # TraceError included: both name the fix

@@ -1,25 +1,37 @@
-"""The event-driven replay: pods arrive, wait, run and leave; nodes power up and down.
+"""The event-driven replay: pods arrive, wait, run and leave; nodes are added and removed.
 
-One run replays a trace under one policy. A clock jumps from event to event
-(arrivals at ``creation_time``, completions); a pod that fits no node waits in
-a FIFO queue and is retried whenever a pod leaves. Placement is the policy's
-(:mod:`lepton.sim.policies`); how long a pod runs and what it draws come from
-the core's GPU profiles and energy model, so that the simulator, the extender
-and the operator share one picture of a GPU.
+One run replays a trace under one policy in one regime. A clock jumps from
+event to event (arrivals, completions, nodes becoming ready, empty nodes timing
+out). Placement is the policy's (:mod:`lepton.sim.policies`); how long a pod
+runs and what it draws come from the core's GPU profiles and energy model, so
+that the simulator, the extender and the operator share one picture of a GPU.
 
-Energy is worked out after the replay from the intervals it produced, for two
-regimes at once (placement does not depend on the regime):
+**Workload kinds.** Each trace pod is a service or a batch job, from its QoS
+class (:data:`lepton.sim.trace.DEFAULT_KIND_MAP`, overridable):
 
-* ``always_on`` — every node of the fleet draws its idle power over the whole
-  horizon (trace start to the later of the trace's end and the last completion);
-* ``scale_in`` — a node draws idle power from the moment a pod lands on it until
-  ``scale_in_grace_seconds`` after its last pod left (cluster-autoscaler's
-  ``scale-down-unneeded-time`` default of 10 minutes); it is woken at once when
-  a pod is placed on it (no boot delay: optimistic for every policy alike).
+* a *batch* pod carries work in reference (A40) GPU-seconds, its trace runtime
+  times the speed of the GPU it ran on in the trace (unknown: the fleet's mean
+  speed, ``trace_speed``); on model ``m`` at limit ``cap`` it runs
+  ``work / (gpus · speed(m, cap))`` and keeps its GPUs busy;
+* a *service* keeps its trace lifetime whatever it runs on. Its demand is
+  ``reference_utilization_percent`` of one A40 per GPU held, scaled by its share
+  of the GPU (``gpu_milli``): ``u_ref = service_reference_utilization_percent/100 ·
+  gpu_milli/1000``. On model ``m`` its utilisation is ``u_m = u_ref / speed(m, cap)``;
+  it is *above target* where ``u_m > service_target_utilization · share``.
+
+**Regimes.** ``scale_in`` (the default) emulates the cluster autoscaler for every
+policy alike: only powered nodes are candidates; when no powered node fits a
+pending pod (and no node being added will), one node of the kind the expander
+picks is added (``least-waste``, cluster-autoscaler's expander: the node group
+leaving the least CPU and memory idle, ties at random) and is ready after
+``provisioning_delay_seconds``; a node empty for ``scale_in_grace_seconds`` is
+removed (``--scale-down-unneeded-time``). A node draws its idle power from the
+moment it is requested until it is removed. ``always_on`` powers every node of
+the fleet for the whole window and has no autoscaler.
 
 On top of idle power each running pod adds its GPUs' active power at the
-policy's power limit: ``share · (P_busy(model, limit) - P_idle(model))``.
-Every figure is a **model estimate**, not a measurement.
+policy's power limit: a batch pod ``share · (P_busy - P_idle)``, a service
+``gpus · (P_busy - P_idle) · min(1, u_m)``. Every figure is a **model estimate**.
 """
 
 from __future__ import annotations
@@ -33,17 +45,32 @@ from typing import Any
 
 import numpy as np
 
-from lepton.core.energy import SECONDS_PER_HOUR, chosen_power_limit_watts, node_idle_watts
+from lepton.core.energy import (
+    SECONDS_PER_HOUR,
+    chosen_power_limit_watts,
+    host_idle_watts,
+    service_utilization,
+)
 from lepton.core.profiles import get_profile
+from lepton.core.scoring import DEFAULT_CONFIG as SCORING_DEFAULTS
 
 from .policies import (
     POWER_CAP,
+    LeptonPolicy,
     NodeTable,
     PodRequest,
     PolicyName,
     make_policy,
 )
-from .trace import FULL_GPU_MILLI, TraceNode, TracePod
+from .trace import (
+    BATCH,
+    DEFAULT_KIND_MAP,
+    FULL_GPU_MILLI,
+    SERVICE,
+    TraceNode,
+    TracePod,
+    workload_kind,
+)
 
 # Assumed models behind the trace's undisclosed and memory-named GPUs. The
 # trace (Alibaba PAI 2023) hides what G2 and G3 are: 8-GPU servers that make up
@@ -55,8 +82,20 @@ DEFAULT_MODEL_MAP: Mapping[str, str] = {
     "V100M32": "V100",  # the trace's V100 32 GB
 }
 DEFAULT_SCALE_IN_GRACE_SECONDS = 600.0  # cluster-autoscaler --scale-down-unneeded-time
-DEFAULT_DEADLINE_FACTOR = 1.5  # assumed: a pod's deadline is 1.5x its trace runtime
-DEFAULT_CHART_BIN_SECONDS = 86_400.0
+# cluster-autoscaler FAQ ("How fast is Cluster Autoscaler?"): "on GCE it usually
+# takes 3 to 4 minutes from CA request to when pods can be scheduled on newly
+# created nodes ... Total time ... is usually about 5 minutes."
+DEFAULT_PROVISIONING_DELAY_SECONDS = 300.0
+DEFAULT_DEADLINE_FACTOR = 1.5  # assumed: a batch pod's deadline is 1.5x its trace runtime
+# assumed: a service keeps 30 % of one A40 busy per whole GPU it holds at its
+# expected load (inference services run GPUs far below saturation: Weng et al.,
+# "MLaaS in the Wild", NSDI 2022, on Alibaba PAI); a shared pod its share of that.
+DEFAULT_SERVICE_REFERENCE_UTILIZATION_PERCENT = 30.0
+# the scorer's own service target (ScoringConfig.service_target_utilization)
+DEFAULT_SERVICE_TARGET_UTILIZATION = SCORING_DEFAULTS.service_target_utilization
+REGIMES = ("scale_in", "always_on")
+EXPANDERS = ("least-waste", "random")
+WINDOWS = ("arrivals", "trace", "run")
 
 
 @dataclass(frozen=True)
@@ -65,26 +104,61 @@ class SimConfig:
 
     seed: int = 0
     model_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_MAP))
-    # Speed (relative to the A40) of the GPU each pod ran on in the trace; the trace
-    # does not say which it was. None = the fleet's GPU-weighted mean speed.
+    kind_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_KIND_MAP))
+    # Speed (relative to the A40) of the GPU each batch pod ran on in the trace; the
+    # trace does not say which it was. None = the fleet's GPU-weighted mean speed.
     trace_speed: float | None = None
+    regime: str = "scale_in"
     scale_in_grace_seconds: float = DEFAULT_SCALE_IN_GRACE_SECONDS
+    provisioning_delay_seconds: float = DEFAULT_PROVISIONING_DELAY_SECONDS
+    expander: str = "least-waste"
     deadline_factor: float = DEFAULT_DEADLINE_FACTOR
+    service_reference_utilization_percent: float = DEFAULT_SERVICE_REFERENCE_UTILIZATION_PERCENT
+    service_target_utilization: float = DEFAULT_SERVICE_TARGET_UTILIZATION
     # Divide every trace time by this (a slice replayed faster on a real cluster).
     time_compression: float = 1.0
-    # kube-scheduler's percentageOfNodesToScore for the emulated profiles (0 = adaptive)
-    percentage_of_nodes_to_score: int = 0
-    chart_bin_seconds: float = DEFAULT_CHART_BIN_SECONDS
+    # kube-scheduler's percentageOfNodesToScore; None = each policy's own
+    percentage_of_nodes_to_score: int | None = None
+    # Lepton: pass each node's current GPU utilisation as the load forecast
+    forecast: bool = True
+    # The measurement window's end: "arrivals" (the last arrival: the steady
+    # state a load level describes), "trace" (the trace's own end: the last
+    # deletion) or "run" (the last event: every joule of the run).
+    window: str = "arrivals"
+    # The window starts at the arrival of this fraction of the pods (a warm-up):
+    # the openb pod lists are snapshots whose first 10 % of pods are long-lived
+    # survivors spread over 80 % of the trace's span; the load a level describes
+    # is the one after them. 0 = from the first arrival.
+    warmup_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"regime {self.regime!r}: choose from {', '.join(REGIMES)}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window {self.window!r}: choose from {', '.join(WINDOWS)}")
+        if self.expander not in EXPANDERS:
+            raise ValueError(f"expander {self.expander!r}: choose from {', '.join(EXPANDERS)}")
+        if self.provisioning_delay_seconds < 0 or self.scale_in_grace_seconds < 0:
+            raise ValueError("provisioning delay and scale-in grace must be >= 0 seconds")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "modelMap": dict(self.model_map),
+            "kindMap": {k or "(none)": v for k, v in self.kind_map.items()},
             "traceSpeed": self.trace_speed,
+            "regime": self.regime,
             "scaleInGraceSeconds": self.scale_in_grace_seconds,
+            "provisioningDelaySeconds": self.provisioning_delay_seconds,
+            "expander": self.expander,
             "deadlineFactor": self.deadline_factor,
+            "serviceReferenceUtilizationPercent": self.service_reference_utilization_percent,
+            "serviceTargetUtilization": self.service_target_utilization,
             "timeCompression": self.time_compression,
             "percentageOfNodesToScore": self.percentage_of_nodes_to_score,
+            "forecast": self.forecast,
+            "window": self.window,
+            "warmupFraction": self.warmup_fraction,
         }
 
 
@@ -99,93 +173,132 @@ class Placement:
     end_seconds: float
     gpu_share: float
     dynamic_watts: float
+    kind: str = BATCH
+    utilization: float = 1.0  # per GPU held: u_m for a service, 1 for batch
+    above_target: bool = False
 
 
 @dataclass
 class SimResult:
-    """One policy's replay: per-pod outcomes, energy in both regimes, timings."""
+    """One policy's replay in one regime: per-pod outcomes, energy, timings."""
 
     policy: PolicyName
     config: SimConfig
     trace_speed: float
     nodes: int
+    gpus: int
     pods: int
     placements: list[Placement]
     unscheduled: list[str]
     creation_seconds: dict[str, float]
     deadline_seconds: dict[str, float]
-    horizon_seconds: float
-    trace_end_seconds: float
-    dynamic_joules: float
-    idle_always_on_joules: float
-    idle_scale_in_joules: float
-    node_seconds_scale_in: float
-    work_gpu_hours: float  # GPU-hours the trace's pods held (the unit of work)
+    horizon_seconds: float  # the last event (a completion or a node removal)
+    trace_end_seconds: float  # the trace's own end: the common window
+    last_arrival_seconds: float
+    window_start_seconds: float
+    dynamic_joules: float  # over the whole run, unclipped
+    fleet_idle_watts: float
+    nodes_added: int
+    work_gpu_hours: float  # GPU-hours the trace's pods held
     wall_seconds: float
-    bins_seconds: list[float]
-    bins_always_on_joules: list[float]
-    bins_scale_in_joules: list[float]
+    # (node, on, off, idle watts): when each node was up (scale in; always on: all)
+    power_intervals: list[tuple[str, float, float, float]] = field(default_factory=list)
+
+    def window_end(self) -> float:
+        """Where this run's measurement window ends (``SimConfig.window``)."""
+        if self.config.window == "arrivals":
+            return self.last_arrival_seconds
+        if self.config.window == "trace":
+            return self.trace_end_seconds
+        return self.horizon_seconds
 
     def metrics(self, common_horizon_seconds: float | None = None) -> dict[str, Any]:
-        """The headline figures, JSON-ready (energy in kWh, times in seconds).
+        """The headline figures over the window ``[0, end]``, JSON-ready (kWh, seconds).
 
-        ``common_horizon_seconds`` charges the always-on fleet's idle power over
-        the same window for every compared policy (the benchmark uses the
-        trace's own window): the cluster exists for the same calendar time
-        whichever scheduler runs it. Dynamic energy is always counted in full.
+        ``end`` is ``common_horizon_seconds`` or the configured window
+        (:meth:`window_end`): the same for every compared policy on one trace.
+        Energy, node-hours and GPU allocation are clipped to the window (a
+        steady-state measurement); completion times, queueing and service
+        utilisation count every pod. Always on, every node draws idle power
+        over the whole window; scale in, a node draws it while the autoscaler
+        had it (from its request to its removal).
         """
-        horizon = (
-            common_horizon_seconds if common_horizon_seconds is not None else self.horizon_seconds
-        )
-        idle_always_on = self.idle_always_on_joules / max(self.horizon_seconds, 1e-9) * horizon
-        jct = np.array(
-            [p.end_seconds - self.creation_seconds[p.pod] for p in self.placements], dtype=float
-        )
+        end = common_horizon_seconds if common_horizon_seconds is not None else self.window_end()
+        begin = min(self.window_start_seconds, end)
+        span = end - begin
+
+        def overlap(a: float, b: float) -> float:
+            return max(0.0, min(b, end) - max(a, begin))
+
+        batch = [p for p in self.placements if p.kind == BATCH]
+        services = [p for p in self.placements if p.kind == SERVICE]
+        jct = np.array([p.end_seconds - self.creation_seconds[p.pod] for p in batch], dtype=float)
         wait = np.array(
             [p.start_seconds - self.creation_seconds[p.pod] for p in self.placements], dtype=float
         )
         misses = sum(
             1
-            for p in self.placements
+            for p in batch
             if p.pod in self.deadline_seconds and p.end_seconds > self.deadline_seconds[p.pod]
+        )
+        service_gpu_seconds = sum(p.gpu_share * (p.end_seconds - p.start_seconds) for p in services)
+        above_gpu_seconds = sum(
+            p.gpu_share * (p.end_seconds - p.start_seconds) for p in services if p.above_target
+        )
+        held = sum(p.gpu_share * overlap(p.start_seconds, p.end_seconds) for p in self.placements)
+        dynamic = sum(
+            p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in self.placements
         )
 
         def pct(values: np.ndarray[Any, Any], q: float) -> float:
             return float(np.percentile(values, q)) if len(values) else 0.0
 
-        regimes = {}
-        for regime, idle_joules, node_seconds in (
-            ("always_on", idle_always_on, self.nodes * horizon),
-            ("scale_in", self.idle_scale_in_joules, self.node_seconds_scale_in),
-        ):
-            total_kwh = (idle_joules + self.dynamic_joules) / 3.6e6
-            regimes[regime] = {
-                "energyKWh": total_kwh,
-                "idleKWh": idle_joules / 3.6e6,
-                "dynamicKWh": self.dynamic_joules / 3.6e6,
-                "whPerGpuHour": total_kwh * 1000 / self.work_gpu_hours
-                if self.work_gpu_hours
-                else math.nan,
-                "nodeHoursPowered": node_seconds / SECONDS_PER_HOUR,
-            }
+        if self.config.regime == "always_on":
+            idle_joules = self.fleet_idle_watts * span
+            node_seconds = self.nodes * span
+        else:
+            idle_joules = sum(w * overlap(a, b) for _, a, b, w in self.power_intervals)
+            node_seconds = sum(overlap(a, b) for _, a, b, _ in self.power_intervals)
+        total_kwh = (idle_joules + dynamic) / 3.6e6
         return {
             "policy": str(self.policy),
+            "regime": self.config.regime,
+            "seed": self.config.seed,
             "pods": self.pods,
             "placed": len(self.placements),
             "unscheduled": len(self.unscheduled),
             "nodes": self.nodes,
-            "horizonHours": horizon / SECONDS_PER_HOUR,
-            "lastCompletionHours": self.horizon_seconds / SECONDS_PER_HOUR,
+            "windowStartHours": begin / SECONDS_PER_HOUR,
+            "windowHours": span / SECONDS_PER_HOUR,
+            "lastEventHours": self.horizon_seconds / SECONDS_PER_HOUR,
             "workGpuHours": self.work_gpu_hours,
             "traceSpeed": self.trace_speed,
-            "meanJobCompletionSeconds": float(jct.mean()) if len(jct) else 0.0,
-            "p95JobCompletionSeconds": pct(jct, 95),
+            "energyKWh": total_kwh,
+            "idleKWh": idle_joules / 3.6e6,
+            "dynamicKWh": dynamic / 3.6e6,
+            "whPerGpuHour": total_kwh * 1000 / (held / 3600) if held else math.nan,
+            "nodeHoursPowered": node_seconds / SECONDS_PER_HOUR,
+            "nodesAdded": self.nodes_added,
+            "meanGpuAllocation": held / (self.gpus * span) if self.gpus and span else 0.0,
+            "batchPods": len(batch),
+            "servicePods": len(services),
+            "meanBatchCompletionSeconds": float(jct.mean()) if len(jct) else 0.0,
+            "p95BatchCompletionSeconds": pct(jct, 95),
             "meanQueueingSeconds": float(wait.mean()) if len(wait) else 0.0,
             "p95QueueingSeconds": pct(wait, 95),
             "deadlineMisses": misses,
+            "servicesAboveTarget": sum(1 for p in services if p.above_target),
+            "serviceGpuHoursAboveTargetShare": above_gpu_seconds / service_gpu_seconds
+            if service_gpu_seconds
+            else 0.0,
             "wallSeconds": self.wall_seconds,
-            "regimes": regimes,
         }
+
+
+def _warmup_end(arrivals: Sequence[float], fraction: float) -> float:
+    if not arrivals or fraction <= 0:
+        return 0.0
+    return arrivals[min(len(arrivals) - 1, int(fraction * len(arrivals)))]
 
 
 def build_table(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -> NodeTable:
@@ -202,6 +315,7 @@ def build_table(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -> Nod
         memory_capacity=np.array([n.memory_mib for n in nodes], dtype=np.int64),
         gpus=np.array([n.gpus for n in nodes], dtype=np.int64),
         gpu_free_milli=free,
+        host_idle_watts=np.array([host_idle_watts(n.gpus) for n in nodes], dtype=np.float64),
     )
 
 
@@ -220,6 +334,7 @@ def fleet_mean_speed(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -
 class _ModelRun:
     speed: float
     dynamic_watts_per_gpu: float  # P_busy at the limit minus P_idle
+    limit_watts: float = 0.0
 
 
 def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
@@ -230,37 +345,38 @@ def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
         runs[model] = _ModelRun(
             speed=profile.speed_at(limit),
             dynamic_watts_per_gpu=profile.active_power_watts(1.0, limit) - profile.idle_watts,
+            limit_watts=limit,
         )
     return runs
 
 
-def _fits(table: NodeTable, pod: TracePod, allowed: np.ndarray[Any, Any] | None) -> Any:
-    fits = (table.cpu_capacity - table.cpu_used >= pod.cpu_milli) & (
-        table.memory_capacity - table.memory_used >= pod.memory_mib
+def node_idle_watts_of(table: NodeTable) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each node's idle draw: its host plus every GPU idle (energy.node_idle_watts, per node)."""
+    gpu_idle = np.array([get_profile(m).idle_watts for m in table.models], dtype=np.float64)
+    host = (
+        table.host_idle_watts
+        if table.host_idle_watts is not None
+        else np.array([host_idle_watts(int(g)) for g in table.gpus])
     )
-    if pod.num_gpu > 0:
-        if pod.shares_gpu:
-            fits &= table.gpu_free_milli.max(axis=1) >= pod.gpu_milli
-        else:
-            fits &= (table.gpu_free_milli == FULL_GPU_MILLI).sum(axis=1) >= pod.num_gpu
-    if allowed is not None:
-        fits &= allowed
-    return fits
+    return np.asarray(host + table.gpus * gpu_idle, dtype=np.float64)
 
 
-def _take_gpus(table: NodeTable, node: int, pod: TracePod) -> list[tuple[int, int]]:
-    """Claim GPU slots on ``node``: whole free GPUs, or the fullest GPU that fits a share."""
-    if pod.num_gpu <= 0:
-        return []
-    row = table.gpu_free_milli[node]
-    if pod.shares_gpu:
-        candidates = np.flatnonzero(row >= pod.gpu_milli)
-        slot = int(candidates[np.argmin(row[candidates])])  # best fit, as GPU-share bin-packs
-        row[slot] -= pod.gpu_milli
-        return [(slot, pod.gpu_milli)]
-    slots = np.flatnonzero(row == FULL_GPU_MILLI)[: pod.num_gpu]
-    row[slots] = 0
-    return [(int(s), FULL_GPU_MILLI) for s in slots]
+class _Requests:
+    """Every pod's request as columns, to find at once the queued pods a node now fits."""
+
+    def __init__(self, pods: Sequence[TracePod], trace_models: Sequence[str]) -> None:
+        self.cpu = np.array([p.cpu_milli for p in pods], dtype=np.int64)
+        self.mem = np.array([p.memory_mib for p in pods], dtype=np.int64)
+        self.gpus = np.array([p.num_gpu for p in pods], dtype=np.int64)
+        self.milli = np.array([p.gpu_milli for p in pods], dtype=np.int64)
+        self.shares = np.array([p.shares_gpu for p in pods], dtype=bool)
+        specs: dict[tuple[str, ...], int] = {(): 0}
+        self.spec_id = np.array([specs.setdefault(p.gpu_spec, len(specs)) for p in pods])
+        models = np.array(trace_models)
+        self.allowed = np.ones((len(specs), len(models)), dtype=bool)  # spec x node
+        for spec, sid in specs.items():
+            if spec:
+                self.allowed[sid] = np.isin(models, spec)
 
 
 def simulate(
@@ -269,32 +385,47 @@ def simulate(
     policy_name: PolicyName,
     config: SimConfig | None = None,
 ) -> SimResult:
-    """Replay ``pods`` on ``nodes`` under one policy."""
+    """Replay ``pods`` on ``nodes`` under one policy, in ``config.regime``."""
     config = config or SimConfig()
     started = time.perf_counter()
     compression = config.time_compression or 1.0
+    grace = config.scale_in_grace_seconds / compression
+    delay = config.provisioning_delay_seconds / compression
+    autoscaled = config.regime == "scale_in"
     table = build_table(nodes, config.model_map)
+    n_nodes = len(table)
     policy = make_policy(policy_name, config.seed, config.percentage_of_nodes_to_score)
+    if isinstance(policy, LeptonPolicy):
+        policy.forecast = config.forecast
+    rng = np.random.default_rng([config.seed, 1])  # the expander's own tie-breaker
     trace_speed = config.trace_speed or fleet_mean_speed(nodes, config.model_map)
     runs = _model_runs(set(table.models), POWER_CAP[policy_name])
-    idle_watts = np.array(
+    idle_watts = node_idle_watts_of(table)
+    req = _Requests(pods, table.trace_models)
+    kinds = [workload_kind(p, config.kind_map) for p in pods]
+    u_ref_full = config.service_reference_utilization_percent / 100.0
+    target = config.service_target_utilization
+
+    # node groups for the autoscaler: same trace model, GPUs, CPU and memory
+    groups: dict[tuple[str, int, int, int], int] = {}
+    group_of = np.array(
         [
-            node_idle_watts(get_profile(m), int(g))
-            for m, g in zip(table.models, table.gpus, strict=True)
-        ]
+            groups.setdefault((n.model, n.gpus, n.cpu_milli, n.memory_mib), len(groups))
+            for n in nodes
+        ],
+        dtype=np.int64,
     )
-    trace_models = np.array(table.trace_models)
-    allowed_cache: dict[tuple[str, ...], Any] = {}
+    group_rep = np.array([int(np.flatnonzero(group_of == g)[0]) for g in range(len(groups))])
 
     creation: dict[str, float] = {}
     deadlines: dict[str, float] = {}
     requests: list[PodRequest] = []
-    for pod in pods:
+    for pod, kind in zip(pods, kinds, strict=True):
         run_seconds = pod.trace_run_seconds / compression
         creation[pod.name] = pod.creation_seconds / compression
-        if config.deadline_factor > 0 and pod.num_gpu > 0:
+        share = min(pod.gpu_milli, FULL_GPU_MILLI) / FULL_GPU_MILLI if pod.num_gpu > 0 else 0.0
+        if kind == BATCH and config.deadline_factor > 0 and pod.num_gpu > 0:
             deadlines[pod.name] = creation[pod.name] + config.deadline_factor * run_seconds
-        gpus_for_work = max(1, pod.num_gpu)
         requests.append(
             PodRequest(
                 name=pod.name,
@@ -302,51 +433,107 @@ def simulate(
                 memory_mib=pod.memory_mib,
                 num_gpu=pod.num_gpu,
                 gpu_milli=pod.gpu_milli,
-                work_reference_gpu_hours=gpus_for_work
-                * run_seconds
-                * trace_speed
-                / SECONDS_PER_HOUR,
                 gpu_models=tuple(dict.fromkeys(config.model_map.get(m, m) for m in pod.gpu_spec)),
+                kind=kind,
+                work_reference_gpu_hours=pod.num_gpu * run_seconds * trace_speed / SECONDS_PER_HOUR
+                if kind == BATCH
+                else 0.0,
+                reference_utilization_percent=100.0 * u_ref_full * share
+                if kind == SERVICE
+                else 0.0,
+                lifetime_seconds=run_seconds if kind == SERVICE else None,
                 deadline_seconds=deadlines.get(pod.name),
             )
         )
 
-    # events: (time, order, seq, kind, index); completions (order 0) before arrivals (1)
-    events: list[tuple[float, int, int, str, int]] = [
-        (creation[p.name], 1, i, "arrive", i) for i, p in enumerate(pods)
+    # events: (time, order, seq, kind, index); completions and removals before arrivals
+    FINISH, READY, IDLE, ARRIVE = 0, 1, 2, 3  # noqa: N806
+    events: list[tuple[float, int, int, int, int]] = [
+        (creation[p.name], ARRIVE, i, ARRIVE, i) for i, p in enumerate(pods)
     ]
     heapq.heapify(events)
     seq = len(pods)
-    queue: list[int] = []
+    queued = np.zeros(len(pods), dtype=bool)
+    reserved_on = np.full(len(pods), -1, dtype=np.int64)
     placements: list[Placement | None] = [None] * len(pods)
-    claims: dict[int, tuple[int, list[tuple[int, int]]]] = {}
-    # scale-in bookkeeping: open power interval start, when the node last emptied
-    power_on: dict[int, float] = {}
-    emptied_at: dict[int, float] = {}
+    claims: dict[int, tuple[int, list[tuple[int, int]], float]] = {}
+    booting = np.zeros(n_nodes, dtype=bool)
+    # virtual room on nodes being added: what pending pods already count on
+    v_cpu = np.zeros(n_nodes, dtype=np.int64)
+    v_mem = np.zeros(n_nodes, dtype=np.int64)
+    v_gpu = np.zeros(n_nodes, dtype=np.int64)  # milli, whole GPUs and shares alike
+    on_since = np.zeros(n_nodes)
+    empty_since = np.zeros(n_nodes)
     intervals: list[tuple[int, float, float]] = []
-    last_completion = 0.0
+    nodes_added = 0
+    last_event = 0.0
+    table.powered[:] = not autoscaled
+
+    def push(when: float, kind: int, i: int) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (when, kind, seq, kind, i))
+
+    def fits_mask(i: int) -> Any:
+        fits = (table.cpu_capacity - table.cpu_used >= req.cpu[i]) & (
+            table.memory_capacity - table.memory_used >= req.mem[i]
+        )
+        if req.gpus[i] > 0:
+            if req.shares[i]:
+                fits &= table.gpu_free_milli.max(axis=1) >= req.milli[i]
+            else:
+                fits &= (table.gpu_free_milli == FULL_GPU_MILLI).sum(axis=1) >= req.gpus[i]
+        return fits & req.allowed[req.spec_id[i]]
+
+    def take_gpus(node: int, i: int) -> list[tuple[int, int]]:
+        """Claim GPU slots: whole free GPUs, or the fullest GPU that fits a share."""
+        if req.gpus[i] <= 0:
+            return []
+        row = table.gpu_free_milli[node]
+        if req.shares[i]:
+            milli = int(req.milli[i])
+            candidates = np.flatnonzero(row >= milli)
+            slot = int(candidates[np.argmin(row[candidates])])  # best fit, as GPU-share packs
+            row[slot] -= milli
+            return [(slot, milli)]
+        slots = np.flatnonzero(row == FULL_GPU_MILLI)[: int(req.gpus[i])]
+        row[slots] = 0
+        return [(int(s), FULL_GPU_MILLI) for s in slots]
 
     def try_place(i: int, now: float) -> bool:
-        nonlocal seq
-        pod = pods[i]
-        allowed = None
-        if pod.gpu_spec:
-            if pod.gpu_spec not in allowed_cache:
-                allowed_cache[pod.gpu_spec] = np.isin(trace_models, pod.gpu_spec)
-            allowed = allowed_cache[pod.gpu_spec]
-        fits = _fits(table, pod, allowed)
+        fits = fits_mask(i) & table.powered
+        if not fits.any():
+            return False
         node = policy.choose(table, fits, requests[i], now)
         if node is None:
             return False
-        claimed = _take_gpus(table, node, pod)
+        pod = pods[i]
+        claimed = take_gpus(node, i)
         table.cpu_used[node] += pod.cpu_milli
         table.memory_used[node] += pod.memory_mib
         table.pods[node] += 1
         model = table.models[node]
-        run_seconds = pod.trace_run_seconds / compression
-        if pod.num_gpu > 0:
-            run_seconds = run_seconds * trace_speed / runs[model].speed
+        run = runs[model]
         share = pod.gpu_share
+        run_seconds = pod.trace_run_seconds / compression
+        utilization, above, busy = 1.0, False, share
+        if kinds[i] == SERVICE:
+            dynamic = 0.0
+            if pod.num_gpu > 0:
+                per_gpu_share = share / pod.num_gpu
+                utilization = service_utilization(
+                    get_profile(model),
+                    requests[i].reference_utilization_percent,
+                    run.limit_watts,
+                )
+                above = utilization > target * per_gpu_share + 1e-12
+                busy = pod.num_gpu * min(1.0, utilization)
+                dynamic = busy * run.dynamic_watts_per_gpu
+        else:
+            if pod.num_gpu > 0:
+                run_seconds = run_seconds * trace_speed / run.speed
+            dynamic = share * run.dynamic_watts_per_gpu
+        table.gpu_busy[node] += busy
         placements[i] = Placement(
             pod=pod.name,
             node=table.names[node],
@@ -354,125 +541,187 @@ def simulate(
             start_seconds=now,
             end_seconds=now + run_seconds,
             gpu_share=share,
-            dynamic_watts=share * runs[model].dynamic_watts_per_gpu,
+            dynamic_watts=dynamic,
+            kind=kinds[i],
+            utilization=utilization,
+            above_target=above,
         )
-        claims[i] = (node, claimed)
-        # power: wake the node, or keep it on if it emptied within the grace period
-        if node not in power_on:
-            power_on[node] = now
-        elif node in emptied_at and now - emptied_at[node] > config.scale_in_grace_seconds:
-            intervals.append(
-                (node, power_on[node], emptied_at[node] + config.scale_in_grace_seconds)
-            )
-            power_on[node] = now
-        emptied_at.pop(node, None)
-        seq += 1
-        heapq.heappush(events, (now + run_seconds, 0, seq, "finish", i))
+        claims[i] = (node, claimed, busy)
+        queued[i] = False
+        reserved_on[i] = -1
+        push(now + run_seconds, FINISH, i)
         return True
 
+    def place_queued_on(node: int, now: float) -> None:
+        """Queued pods (oldest first) that the capacity ``node`` now has may fit."""
+        if not queued.any() or not table.powered[node]:
+            return
+        free_cpu = table.cpu_capacity[node] - table.cpu_used[node]
+        free_mem = table.memory_capacity[node] - table.memory_used[node]
+        row = table.gpu_free_milli[node]
+        whole = int((row == FULL_GPU_MILLI).sum())
+        best_share = int(row.max())
+        gpu_ok = np.where(
+            req.gpus == 0, True, np.where(req.shares, req.milli <= best_share, req.gpus <= whole)
+        )
+        maybe = (
+            queued
+            & (req.cpu <= free_cpu)
+            & (req.mem <= free_mem)
+            & gpu_ok
+            & req.allowed[req.spec_id, node]
+        )
+        for i in np.flatnonzero(maybe).tolist():
+            if fits_on(i, node):
+                try_place(i, now)
+
+    def fits_on(i: int, node: int) -> bool:
+        if req.cpu[i] > table.cpu_capacity[node] - table.cpu_used[node]:
+            return False
+        if req.mem[i] > table.memory_capacity[node] - table.memory_used[node]:
+            return False
+        if req.gpus[i] == 0:
+            return True
+        row = table.gpu_free_milli[node]
+        if req.shares[i]:
+            return bool(row.max() >= req.milli[i])
+        return bool((row == FULL_GPU_MILLI).sum() >= req.gpus[i])
+
+    def fits_empty(i: int, node: int) -> bool:
+        return bool(
+            req.cpu[i] <= table.cpu_capacity[node]
+            and req.mem[i] <= table.memory_capacity[node]
+            and (
+                req.gpus[i] == 0
+                or (req.shares[i] and table.gpus[node] >= 1)
+                or req.gpus[i] <= table.gpus[node]
+            )
+            and req.allowed[req.spec_id[i], node]
+        )
+
+    def gpu_milli_of(i: int) -> int:
+        return int(req.gpus[i] * min(int(req.milli[i]), FULL_GPU_MILLI)) if req.gpus[i] else 0
+
+    def scale_up(i: int, now: float) -> None:
+        """cluster-autoscaler for one pending pod: count on a node being added, or add one."""
+        nonlocal nodes_added
+        if reserved_on[i] >= 0:
+            return
+        need_gpu = gpu_milli_of(i)
+        room = booting & (v_cpu >= req.cpu[i]) & (v_mem >= req.mem[i]) & (v_gpu >= need_gpu)
+        room &= req.allowed[req.spec_id[i]]
+        candidates = np.flatnonzero(room)
+        if len(candidates):
+            node = int(candidates[0])
+        else:
+            off = ~table.powered & ~booting
+            options = [g for g, rep in enumerate(group_rep.tolist()) if fits_empty(i, rep)]
+            options = [g for g in options if (off & (group_of == g)).any()]
+            if not options:
+                return  # nothing to add: the pod waits for room
+            if config.expander == "least-waste":
+                reps = group_rep[options]
+                waste = (table.cpu_capacity[reps] - req.cpu[i]) / table.cpu_capacity[reps] + (
+                    table.memory_capacity[reps] - req.mem[i]
+                ) / table.memory_capacity[reps]
+                best = [g for g, w in zip(options, waste, strict=True) if w <= waste.min() + 1e-12]
+            else:
+                best = options
+            group = best[int(rng.integers(len(best)))] if len(best) > 1 else best[0]
+            node = int(np.flatnonzero(off & (group_of == group))[0])
+            booting[node] = True
+            nodes_added += 1
+            on_since[node] = now
+            v_cpu[node] = table.cpu_capacity[node]
+            v_mem[node] = table.memory_capacity[node]
+            v_gpu[node] = table.gpus[node] * FULL_GPU_MILLI
+            push(now + delay, READY, node)
+        reserved_on[i] = node
+        v_cpu[node] -= req.cpu[i]
+        v_mem[node] -= req.mem[i]
+        v_gpu[node] -= need_gpu
+
+    def scale_up_pending(now: float) -> None:
+        for i in np.flatnonzero(queued & (reserved_on < 0)).tolist():
+            scale_up(i, now)
+
     while events:
-        now, _, _, kind, i = heapq.heappop(events)
-        if kind == "arrive":
+        now, _, _, event, i = heapq.heappop(events)
+        last_event = max(last_event, now)
+        if event == ARRIVE:
             if not try_place(i, now):
-                queue.append(i)
+                queued[i] = True
+                if autoscaled and not (fits_mask(i) & table.powered).any():
+                    # the autoscaler sees a pod no powered node fits (it does not
+                    # know the extender's filter: a pod only the extender rejects waits)
+                    scale_up(i, now)
             continue
-        node, claimed = claims.pop(i)
-        pod = pods[i]
-        for slot, milli in claimed:
-            table.gpu_free_milli[node, slot] += milli
-        table.cpu_used[node] -= pod.cpu_milli
-        table.memory_used[node] -= pod.memory_mib
-        table.pods[node] -= 1
-        if table.pods[node] == 0:
-            emptied_at[node] = now
-        last_completion = max(last_completion, now)
-        if queue:
-            queue = [q for q in queue if not try_place(q, now)]
+        if event == FINISH:
+            node, claimed, busy = claims.pop(i)
+            pod = pods[i]
+            for slot, milli in claimed:
+                table.gpu_free_milli[node, slot] += milli
+            table.cpu_used[node] -= pod.cpu_milli
+            table.memory_used[node] -= pod.memory_mib
+            table.pods[node] -= 1
+            table.gpu_busy[node] -= busy
+            place_queued_on(node, now)
+            if autoscaled and table.pods[node] == 0:
+                empty_since[node] = now
+                push(now + grace, IDLE, node)
+            continue
+        if event == READY:
+            node = i
+            booting[node] = False
+            table.powered[node] = True
+            reserved_on[reserved_on == node] = -1
+            place_queued_on(node, now)
+            if table.pods[node] == 0:
+                empty_since[node] = now
+                push(now + grace, IDLE, node)
+            scale_up_pending(now)
+            continue
+        # IDLE: remove a node that stayed empty for the whole grace period
+        node = i
+        if (
+            table.powered[node]
+            and table.pods[node] == 0
+            and now >= empty_since[node] + grace - 1e-9
+        ):
+            table.powered[node] = False
+            intervals.append((node, float(on_since[node]), now))
+            if queued.any():
+                scale_up_pending(now)
 
     trace_end = max((p.deletion_seconds for p in pods), default=0.0) / compression
-    horizon = max(trace_end, last_completion)
-    for node, on in power_on.items():
-        off = emptied_at.get(node, horizon) + config.scale_in_grace_seconds
-        intervals.append((node, on, min(off, horizon)))
+    if not autoscaled:
+        intervals = [(n, 0.0, max(trace_end, last_event)) for n in range(n_nodes)]
+    for node in np.flatnonzero(table.powered | booting).tolist() if autoscaled else ():
+        intervals.append((node, float(on_since[node]), last_event))  # none, normally
 
     placed = [p for p in placements if p is not None]
     work_gpu_hours = sum(p.gpu_share * p.trace_run_seconds for p in pods) / compression / 3600
-    bins = _bins(
-        placed,
-        intervals,
-        idle_watts,
-        (horizon, trace_end),
-        config.chart_bin_seconds,
-        float(idle_watts.sum()),
-    )
     return SimResult(
         policy=policy_name,
         config=config,
         trace_speed=trace_speed,
-        nodes=len(nodes),
+        nodes=n_nodes,
+        gpus=int(table.gpus.sum()),
         pods=len(pods),
         placements=placed,
-        unscheduled=[pods[q].name for q in queue],
+        unscheduled=[pods[q].name for q in np.flatnonzero(queued).tolist()],
         creation_seconds=creation,
         deadline_seconds=deadlines,
-        horizon_seconds=horizon,
+        horizon_seconds=last_event,
         trace_end_seconds=trace_end,
+        last_arrival_seconds=max(creation.values(), default=0.0),
+        window_start_seconds=_warmup_end(sorted(creation.values()), config.warmup_fraction),
         dynamic_joules=sum(p.dynamic_watts * (p.end_seconds - p.start_seconds) for p in placed),
-        idle_always_on_joules=float(idle_watts.sum()) * horizon,
-        idle_scale_in_joules=sum(float(idle_watts[n]) * (off - on) for n, on, off in intervals),
-        node_seconds_scale_in=sum(off - on for _, on, off in intervals),
+        fleet_idle_watts=float(idle_watts.sum()),
+        nodes_added=nodes_added,
         work_gpu_hours=work_gpu_hours,
         wall_seconds=time.perf_counter() - started,
-        bins_seconds=bins[0],
-        bins_always_on_joules=bins[1],
-        bins_scale_in_joules=bins[2],
-    )
-
-
-def _energy_at(steps: list[tuple[float, float]], edges: np.ndarray[Any, Any]) -> Any:
-    """Cumulative energy of a sum of power steps ``(time, ±watts)`` at each edge."""
-    if not steps:
-        return np.zeros(len(edges))
-    steps.sort()
-    times = np.array([t for t, _ in steps])
-    power = np.cumsum([w for _, w in steps])
-    energy = np.concatenate([[0.0], np.cumsum(power[:-1] * np.diff(times))])
-    # between steps energy grows linearly at the power after the last step
-    pos = np.searchsorted(times, edges, side="right") - 1
-    pos = np.clip(pos, 0, len(times) - 1)
-    base = np.where(edges < times[0], 0.0, energy[pos])
-    slope = np.where(edges < times[0], 0.0, power[pos])
-    return base + slope * (edges - np.where(edges < times[0], edges, times[pos]))
-
-
-def _bins(
-    placed: list[Placement],
-    intervals: list[tuple[int, float, float]],
-    idle_watts: np.ndarray[Any, Any],
-    horizon_and_trace_end: tuple[float, float],
-    bin_seconds: float,
-    fleet_idle_watts: float,
-) -> tuple[list[float], list[float], list[float]]:
-    """Energy per time bin for the charts: (bin starts, always-on J, scale-in J).
-
-    The always-on fleet's idle power is charged over the trace's window only, as
-    in the metrics; dynamic energy wherever pods run.
-    """
-    horizon, trace_end = horizon_and_trace_end
-    width = max(1.0, bin_seconds)
-    edges = np.append(np.arange(0.0, horizon, width), horizon)
-    dynamic_steps = [(p.start_seconds, p.dynamic_watts) for p in placed] + [
-        (p.end_seconds, -p.dynamic_watts) for p in placed
-    ]
-    idle_steps = [(on, float(idle_watts[n])) for n, on, _ in intervals] + [
-        (off, -float(idle_watts[n])) for n, _, off in intervals
-    ]
-    dynamic = np.diff(_energy_at(dynamic_steps, edges))
-    idle = np.diff(_energy_at(idle_steps, edges))
-    clipped = np.minimum(edges, trace_end)
-    always_on_idle = fleet_idle_watts * np.diff(clipped)
-    return (
-        [float(x) for x in edges[:-1]],
-        [float(x) for x in dynamic + always_on_idle],
-        [float(x) for x in dynamic + idle],
+        power_intervals=[
+            (table.names[n], on, off, float(idle_watts[n])) for n, on, off in intervals
+        ],
     )

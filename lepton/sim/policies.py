@@ -41,12 +41,20 @@ import numpy as np
 import numpy.typing as npt
 
 from lepton.core import scoring
-from lepton.core.energy import POWER_CAP_AUTO, POWER_CAP_NONE
-from lepton.core.hints import EnergyPolicy, JobHints
-from lepton.core.scoring import CandidateNode
+from lepton.core.energy import POWER_CAP_AUTO, POWER_CAP_NONE, host_idle_watts
+from lepton.core.hints import (
+    DEFAULT_REFERENCE_UTILIZATION_PERCENT,
+    EnergyPolicy,
+    JobHints,
+    WorkloadKind,
+)
+from lepton.core.scoring import CandidateTable
+
+from .trace import BATCH, SERVICE
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
 
 # kube-scheduler constants (pkg/scheduler/schedule_one.go, apis/config/types.go)
 MIN_FEASIBLE_NODES_TO_FIND = 100
@@ -58,25 +66,64 @@ EPOCH = datetime(2023, 1, 1, tzinfo=UTC)  # trace second 0; the trace gives no d
 
 
 class PolicyName(StrEnum):
-    """The compared schedulers, in the order results are shown."""
+    """The compared schedulers, in the order results are shown.
+
+    ``-capped`` baselines run every GPU at the Auto power limit (what power caps
+    alone save, without a placement change); ``-uncapped`` Lepton runs GPUs at
+    their default limit (what Lepton's placement alone saves).
+    """
 
     DEFAULT_SCHEDULER = "default-scheduler"
+    DEFAULT_SCHEDULER_CAPPED = "default-scheduler-capped"
     MOST_ALLOCATED = "most-allocated"
+    MOST_ALLOCATED_CAPPED = "most-allocated-capped"
+    LEPTON_BALANCED_UNCAPPED = "lepton-balanced-uncapped"
     LEPTON_BALANCED = "lepton-balanced"
+    LEPTON_EFFICIENCY_UNCAPPED = "lepton-efficiency-uncapped"
     LEPTON_EFFICIENCY = "lepton-efficiency"
 
 
 ALL_POLICIES: tuple[PolicyName, ...] = tuple(PolicyName)
+BASELINES: tuple[PolicyName, ...] = (
+    PolicyName.DEFAULT_SCHEDULER,
+    PolicyName.DEFAULT_SCHEDULER_CAPPED,
+    PolicyName.MOST_ALLOCATED,
+    PolicyName.MOST_ALLOCATED_CAPPED,
+)
+LEPTON_POLICIES: Mapping[PolicyName, EnergyPolicy] = {
+    PolicyName.LEPTON_BALANCED_UNCAPPED: EnergyPolicy.BALANCED,
+    PolicyName.LEPTON_BALANCED: EnergyPolicy.BALANCED,
+    PolicyName.LEPTON_EFFICIENCY_UNCAPPED: EnergyPolicy.EFFICIENCY,
+    PolicyName.LEPTON_EFFICIENCY: EnergyPolicy.EFFICIENCY,
+}
+# Each baseline's kube-scheduler resource-scoring strategy.
+STRATEGY: Mapping[PolicyName, str] = {
+    PolicyName.DEFAULT_SCHEDULER: "LeastAllocated",
+    PolicyName.DEFAULT_SCHEDULER_CAPPED: "LeastAllocated",
+    PolicyName.MOST_ALLOCATED: "MostAllocated",
+    PolicyName.MOST_ALLOCATED_CAPPED: "MostAllocated",
+}
 
 # The GPU power limit each policy runs GPUs under: kube-scheduler sets none (the
-# board's default limit); Lepton pods carry powerCap Auto (the profile's
-# energy-optimal limit, lepton.core.energy.chosen_power_limit_watts).
+# board's default limit) unless capped; Lepton pods carry powerCap Auto (the
+# profile's energy-optimal limit, lepton.core.energy.chosen_power_limit_watts).
 POWER_CAP: Mapping[PolicyName, str] = {
     PolicyName.DEFAULT_SCHEDULER: POWER_CAP_NONE,
+    PolicyName.DEFAULT_SCHEDULER_CAPPED: POWER_CAP_AUTO,
     PolicyName.MOST_ALLOCATED: POWER_CAP_NONE,
+    PolicyName.MOST_ALLOCATED_CAPPED: POWER_CAP_AUTO,
+    PolicyName.LEPTON_BALANCED_UNCAPPED: POWER_CAP_NONE,
     PolicyName.LEPTON_BALANCED: POWER_CAP_AUTO,
+    PolicyName.LEPTON_EFFICIENCY_UNCAPPED: POWER_CAP_NONE,
     PolicyName.LEPTON_EFFICIENCY: POWER_CAP_AUTO,
 }
+# percentageOfNodesToScore per policy (0 = upstream's adaptive default): the
+# default profile keeps upstream's default; a bin-packing profile must score
+# every feasible node to pack well, and lepton-scheduler's profile sets 100.
+PERCENTAGE_OF_NODES_TO_SCORE: Mapping[PolicyName, int] = {
+    PolicyName.DEFAULT_SCHEDULER: 0,
+    PolicyName.DEFAULT_SCHEDULER_CAPPED: 0,
+} | {p: 100 for p in ALL_POLICIES if p not in STRATEGY or STRATEGY[p] == "MostAllocated"}
 
 
 @dataclass
@@ -91,16 +138,33 @@ class NodeTable:
     gpus: IntArray
     # free milli-GPU per GPU slot; slots a node does not have hold -1
     gpu_free_milli: IntArray
+    host_idle_watts: FloatArray | None = None  # per node; None = energy.host_idle_watts(gpus)
     cpu_used: IntArray = field(init=False)
     memory_used: IntArray = field(init=False)
     pods: IntArray = field(init=False)  # active pods per node
     type_ids: IntArray = field(init=False)  # one id per distinct (model, GPU count)
+    # GPU-devices' worth of busy time per node (sum of its pods' utilisations)
+    gpu_busy: FloatArray = field(init=False)
+    powered: BoolArray = field(init=False)  # a candidate: up (autoscaler) or always on
+    distinct_models: list[str] = field(init=False)
+    model_ids: IntArray = field(init=False)  # per node, into distinct_models
 
     def __post_init__(self) -> None:
         n = len(self.names)
         self.cpu_used = np.zeros(n, dtype=np.int64)
         self.memory_used = np.zeros(n, dtype=np.int64)
         self.pods = np.zeros(n, dtype=np.int64)
+        self.gpu_busy = np.zeros(n, dtype=np.float64)
+        self.powered = np.ones(n, dtype=bool)
+        if self.host_idle_watts is None:
+            self.host_idle_watts = np.array(
+                [host_idle_watts(int(g)) for g in self.gpus], dtype=np.float64
+            )
+        models: dict[str, int] = {}
+        self.model_ids = np.array(
+            [models.setdefault(m, len(models)) for m in self.models], dtype=np.int64
+        )
+        self.distinct_models = list(models)
         kinds: dict[tuple[str, int], int] = {}
         ids = [
             kinds.setdefault((m, int(g)), len(kinds))
@@ -125,10 +189,13 @@ class PodRequest:
     cpu_milli: int
     memory_mib: int
     num_gpu: int
-    gpu_milli: int
-    work_reference_gpu_hours: float
+    gpu_milli: int  # per GPU; < 1000 a shared fraction of one GPU
     gpu_models: tuple[str, ...]  # profile model names the pod accepts; empty = any
-    deadline_seconds: float | None  # sim time
+    kind: str = BATCH  # trace.SERVICE or trace.BATCH
+    work_reference_gpu_hours: float = 0.0  # batch: the whole job's work
+    reference_utilization_percent: float = 0.0  # service: % of one A40, per GPU held
+    lifetime_seconds: float | None = None  # service: its trace lifetime
+    deadline_seconds: float | None = None  # sim time; batch only
 
 
 class Policy(Protocol):
@@ -178,6 +245,22 @@ def balanced_allocation_scores(fractions: list[npt.NDArray[np.float64]]) -> IntA
     return np.asarray(((1 - std) * MAX_NODE_SCORE).astype(np.int64))
 
 
+def most_allocated_fit_scores(table: NodeTable, idx: IntArray, pod: PodRequest) -> IntArray:
+    """``NodeResourcesFit`` with ``MostAllocated`` over cpu, memory, nvidia.com/gpu (weights 1).
+
+    As upstream's ``mostResourceScorer``: the weighted mean of each resource's
+    score (integer), a resource skipped where the node has none or, for an
+    extended resource like the GPU, where the pod requests none.
+    """
+    cpu = most_allocated_scores(table.cpu_capacity[idx], table.cpu_used[idx] + pod.cpu_milli)
+    mem = most_allocated_scores(table.memory_capacity[idx], table.memory_used[idx] + pod.memory_mib)
+    if pod.num_gpu <= 0:
+        return np.asarray((cpu + mem) // 2, dtype=np.int64)
+    gpu_req = table.gpu_used_milli[idx] + pod.num_gpu * min(pod.gpu_milli, 1000)
+    gpu = most_allocated_scores(table.gpus[idx] * 1000, gpu_req)
+    return np.asarray((cpu + mem + gpu) // 3, dtype=np.int64)
+
+
 @dataclass
 class KubeSchedulerPolicy:
     """kube-scheduler with a resource-scoring strategy, emulated (see the module doc)."""
@@ -191,34 +274,25 @@ class KubeSchedulerPolicy:
         """The feasible nodes kube-scheduler scores, found from a rotating start."""
         n = len(fits)
         wanted = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score)
+        feasible = np.flatnonzero(fits)
+        if len(feasible) <= wanted:
+            # every node is examined: the start moves by n, i.e. stays
+            return np.asarray(feasible, dtype=np.int64)
         order = (self.next_start_node_index + np.arange(n)) % n
         rotated = fits[order]
-        feasible_total = int(rotated.sum())
-        if feasible_total > wanted:
-            cumulative = np.cumsum(rotated)
-            stop = int(np.searchsorted(cumulative, wanted)) + 1
-            processed = stop
-            chosen = order[:stop][rotated[:stop]]
-        else:
-            processed = n
-            chosen = order[rotated]
-        self.next_start_node_index = (self.next_start_node_index + processed) % n
+        cumulative = np.cumsum(rotated)
+        stop = int(np.searchsorted(cumulative, wanted)) + 1
+        chosen = order[:stop][rotated[:stop]]
+        self.next_start_node_index = (self.next_start_node_index + stop) % n
         return np.asarray(chosen, dtype=np.int64)
 
     def scores(self, table: NodeTable, idx: IntArray, pod: PodRequest) -> IntArray:
+        if STRATEGY[self.name] == "MostAllocated":
+            return most_allocated_fit_scores(table, idx, pod)
         cpu_cap = table.cpu_capacity[idx]
         mem_cap = table.memory_capacity[idx]
         cpu_req = table.cpu_used[idx] + pod.cpu_milli
         mem_req = table.memory_used[idx] + pod.memory_mib
-        if self.name is PolicyName.MOST_ALLOCATED:
-            gpu_cap = table.gpus[idx] * 1000
-            gpu_req = table.gpu_used_milli[idx] + pod.num_gpu * min(pod.gpu_milli, 1000)
-            total = (
-                most_allocated_scores(cpu_cap, cpu_req)
-                + most_allocated_scores(mem_cap, mem_req)
-                + most_allocated_scores(gpu_cap, gpu_req)
-            )
-            return np.asarray(total // 3, dtype=np.int64)
         least = (
             least_allocated_scores(cpu_cap, cpu_req) + least_allocated_scores(mem_cap, mem_req)
         ) // 2
@@ -235,18 +309,34 @@ class KubeSchedulerPolicy:
         idx = self._window(fits)
         scores = self.scores(table, idx, pod)
         best = idx[scores == scores.max()]
-        return int(best[self.rng.integers(len(best))])
+        return int(best[self.rng.integers(len(best))]) if len(best) > 1 else int(best[0])
+
+
+# kube-scheduler adds extender_score * (MaxNodeScore / MaxExtenderPriority) * weight
+# to the plugins' weighted sum (pkg/scheduler/schedule_one.go, prioritizeNodes).
+EXTENDER_WEIGHT = 10
+EXTENDER_SCALE = MAX_NODE_SCORE // scoring.MAX_SCORE
 
 
 @dataclass
 class LeptonPolicy:
-    """kube-scheduler's lepton-scheduler profile plus the extender's filter and score."""
+    """kube-scheduler's lepton-scheduler profile: the extender's filter and score plus
+    ``NodeResourcesFit``/``MostAllocated``, summed per node as kube-scheduler does.
+
+    The extender sees what it would see in a cluster: each candidate node's GPU
+    model, free and total GPUs, whether it is empty (placing there keeps an
+    otherwise idle node up), its predicted GPU utilisation (the node's current
+    busy fraction: a persistence forecast, as the predictor gives without
+    history) and its host idle draw. A CPU-only pod is not a GPU job: the
+    extender gives every node the same score, so only MostAllocated places it.
+    """
 
     name: PolicyName
     energy_policy: EnergyPolicy
     rng: np.random.Generator
     config: scoring.ScoringConfig = scoring.DEFAULT_CONFIG
     power_cap: str = POWER_CAP_AUTO
+    forecast: bool = True
     calls: int = 0
     last_scores: dict[str, int] = field(default_factory=dict)
 
@@ -254,15 +344,16 @@ class LeptonPolicy:
         deadline = None
         if pod.deadline_seconds is not None and pod.num_gpu > 0:
             deadline = EPOCH + timedelta(seconds=pod.deadline_seconds)
-        return JobHints(
-            job_name=pod.name,
-            energy_policy=self.energy_policy,
-            work_reference_gpu_hours=pod.work_reference_gpu_hours,
-            gpus_per_replica=pod.num_gpu,
-            gpu_models=pod.gpu_models,
-            deadline_time=deadline,
-            power_cap=self.power_cap,
-        )
+        return job_hints(pod, self.energy_policy, self.power_cap, deadline)
+
+    def candidates(self, table: NodeTable, idx: IntArray, pod: PodRequest) -> CandidateTable:
+        """The fitting nodes as the extender's candidate table (one row per node)."""
+        whole_free = (table.gpu_free_milli[idx] == 1000).sum(axis=1)
+        if pod.num_gpu == 1 and pod.gpu_milli < 1000:
+            whole_free = np.maximum(whole_free, 1)  # the share fits: checked by the engine
+        gpus = table.gpus[idx]
+        busy = table.gpu_busy[idx] / np.maximum(gpus, 1) if self.forecast else np.zeros(len(idx))
+        return candidate_table(table, idx, whole_free, busy)
 
     def choose(
         self, table: NodeTable, fits: BoolArray, pod: PodRequest, now_seconds: float
@@ -270,36 +361,68 @@ class LeptonPolicy:
         idx = np.flatnonzero(fits)
         if len(idx) == 0:
             return None
-        empty = table.pods[idx] == 0
-        classes = table.type_ids[idx] * 2 + empty
-        representatives: dict[str, IntArray] = {}
-        candidates = []
-        for cls in np.unique(classes):
-            members = idx[classes == cls]
-            first = int(members[0])
-            name = f"{table.models[first]}x{int(table.gpus[first])}{'-empty' if cls % 2 else ''}"
-            representatives[name] = members
-            candidates.append(
-                CandidateNode(
-                    name=name,
-                    gpu_model=table.models[first],
-                    free_gpus=max(1, pod.num_gpu),  # fits: checked exactly by the engine
-                    total_gpus=int(table.gpus[first]),
-                    empty=bool(cls % 2),
-                )
-            )
-        hints = self.hints(pod)
-        now = EPOCH + timedelta(seconds=now_seconds)
-        # Looked up on the module at call time: the extender's very functions.
-        passed = scoring.filter_nodes(candidates, hints, None, now, self.config).passed
-        if not passed:
-            return None
-        result = scoring.score_nodes(passed, hints, None, now, self.config)
-        self.calls += 1
-        self.last_scores = dict(result.scores)
-        top = max(result.scores.values())
-        best = np.concatenate([representatives[n] for n, s in result.scores.items() if s == top])
-        return int(best[self.rng.integers(len(best))])
+        fit_scores = most_allocated_fit_scores(table, idx, pod)
+        if pod.num_gpu > 0:
+            nodes = self.candidates(table, idx, pod)
+            hints = self.hints(pod)
+            now = EPOCH + timedelta(seconds=now_seconds)
+            # Looked up on the module at call time: the extender's very functions.
+            passed = scoring.filter_nodes(nodes, hints, None, now, self.config).passed
+            if not len(passed):
+                return None
+            result = scoring.score_nodes(passed, hints, None, now, self.config)
+            self.calls += 1
+            self.last_scores = dict(result.scores)
+            keep = np.isin(np.array(nodes.names), np.array(list(result.scores)))
+            idx, fit_scores = idx[keep], fit_scores[keep]
+            extender = np.array([result.scores[table.names[i]] for i in idx], dtype=np.int64)
+            total = extender * EXTENDER_SCALE * EXTENDER_WEIGHT + fit_scores
+        else:
+            total = fit_scores
+        best = idx[total == total.max()]
+        return int(best[self.rng.integers(len(best))]) if len(best) > 1 else int(best[0])
+
+
+def candidate_table(
+    table: NodeTable, idx: IntArray, free_gpus: IntArray, utilization: FloatArray
+) -> CandidateTable:
+    """Rows ``idx`` of the fleet as the extender's :class:`CandidateTable`."""
+    return CandidateTable(
+        names=[table.names[i] for i in idx.tolist()],
+        models=table.distinct_models,
+        model_index=table.model_ids[idx],
+        free_gpus=np.asarray(free_gpus, dtype=np.int64),
+        total_gpus=table.gpus[idx],
+        empty=table.pods[idx] == 0,
+        predicted_utilization=np.asarray(utilization, dtype=np.float64),
+        labels=[_NO_LABELS] * len(idx),
+        host_idle_watts=None if table.host_idle_watts is None else table.host_idle_watts[idx],
+    )
+
+
+_NO_LABELS: Mapping[str, str] = {}
+
+
+def job_hints(
+    pod: PodRequest, energy_policy: EnergyPolicy, power_cap: str, deadline: datetime | None
+) -> JobHints:
+    """The hints the extender would read from the pod's annotations."""
+    service = pod.kind == SERVICE
+    return JobHints(
+        job_name=pod.name,
+        energy_policy=energy_policy,
+        work_reference_gpu_hours=pod.work_reference_gpu_hours,
+        gpus_per_replica=pod.num_gpu,
+        gpu_models=pod.gpu_models,
+        deadline_time=None if service else deadline,
+        power_cap=power_cap,
+        workload_kind=WorkloadKind.SERVICE if service else WorkloadKind.BATCH,
+        reference_utilization_percent=pod.reference_utilization_percent
+        if service
+        else DEFAULT_REFERENCE_UTILIZATION_PERCENT,
+        lifetime_seconds=pod.lifetime_seconds if service else None,
+        gpu_milli=min(max(pod.gpu_milli, 1), 1000) if pod.num_gpu > 0 else 1000,
+    )
 
 
 def shared_scorer() -> tuple[
@@ -309,11 +432,20 @@ def shared_scorer() -> tuple[
     return scoring.filter_nodes, scoring.score_nodes
 
 
-def make_policy(name: PolicyName, seed: int, percentage_of_nodes_to_score: int = 0) -> Policy:
-    """A fresh policy with its own seeded random tie-breaker."""
+def make_policy(
+    name: PolicyName, seed: int, percentage_of_nodes_to_score: int | None = None
+) -> Policy:
+    """A fresh policy with its own seeded random tie-breaker.
+
+    ``percentage_of_nodes_to_score`` None = the policy's own (see
+    :data:`PERCENTAGE_OF_NODES_TO_SCORE`).
+    """
     rng = np.random.default_rng(seed)
-    if name is PolicyName.LEPTON_BALANCED:
-        return LeptonPolicy(name, EnergyPolicy.BALANCED, rng)
-    if name is PolicyName.LEPTON_EFFICIENCY:
-        return LeptonPolicy(name, EnergyPolicy.EFFICIENCY, rng)
-    return KubeSchedulerPolicy(name, rng, percentage_of_nodes_to_score)
+    if name in LEPTON_POLICIES:
+        return LeptonPolicy(name, LEPTON_POLICIES[name], rng, power_cap=POWER_CAP[name])
+    pct = (
+        PERCENTAGE_OF_NODES_TO_SCORE[name]
+        if percentage_of_nodes_to_score is None
+        else percentage_of_nodes_to_score
+    )
+    return KubeSchedulerPolicy(name, rng, pct)

@@ -51,7 +51,7 @@ from .engine import (
     simulate,
 )
 from .policies import POWER_CAP, LeptonPolicy, PodRequest, PolicyName
-from .trace import FULL_GPU_MILLI, TraceNode, TracePod
+from .trace import BATCH, DEFAULT_KIND_MAP, FULL_GPU_MILLI, TraceNode, TracePod
 
 # The schedulers a real cluster can run: kube-scheduler's default profile, and the
 # lepton-scheduler profile + extender (scheduler/lepton_scheduler/kube-scheduler-config.yaml).
@@ -151,14 +151,23 @@ class ReplaySettings:
 
     def sim_config(self, trace_speed: float | None = None) -> SimConfig:
         """The simulator's configuration for the same slice."""
+        # The replay still runs the earlier model: every kwok node exists (no
+        # autoscaler: the simulator's always-on placement, scale-in energy from the
+        # placements by energy_account) and every trace pod is a batch job.
         return SimConfig(
             seed=self.seed,
             model_map=dict(self.model_map),
+            kind_map=REPLAY_KIND_MAP,
             trace_speed=trace_speed,
+            regime="always_on",
             scale_in_grace_seconds=self.compressed_grace_seconds,
             deadline_factor=self.deadline_factor,
             time_compression=self.time_compression,
+            window="run",
         )
+
+
+REPLAY_KIND_MAP = {qos: BATCH for qos in DEFAULT_KIND_MAP}
 
 
 def request_for(pod: TracePod, config: SimConfig, trace_speed: float) -> PodRequest:

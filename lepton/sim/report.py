@@ -1,194 +1,417 @@
-"""Running every policy on one trace and reporting the comparison: JSON, table, charts.
+"""Running every policy on one trace at several loads, seeds and both regimes; the report.
 
 ``lepton simulate`` and ``make bench`` (``bench/bench_simulate.py``) both call
-:func:`run_policies` and :func:`write_outputs`, so the command and the benchmark
-print the same table. Savings are always against the default-scheduler
-emulation; every figure is a model estimate and is labelled so.
+:func:`run_study` and :func:`write_outputs`, so the command and the benchmark
+print the same table.
+
+One *cell* is (policy, load level, regime). Each seed draws its own stratified
+150-node (or ``node_count``) fleet sample and its own tie-breaks; every policy of
+a seed replays the same pods on the same fleet, so savings are paired: worked
+out per seed, then reported as mean and range. A saving *counts* only where its
+range over the seeds excludes zero. Every figure is a model estimate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .engine import SimConfig, SimResult, fleet_mean_speed, simulate
-from .policies import ALL_POLICIES, PolicyName
-from .trace import TraceNode, TracePod
+from .engine import REGIMES, SimConfig, simulate
+from .policies import ALL_POLICIES, BASELINES, PolicyName
+from .trace import TraceNode, TracePod, sample_nodes, scale_arrivals
 
-BASELINE = PolicyName.DEFAULT_SCHEDULER
-# The bars set by the project (issue 7), Efficiency against the default scheduler.
-BAR_SCALE_IN_SAVING = 0.20
-BAR_ALWAYS_ON_SAVING = 0.08
-BAR_JCT_SLOWDOWN = 0.05
-REGIMES = ("scale_in", "always_on")
+# The load levels: the default scheduler's mean GPU allocation to reach.
+DEFAULT_LOAD_TARGETS: Mapping[str, float] = {"30%": 0.30, "60%": 0.60, "85%": 0.85}
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+# The goals (issues 12 and 13), lepton-efficiency against the named baseline.
+GOALS_SCALE_IN_60 = {"most-allocated": 0.15, "most-allocated-capped": 0.05}
+GOAL_ALWAYS_ON_85 = {"default-scheduler": 0.08}
+GOAL_JCT_SLOWDOWN = 0.03
+METRICS = (
+    "energyKWh",
+    "idleKWh",
+    "dynamicKWh",
+    "nodeHoursPowered",
+    "meanGpuAllocation",
+    "meanBatchCompletionSeconds",
+    "p95BatchCompletionSeconds",
+    "meanQueueingSeconds",
+    "p95QueueingSeconds",
+    "servicesAboveTarget",
+    "serviceGpuHoursAboveTargetShare",
+    "deadlineMisses",
+    "unscheduled",
+    "nodesAdded",
+    "wallSeconds",
+)
 
 
-def run_policies(
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def _fleet(nodes: Sequence[TraceNode], count: int | None, seed: int) -> list[TraceNode]:
+    return sample_nodes(nodes, count, seed=seed) if count else list(nodes)
+
+
+def mean_allocation(
+    pods: Sequence[TracePod],
+    nodes: Sequence[TraceNode],
+    factor: float,
+    config: SimConfig,
+    node_count: int | None,
+) -> float:
+    """The default scheduler's mean GPU allocation at one arrival scale (seed ``config.seed``)."""
+    fleet = _fleet(nodes, node_count, config.seed)
+    result = simulate(scale_arrivals(pods, factor), fleet, PolicyName.DEFAULT_SCHEDULER, config)
+    return float(result.metrics()["meanGpuAllocation"])
+
+
+def calibrate_load(
+    pods: Sequence[TracePod],
+    nodes: Sequence[TraceNode],
+    target: float,
+    config: SimConfig,
+    node_count: int | None,
+    steps: int = 7,
+) -> tuple[float, float]:
+    """The arrival scale at which the default scheduler's mean GPU allocation is ``target``.
+
+    A bisection on the logarithm of the scale between 1e-4 and 1 (the
+    allocation falls as the scale grows); returns (scale, allocation reached).
+    """
+    low, high = math.log(1e-4), 0.0
+    best = (1.0, mean_allocation(pods, nodes, 1.0, config, node_count))
+    if best[1] >= target:
+        return best
+    for _ in range(steps):
+        mid = (low + high) / 2
+        reached = mean_allocation(pods, nodes, math.exp(mid), config, node_count)
+        if abs(reached - target) < abs(best[1] - target):
+            best = (math.exp(mid), reached)
+        if reached > target:
+            low = mid
+        else:
+            high = mid
+    return best
+
+
+def _run_one(
+    args: tuple[Sequence[TracePod], Sequence[TraceNode], PolicyName, SimConfig],
+) -> dict[str, Any]:
+    pods, fleet, policy, config = args
+    return simulate(pods, fleet, policy, config).metrics()
+
+
+def run_study(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
     config: SimConfig,
+    *,
     policies: Sequence[PolicyName] = ALL_POLICIES,
+    loads: Mapping[str, float] | None = None,
+    load_targets: Mapping[str, float] | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    regimes: Sequence[str] = REGIMES,
+    node_count: int | None = 150,
+    workers: int = 1,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every policy on the same trace and fleet; always-on idle over the trace's window."""
-    results: list[SimResult] = [simulate(pods, nodes, p, config) for p in policies]
-    horizon = results[0].trace_end_seconds if results else 0.0
-    metrics = {str(r.policy): r.metrics(common_horizon_seconds=horizon) for r in results}
-    base = metrics.get(str(BASELINE))
-    if base is not None:
-        for m in metrics.values():
-            m["vsDefaultScheduler"] = {
-                **{
-                    f"{regime}EnergySaving": 1
-                    - m["regimes"][regime]["energyKWh"] / base["regimes"][regime]["energyKWh"]
-                    for regime in REGIMES
-                },
-                "meanJobCompletionChange": m["meanJobCompletionSeconds"]
-                / base["meanJobCompletionSeconds"]
-                - 1
-                if base["meanJobCompletionSeconds"]
-                else 0.0,
-            }
-    model_map = dict(config.model_map)
+    """Every policy x load x regime x seed; the report (JSON-ready).
+
+    ``loads`` gives arrival scales by label; without it, ``load_targets`` (label:
+    the default scheduler's mean GPU allocation to reach) are found by
+    :func:`calibrate_load` on seed ``seeds[0]`` in the scale-in regime.
+    """
+    say = progress or (lambda _: None)
+    calibration: dict[str, dict[str, float]] = {}
+    if loads is None:
+        targets = load_targets or DEFAULT_LOAD_TARGETS
+        calibration_config = dataclasses.replace(config, seed=seeds[0], regime="scale_in")
+        chosen = {}
+        for label, target in targets.items():
+            factor, reached = calibrate_load(pods, nodes, target, calibration_config, node_count)
+            chosen[label] = factor
+            calibration[label] = {"target": target, "arrivalScale": factor, "reached": reached}
+            say(
+                f"load {label}: arrival scale {factor:.5f} -> "
+                f"default-scheduler allocation {reached:.1%}"
+            )
+        loads = chosen
+    jobs = []
+    keys = []
+    for label, factor in loads.items():
+        scaled = scale_arrivals(pods, factor)
+        for seed in seeds:
+            fleet = _fleet(nodes, node_count, seed)
+            for regime in regimes:
+                run_config = dataclasses.replace(config, seed=seed, regime=regime)
+                for policy in policies:
+                    jobs.append((scaled, fleet, policy, run_config))
+                    keys.append((label, seed, regime, str(policy)))
+    say(
+        f"{len(jobs)} runs ({len(policies)} policies x {len(loads)} loads x "
+        f"{len(seeds)} seeds x {len(regimes)} regimes)"
+    )
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_run_one, jobs, chunksize=4))
+    else:
+        results = [_run_one(job) for job in jobs]
+    runs = {key: m for key, m in zip(keys, results, strict=True)}
+    cells: list[dict[str, Any]] = []
+    for label in loads:
+        for regime in regimes:
+            for policy in policies:
+                per_seed = [runs[(label, s, regime, str(policy))] for s in seeds]
+                cell: dict[str, Any] = {
+                    "policy": str(policy),
+                    "load": label,
+                    "regime": regime,
+                    **{k: _stats([float(m[k]) for m in per_seed]) for k in METRICS},
+                    "savings": {},
+                    "batchCompletionChange": {},
+                }
+                for base_policy in (b for b in BASELINES if b in policies):
+                    base = [runs[(label, s, regime, str(base_policy))] for s in seeds]
+                    savings = [
+                        1 - m["energyKWh"] / b["energyKWh"] if b["energyKWh"] else 0.0
+                        for m, b in zip(per_seed, base, strict=True)
+                    ]
+                    jct = [
+                        m["meanBatchCompletionSeconds"] / b["meanBatchCompletionSeconds"] - 1
+                        if b["meanBatchCompletionSeconds"]
+                        else 0.0
+                        for m, b in zip(per_seed, base, strict=True)
+                    ]
+                    stats = _stats(savings)
+                    stats["counts"] = stats["min"] > 0 or stats["max"] < 0
+                    cell["savings"][str(base_policy)] = stats
+                    cell["batchCompletionChange"][str(base_policy)] = _stats(jct)
+                cells.append(cell)
     return {
         "kind": "model estimate (simulation), not a measurement",
-        "assumptions": config.as_dict()
-        | {
-            "traceSpeedUsed": config.trace_speed or fleet_mean_speed(nodes, model_map),
-            "powerCaps": {"default-scheduler/most-allocated": "None", "lepton-*": "Auto"},
+        "assumptions": config.as_dict() | {"seeds": list(seeds), "nodeCount": node_count},
+        "trace": {
+            "pods": len(pods),
+            "fleetNodes": len(nodes),
+            "sampledNodes": node_count or len(nodes),
         },
-        "trace": {"pods": len(pods), "nodes": len(nodes), "gpus": sum(n.gpus for n in nodes)},
-        "policies": metrics,
-        "series": {
-            str(r.policy): {
-                "binStartSeconds": r.bins_seconds,
-                "alwaysOnJoules": r.bins_always_on_joules,
-                "scaleInJoules": r.bins_scale_in_joules,
+        "loads": {
+            label: {"arrivalScale": factor, **calibration.get(label, {})}
+            for label, factor in loads.items()
+        },
+        "cells": cells,
+        "runs": [{"load": k[0], "seed": k[1], "regime": k[2], **m} for k, m in runs.items()],
+    }
+
+
+def cell(report: Mapping[str, Any], policy: str, load: str, regime: str) -> dict[str, Any] | None:
+    for c in report["cells"]:
+        if c["policy"] == policy and c["load"] == load and c["regime"] == regime:
+            return dict(c)
+    return None
+
+
+def best_baseline_jct(report: Mapping[str, Any], load: str, regime: str) -> float:
+    values = [
+        c["meanBatchCompletionSeconds"]["mean"]
+        for c in report["cells"]
+        if c["load"] == load and c["regime"] == regime and c["policy"] in map(str, BASELINES)
+    ]
+    return min(values) if values else math.nan
+
+
+def goals(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The goals of issues 12 and 13 for lepton-efficiency, each with its value and verdict."""
+    out: list[dict[str, Any]] = []
+    eff = str(PolicyName.LEPTON_EFFICIENCY)
+    loads = list(report["loads"])
+    mid = "60%" if "60%" in loads else (loads[len(loads) // 2] if loads else "")
+    high = "85%" if "85%" in loads else (loads[-1] if loads else "")
+    for regime in REGIMES:
+        c = cell(report, eff, mid, regime)
+        if c is None:
+            continue
+        ma = c["savings"].get(str(PolicyName.MOST_ALLOCATED))
+        if ma:
+            out.append(
+                {
+                    "goal": f"issue 12: less energy than most-allocated ({mid}, {regime})",
+                    "value": ma["mean"],
+                    "range": [ma["min"], ma["max"]],
+                    "met": ma["min"] > 0,
+                }
+            )
+        best = best_baseline_jct(report, mid, regime)
+        change = c["meanBatchCompletionSeconds"]["mean"] / best - 1 if best else 0.0
+        out.append(
+            {
+                "goal": f"mean batch completion <= +3 % of the best baseline ({mid}, {regime})",
+                "value": change,
+                "met": change <= GOAL_JCT_SLOWDOWN,
             }
-            for r in results
-        },
-    }
+        )
+        out.append(
+            {
+                "goal": f"no service above its target ({mid}, {regime})",
+                "value": int(c["servicesAboveTarget"]["max"]),
+                "met": c["servicesAboveTarget"]["max"] == 0,
+            }
+        )
+    c = cell(report, eff, mid, "scale_in")
+    if c is not None:
+        for base, bar in GOALS_SCALE_IN_60.items():
+            s = c["savings"].get(base)
+            if s:
+                out.append(
+                    {
+                        "goal": f"issue 13: >= {bar:.0%} less than {base} ({mid}, scale_in)",
+                        "value": s["mean"],
+                        "range": [s["min"], s["max"]],
+                        "met": s["min"] >= bar,
+                    }
+                )
+    c = cell(report, eff, high, "always_on")
+    if c is not None:
+        for base, bar in GOAL_ALWAYS_ON_85.items():
+            s = c["savings"].get(base)
+            if s:
+                out.append(
+                    {
+                        "goal": f"issue 13: >= {bar:.0%} less than {base} ({high}, always_on)",
+                        "value": s["mean"],
+                        "range": [s["min"], s["max"]],
+                        "met": s["min"] >= bar,
+                    }
+                )
+    return out
 
 
-def bars(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The project's bars for Lepton Efficiency, each with its value and whether it is met."""
-    eff = report["policies"].get(str(PolicyName.LEPTON_EFFICIENCY), {}).get("vsDefaultScheduler")
-    if not eff:
-        return {}
-    return {
-        "scaleInSaving>=20%": {
-            "value": eff["scale_inEnergySaving"],
-            "met": eff["scale_inEnergySaving"] >= BAR_SCALE_IN_SAVING,
-        },
-        "alwaysOnSaving>=8%": {
-            "value": eff["always_onEnergySaving"],
-            "met": eff["always_onEnergySaving"] >= BAR_ALWAYS_ON_SAVING,
-        },
-        "meanJctWorse<=5%": {
-            "value": eff["meanJobCompletionChange"],
-            "met": eff["meanJobCompletionChange"] <= BAR_JCT_SLOWDOWN,
-        },
-    }
+def _pm(stats: Mapping[str, float], fmt: str, scale: float = 1.0) -> str:
+    low, high = stats["min"] * scale, stats["max"] * scale
+    return f"{stats['mean'] * scale:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
-def markdown_table(report: dict[str, Any], title: str = "") -> str:
-    """A README-ready table of every policy (model estimates)."""
+def _saving(stats: Mapping[str, Any] | None) -> str:
+    if not stats:
+        return "-"
+    mark = "" if stats["counts"] else " (n.s.)"
+    return f"{stats['mean']:+.1%} [{stats['min']:+.1%}, {stats['max']:+.1%}]{mark}"
+
+
+def headline(report: Mapping[str, Any], title: str = "") -> str:
+    """One line: lepton-efficiency against the strongest baseline at the middle load, scale in."""
+    eff = str(PolicyName.LEPTON_EFFICIENCY)
+    loads = list(report["loads"])
+    mid = "60%" if "60%" in loads else (loads[len(loads) // 2] if loads else "")
+    c = cell(report, eff, mid, "scale_in")
+    if c is None or not c["savings"]:
+        return ""
+    strongest = min(c["savings"], key=lambda b: c["savings"][b]["mean"])
+    s = c["savings"][strongest]
+    return (
+        f"{title}lepton-efficiency uses {s['mean']:+.1%} less energy [range {s['min']:+.1%} "
+        f"to {s['max']:+.1%} over {len(report['assumptions']['seeds'])} seeds] than the "
+        f"strongest baseline, {strongest}, at the {mid} load level with the autoscaler "
+        f"(scale in){'' if s['counts'] else ' — not significant: the range includes zero'}."
+    )
+
+
+def markdown_table(report: Mapping[str, Any], title: str = "") -> str:
+    """The policy x load x regime table and the goals (model estimates)."""
     a = report["assumptions"]
-    lines = []
-    if title:
-        lines += [f"### {title}", ""]
+    lines = [f"### {title}", ""] if title else []
+    loads = ", ".join(
+        f"{label}: arrival scale {v['arrivalScale']:.5f}"
+        + (f" (default-scheduler allocation reached {v['reached']:.1%})" if "reached" in v else "")
+        for label, v in report["loads"].items()
+    )
     lines += [
-        f"Trace: {report['trace']['pods']} pods on {report['trace']['nodes']} nodes "
-        f"({report['trace']['gpus']} GPUs). Model estimates, not measurements. "
-        f"Assumptions: GPU models {a['modelMap']}, trace speed "
-        f"{a['traceSpeedUsed']:.3f}x A40, scale-in grace {a['scaleInGraceSeconds']:.0f} s, "
-        f"deadline {a['deadlineFactor']}x trace runtime, seed {a['seed']}, "
-        f"time compression {a['timeCompression']}.",
+        f"Trace: {report['trace']['pods']} pods; fleet: {report['trace']['sampledNodes']} nodes "
+        f"sampled per seed (stratified by GPU model) from {report['trace']['fleetNodes']}. "
+        f"Model estimates, not measurements. Loads ({loads}). Seeds {a['seeds']}: mean "
+        f"[min, max]; a saving marked (n.s.) has a range that includes zero. Assumptions: "
+        f"GPU models {a['modelMap']}, kinds {a['kindMap']}, service demand "
+        f"{a['serviceReferenceUtilizationPercent']:g} % of an A40 per GPU held (x its share), "
+        f"service target {a['serviceTargetUtilization']:g}, autoscaler: least-waste expander, "
+        f"provisioning {a['provisioningDelaySeconds']:.0f} s, scale-in grace "
+        f"{a['scaleInGraceSeconds']:.0f} s; window from the arrival of "
+        f"{a['warmupFraction']:.0%} of the pods to the last arrival.",
         "",
-        "| policy | energy scale-in (MWh) | saving | energy always-on (MWh) | saving "
-        "| Wh per GPU-h (scale-in) | node-hours (scale-in) | mean JCT (h) | change "
-        "| p95 JCT (h) | mean / p95 wait (s) | deadline misses | unscheduled | sim time (s) |",
+        "| load | regime | policy | energy (kWh) | vs default | vs default-capped "
+        "| vs most-allocated | vs most-allocated-capped | mean batch JCT (h) | p95 batch JCT (h) "
+        "| services above target | mean queueing (s) | node-hours | GPU allocation |",
         "|" + "---|" * 14,
     ]
-    for name, m in report["policies"].items():
-        si, ao = m["regimes"]["scale_in"], m["regimes"]["always_on"]
-        vs = m.get("vsDefaultScheduler", {})
+    for c in report["cells"]:
+        s = c["savings"]
         lines.append(
-            f"| {name} | {si['energyKWh'] / 1000:,.2f} | {vs.get('scale_inEnergySaving', 0):+.1%} "
-            f"| {ao['energyKWh'] / 1000:,.1f} | {vs.get('always_onEnergySaving', 0):+.2%} "
-            f"| {si['whPerGpuHour']:,.0f} | {si['nodeHoursPowered']:,.0f} "
-            f"| {m['meanJobCompletionSeconds'] / 3600:.2f} "
-            f"| {vs.get('meanJobCompletionChange', 0):+.1%} "
-            f"| {m['p95JobCompletionSeconds'] / 3600:.2f} "
-            f"| {m['meanQueueingSeconds']:.0f} / {m['p95QueueingSeconds']:.0f} "
-            f"| {m['deadlineMisses']} | {m['unscheduled']} | {m['wallSeconds']:.1f} |"
+            f"| {c['load']} | {c['regime'].replace('_', '-')} | {c['policy']} "
+            f"| {_pm(c['energyKWh'], ',.0f')} "
+            f"| {_saving(s.get('default-scheduler'))} "
+            f"| {_saving(s.get('default-scheduler-capped'))} "
+            f"| {_saving(s.get('most-allocated'))} | {_saving(s.get('most-allocated-capped'))} "
+            f"| {c['meanBatchCompletionSeconds']['mean'] / 3600:.2f} "
+            f"| {c['p95BatchCompletionSeconds']['mean'] / 3600:.2f} "
+            f"| {c['servicesAboveTarget']['mean']:.0f} "
+            f"| {c['meanQueueingSeconds']['mean']:.0f} "
+            f"| {c['nodeHoursPowered']['mean']:,.0f} "
+            f"| {c['meanGpuAllocation']['mean']:.1%} |"
         )
-    checks = bars(report)
+    checks = goals(report)
     if checks:
-        lines += ["", "Bars for lepton-efficiency against default-scheduler:"]
-        for bar, check in checks.items():
-            lines.append(f"- {bar}: {check['value']:+.2%} — {'met' if check['met'] else 'NOT met'}")
+        lines += ["", "Goals for lepton-efficiency:"]
+        for g in checks:
+            value = g["value"]
+            shown = f"{value:+.1%}" if isinstance(value, float) else str(value)
+            if "range" in g:
+                shown += f" [{g['range'][0]:+.1%}, {g['range'][1]:+.1%}]"
+            lines.append(f"- {g['goal']}: {shown} — {'met' if g['met'] else 'NOT met'}")
     return "\n".join(lines) + "\n"
 
 
-def write_charts(report: dict[str, Any], prefix: Path) -> list[Path]:
-    """Energy over time per policy (both regimes) and totals per policy, as PNG."""
+def write_chart(report: Mapping[str, Any], path: Path) -> Path:
+    """Energy against load per policy, one panel per regime (mean and seed range), PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    for name, series in report["series"].items():
-        days = [s / 86_400 for s in series["binStartSeconds"]]
-        widths = [
-            b - a
-            for a, b in zip(series["binStartSeconds"], series["binStartSeconds"][1:], strict=False)
-        ]
-        width = widths[0] if widths else 86_400.0
-        for ax, key in zip(axes, ("scaleInJoules", "alwaysOnJoules"), strict=True):
-            # the last bin is partial: left out rather than drawn as a dip
-            keep = max(1, len(days) - 1)
-            kilowatts = [j / width / 1000 for j in series[key]][:keep]
-            ax.plot(days[:keep], kilowatts, label=name, linewidth=1)
-    axes[0].set_title("Scale-in regime: mean power per bin (model estimate)")
-    axes[1].set_title("Always-on regime: mean power per bin (model estimate)")
-    for ax in axes:
-        ax.set_ylabel("kW")
-        if ax.dataLim.ymin > 0:  # log scale: idle and busy power differ by decades
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    axes[1].set_xlabel("trace day")
-    fig.tight_layout()
-    path = prefix.with_name(prefix.name + "_energy_over_time.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names = list(report["policies"])
+    loads = list(report["loads"])
+    policies = list(dict.fromkeys(c["policy"] for c in report["cells"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, regime in zip(axes, REGIMES, strict=True):
-        values = [report["policies"][n]["regimes"][regime]["energyKWh"] / 1000 for n in names]
-        ax.bar(names, values, color=["#888", "#b98", "#6a9", "#285"][: len(names)])
-        ax.set_title(f"Total energy, {regime.replace('_', '-')} (MWh, model estimate)")
-        ax.tick_params(axis="x", rotation=20, labelsize=8)
-        for i, v in enumerate(values):
-            ax.text(i, v, f"{v:,.1f}", ha="center", va="bottom", fontsize=8)
+        for policy in policies:
+            cells = [cell(report, policy, load, regime) for load in loads]
+            if any(c is None for c in cells):
+                continue
+            mean = [c["energyKWh"]["mean"] for c in cells if c]
+            low = [c["energyKWh"]["min"] for c in cells if c]
+            high = [c["energyKWh"]["max"] for c in cells if c]
+            style = "-" if policy.startswith("lepton") else "--"
+            ax.plot(loads, mean, style, marker="o", label=policy, linewidth=1.2)
+            ax.fill_between(loads, low, high, alpha=0.12)
+        ax.set_title(f"{regime.replace('_', '-')}: energy over the window (kWh, model estimate)")
+        ax.set_xlabel("load level (default-scheduler mean GPU allocation)")
+        ax.set_ylabel("kWh")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    path = prefix.with_name(prefix.name + "_totals.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    paths.append(path)
-    return paths
+    return path
 
 
-def write_outputs(report: dict[str, Any], out_dir: Path, name: str = "simulation") -> list[Path]:
-    """``<name>.json``, ``<name>.md`` and the two PNG charts under ``out_dir``."""
+def write_outputs(report: Mapping[str, Any], out_dir: Path, name: str = "simulation") -> list[Path]:
+    """``<name>.json``, ``<name>.md`` and ``<name>_energy_vs_load.png`` under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(report, indent=1))
     md_path = out_dir / f"{name}.md"
     md_path.write_text(markdown_table(report))
-    return [json_path, md_path, *write_charts(report, out_dir / name)]
+    return [json_path, md_path, write_chart(report, out_dir / f"{name}_energy_vs_load.png")]

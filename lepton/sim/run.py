@@ -13,14 +13,14 @@ from typing import Any
 
 from .engine import DEFAULT_MODEL_MAP, SimConfig
 from .policies import ALL_POLICIES, PolicyName
-from .report import markdown_table, run_policies, write_outputs
+from .report import DEFAULT_LOAD_TARGETS, DEFAULT_SEEDS, markdown_table, run_study, write_outputs
 from .trace import (
+    DEFAULT_KIND_MAP,
     DEFAULT_NODE_LIST,
     DEFAULT_POD_LIST,
     default_trace_dir,
     load_nodes,
     load_pods,
-    sample_nodes,
 )
 
 
@@ -44,6 +44,40 @@ def parse_model_map(items: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
+def parse_kind_map(items: Sequence[str]) -> dict[str, str]:
+    """``["BE=Service"]`` on top of the default QoS -> kind mapping."""
+    mapping = dict(DEFAULT_KIND_MAP)
+    for item in items:
+        qos, sep, kind = item.partition("=")
+        if not sep or kind.strip() not in ("Service", "Batch"):
+            raise ValueError(f"--kind {item!r}: write QOS=Service or QOS=Batch, e.g. BE=Batch")
+        mapping[qos.strip()] = kind.strip()
+    return mapping
+
+
+def parse_loads(items: Sequence[str]) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """``--load 60%`` (a target allocation, found by search) or ``--load x0.008`` (a scale)."""
+    if not items:
+        return None, None
+    scales: dict[str, float] = {}
+    targets: dict[str, float] = {}
+    for item in items:
+        text = item.strip()
+        try:
+            if text.startswith("x"):
+                scales[text] = float(text[1:])
+            else:
+                targets[text] = float(text.rstrip("%")) / 100
+        except ValueError:
+            raise ValueError(
+                f"--load {item!r}: write a target allocation like 60% "
+                "or an arrival scale like x0.008"
+            ) from None
+    if scales and targets:
+        raise ValueError("--load: give target allocations or arrival scales, not both")
+    return (scales or None), (targets or None)
+
+
 def cli_run(
     *,
     pods_path: Path | None = None,
@@ -51,34 +85,49 @@ def cli_run(
     out_dir: Path = Path("results"),
     name: str = "simulation",
     policies: Sequence[str] = (),
-    seed: int = 0,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     pod_limit: int | None = None,
-    node_count: int | None = None,
+    node_count: int | None = 150,
     model_map: Mapping[str, str] | None = None,
-    trace_speed: float | None = None,
-    scale_in_grace_seconds: float = SimConfig.scale_in_grace_seconds,
-    deadline_factor: float = SimConfig.deadline_factor,
-    time_compression: float = 1.0,
+    kind_map: Mapping[str, str] | None = None,
+    loads: Sequence[str] = (),
+    regimes: Sequence[str] = ("scale_in", "always_on"),
+    workers: int = 1,
+    progress: Any = None,
+    **config: Any,
 ) -> RunOutcome:
-    """Simulate the trace under each policy and write ``<name>.json|.md|_*.png``."""
+    """Simulate the trace under each policy at each load, seed and regime; write the outputs.
+
+    ``config`` holds any further :class:`SimConfig` field (e.g. ``trace_speed``,
+    ``scale_in_grace_seconds``, ``provisioning_delay_seconds``, ``expander``).
+    """
     trace_dir = default_trace_dir()
     pods = load_pods(pods_path or trace_dir / DEFAULT_POD_LIST, limit=pod_limit)
     nodes = load_nodes(nodes_path or trace_dir / DEFAULT_NODE_LIST)
-    if node_count is not None:
-        nodes = sample_nodes(nodes, node_count)
     try:
         chosen = tuple(PolicyName(p) for p in policies) or ALL_POLICIES
     except ValueError:
         known = ", ".join(p.value for p in PolicyName)
         raise ValueError(f"unknown policy in {list(policies)}: choose from {known}") from None
-    config = SimConfig(
-        seed=seed,
+    sim_config = SimConfig(
         model_map=dict(model_map or DEFAULT_MODEL_MAP),
-        trace_speed=trace_speed,
-        scale_in_grace_seconds=scale_in_grace_seconds,
-        deadline_factor=deadline_factor,
-        time_compression=time_compression,
+        kind_map=dict(kind_map or DEFAULT_KIND_MAP),
+        **{"warmup_fraction": 0.1} | config,
     )
-    report = run_policies(pods, nodes, config, chosen)
+    scales, targets = parse_loads(loads)
+    report = run_study(
+        pods,
+        nodes,
+        sim_config,
+        policies=chosen,
+        loads=scales,
+        load_targets=targets or DEFAULT_LOAD_TARGETS,
+        seeds=seeds,
+        regimes=regimes,
+        node_count=node_count,
+        workers=workers,
+        progress=progress,
+    )
+    report["trace"]["podList"] = str(pods_path or DEFAULT_POD_LIST)
     files = write_outputs(report, out_dir, name)
     return RunOutcome(report, markdown_table(report), files)

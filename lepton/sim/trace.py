@@ -9,7 +9,9 @@ decided elsewhere (:mod:`lepton.sim.engine`), with every assumption a parameter.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lepton.data import data_dir
@@ -26,7 +28,24 @@ POD_COLUMNS = (
     "scheduled_time",
 )
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
+QOS_COLUMN = "qos"  # optional: a trace without it is all batch (the old model)
 FULL_GPU_MILLI = 1000
+
+# The two workload kinds (the core's ``lepton.core.hints.WorkloadKind`` values).
+SERVICE = "Service"
+BATCH = "Batch"
+# Trace QoS class -> workload kind. The openb trace's ``qos`` column: ``LS``
+# (latency-sensitive: inference services that run until deleted), ``Guaranteed``
+# and ``Burstable`` (Kubernetes QoS classes of long-running pods) are services;
+# ``BE`` (best-effort: training and batch jobs) is batch. Override with
+# ``--kind QOS=KIND`` (``lepton simulate``) or ``SimConfig.kind_map``.
+DEFAULT_KIND_MAP: Mapping[str, str] = {
+    "LS": SERVICE,
+    "Guaranteed": SERVICE,
+    "Burstable": SERVICE,
+    "BE": BATCH,
+    "": BATCH,  # no qos column or an empty cell
+}
 
 
 class TraceError(ValueError):
@@ -46,6 +65,7 @@ class TracePod:
     creation_seconds: float
     start_seconds: float  # scheduled_time, or creation_time when never scheduled
     deletion_seconds: float
+    qos: str = ""  # the trace's QoS class (LS, BE, Guaranteed, Burstable), "" if none
 
     @property
     def trace_run_seconds(self) -> float:
@@ -121,6 +141,7 @@ def load_pods(path: Path, limit: int | None = None) -> list[TracePod]:
                     creation_seconds=creation,
                     start_seconds=float(scheduled) if scheduled else creation,
                     deletion_seconds=float(row["deletion_time"]),
+                    qos=(row.get(QOS_COLUMN) or "").strip(),
                 )
             )
         except ValueError as error:
@@ -150,12 +171,72 @@ def load_nodes(path: Path, limit: int | None = None) -> list[TraceNode]:
     return nodes
 
 
-def sample_nodes(nodes: list[TraceNode], count: int) -> list[TraceNode]:
-    """``count`` nodes spread evenly over the list, keeping each model's share.
+def sample_nodes(
+    nodes: Sequence[TraceNode], count: int, seed: int | None = None
+) -> list[TraceNode]:
+    """``count`` nodes keeping each GPU model's share of the fleet.
 
-    The node list is grouped by model, so taking every k-th node keeps the mix.
+    Without a seed: spread evenly over the list (the list is grouped by model,
+    so every k-th node keeps the mix). With a seed: a stratified random sample,
+    each model's quota by largest remainder, its nodes drawn at random, so that
+    different seeds give different fleets of the same mix (in file order).
     """
     if count >= len(nodes):
         return list(nodes)
-    step = len(nodes) / count
-    return [nodes[int(i * step)] for i in range(count)]
+    if seed is None:
+        step = len(nodes) / count
+        return [nodes[int(i * step)] for i in range(count)]
+    by_model: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        by_model.setdefault(n.model, []).append(i)
+    exact = {m: len(ix) * count / len(nodes) for m, ix in by_model.items()}
+    quota = {m: int(q) for m, q in exact.items()}
+    for m in sorted(exact, key=lambda m: (quota[m] - exact[m], m))[: count - sum(quota.values())]:
+        quota[m] += 1
+    rng = random.Random(seed)
+    chosen = sorted(i for m, ix in by_model.items() for i in rng.sample(ix, quota[m]))
+    return [nodes[i] for i in chosen]
+
+
+def workload_kind(pod: TracePod, kind_map: Mapping[str, str] = DEFAULT_KIND_MAP) -> str:
+    """``Service`` or ``Batch`` for a trace pod, from its QoS class."""
+    try:
+        kind = kind_map[pod.qos]
+    except KeyError:
+        known = ", ".join(sorted(k for k in kind_map if k))
+        raise TraceError(
+            f"pod {pod.name}: qos {pod.qos!r} has no workload kind (known: {known}); "
+            f"add one, e.g. --kind {pod.qos or 'QOS'}=Service"
+        ) from None
+    if kind not in (SERVICE, BATCH):
+        raise TraceError(f"qos {pod.qos!r} maps to {kind!r}: write {SERVICE} or {BATCH}")
+    return kind
+
+
+def scale_arrivals(pods: Sequence[TracePod], factor: float) -> list[TracePod]:
+    """The trace with every inter-arrival time multiplied by ``factor``.
+
+    Creation times are scaled from the first arrival; each pod keeps its own
+    wait in the trace (scheduled - creation) and its lifetime (deletion -
+    scheduled), so work and lifetimes are unchanged: ``factor`` < 1 is more load.
+    """
+    if not factor > 0:
+        raise ValueError(
+            f"arrival scale {factor!r} must be a positive number (0.5 = twice the load)"
+        )
+    if factor == 1 or not pods:
+        return list(pods)
+    first = min(p.creation_seconds for p in pods)
+    out = []
+    for p in pods:
+        creation = first + (p.creation_seconds - first) * factor
+        start = creation + (p.start_seconds - p.creation_seconds)
+        out.append(
+            replace(
+                p,
+                creation_seconds=creation,
+                start_seconds=start,
+                deletion_seconds=start + p.trace_run_seconds,
+            )
+        )
+    return out
