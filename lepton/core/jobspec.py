@@ -63,53 +63,40 @@ def acceptable_models(spec: LeptonJobSpec) -> tuple[str, ...]:
 SERVICE_ESTIMATE_SECONDS = 86_400.0
 
 
-def _service_estimate(spec: LeptonJobSpec) -> EnergyEstimate:
-    """A service's reservation: its watts at its load over its lifetime, on the hungriest model."""
-    assert spec.service is not None
-    seconds = float(spec.service.lifetime_seconds or SERVICE_ESTIMATE_SECONDS)
+def estimate_energy(spec: LeptonJobSpec) -> EnergyEstimate:
+    """The energy to reserve: the estimate for the most energy-hungry acceptable model.
+
+    Batch: energy to completion of its work. Service: its watts at its load over its
+    lifetime (``SERVICE_ESTIMATE_SECONDS`` when it has none).
+    """
     gpus = spec.total_gpus()
     cap = spec.power_cap_hint()
-    worst: EnergyEstimate | None = None
-    for model in acceptable_models(spec):
+    work = spec.work_reference_gpu_hours()
+    service = spec.service
+    lifetime = float((service.lifetime_seconds if service else None) or SERVICE_ESTIMATE_SECONDS)
+
+    def estimate(model: str) -> EnergyEstimate:
         profile = get_profile(model)
         limit = chosen_power_limit_watts(profile, cap)
-        watts = service_power_watts(
-            profile, spec.service.reference_utilization_percent, gpus, 1000, limit
-        )
-        candidate = EnergyEstimate(
+        if service is not None:
+            watts = service_power_watts(
+                profile, service.reference_utilization_percent, gpus, 1000, limit
+            )
+            watt_hours, seconds = watts * lifetime / SECONDS_PER_HOUR, lifetime
+        else:
+            watt_hours = job_energy_watt_hours(model, work, gpus, limit)
+            seconds = job_duration_seconds(model, work, gpus, limit)
+        return EnergyEstimate(
             gpu_model=model,
-            watt_hours=watts * seconds / SECONDS_PER_HOUR,
+            watt_hours=watt_hours,
             duration_seconds=seconds,
             power_limit_watts=limit,
             gpus=gpus,
         )
-        if worst is None or candidate.watt_hours > worst.watt_hours:
-            worst = candidate
-    assert worst is not None  # acceptable_models is never empty
-    return worst
 
-
-def estimate_energy(spec: LeptonJobSpec) -> EnergyEstimate:
-    """The energy to reserve: the estimate for the most energy-hungry acceptable model."""
-    if spec.service is not None:
-        return _service_estimate(spec)
-    work = spec.work_reference_gpu_hours()
-    gpus = spec.total_gpus()
-    cap = spec.power_cap_hint()
-    worst: EnergyEstimate | None = None
-    for model in acceptable_models(spec):
-        limit = chosen_power_limit_watts(get_profile(model), cap)
-        candidate = EnergyEstimate(
-            gpu_model=model,
-            watt_hours=job_energy_watt_hours(model, work, gpus, limit),
-            duration_seconds=job_duration_seconds(model, work, gpus, limit),
-            power_limit_watts=limit,
-            gpus=gpus,
-        )
-        if worst is None or candidate.watt_hours > worst.watt_hours:
-            worst = candidate
-    assert worst is not None  # acceptable_models is never empty
-    return worst
+    # acceptable_models is never empty; the first of equals wins, as before
+    estimates = [estimate(model) for model in acceptable_models(spec)]
+    return max(estimates, key=lambda e: e.watt_hours)
 
 
 def estimated_consumption_watt_hours(estimate: EnergyEstimate, run_seconds: float) -> float:

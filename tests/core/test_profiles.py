@@ -86,8 +86,8 @@ def test_v100_and_p100_curves_are_their_own_measured_sweeps_not_the_a40s(model: 
 @needs_shared_data
 def test_checked_in_a40_profile_matches_a_fresh_derivation_from_the_shared_sweeps() -> None:
     assert A40_PROFILE_PATH.read_text() == render_a40_yaml(DATA_DIR), (
-        "gpu_profiles/a40.yaml drifted from ../shared/data: run "
-        "`python -m lepton.core.profiles derive-a40`"
+        "gpu_profiles/a40.yaml drifted from lepton/data: run "
+        "`python -m lepton.core.profiles derive`"
     )
 
 
