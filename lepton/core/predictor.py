@@ -1,15 +1,26 @@
-"""Forecasting a node's GPU utilisation over a job's horizon from its history.
+"""Forecasting GPU utilisation for placement: a horizon's mean and its upper quantile.
 
-A job placed on a node that will soon be busy runs slower and costs more, so
-the scorer wants each node's *mean utilisation over the next horizon*, not its
-value now. One scikit-learn model is trained on every node's history pooled
-together (nodes are many, each history is short), from features a reader can
-name: the last ``lags`` samples, their mean and trend, and the time of day
-(sine and cosine, so 23:59 is close to 00:00).
+Placement asks two questions of a utilisation series (a pod's, or a node's sum):
+how busy will it be on average over the next horizon (the energy it will draw),
+and how busy can it get (the headroom its GPU must keep, an upper quantile such
+as p90 of the samples in the horizon). One scikit-learn model per question is
+trained on every series pooled together, because series are many and short and
+a new Deployment is exactly a series the model has never seen.
 
-Where a node's history is shorter than the lags, or no model has been trained
-yet, the forecast is the node's last value (and 0 with no history at all):
-the baseline every benchmark compares against.
+Features come from the history only (each row sees the samples up to its own
+time, never after: ``tests/core/test_predictor.py`` checks it by editing the
+future): the last values, rolling means, spread, p90 and share of busy samples
+over several windows, an exponentially weighted mean, how long the series is,
+and optionally the time of day. Every level is divided by the series' own
+recent mean (its *scale*), and the targets too, so a model learns shapes
+("after a burst, half of it stays") that carry over from one pod to another
+whatever their size; rows are weighted by the scale, so the loss is still the
+absolute (or pinball) error in utilisation.
+
+A pod with no history is forecast from the other pods of its workload (same
+owner, image or labels), then from a declared demand, then from a prior: see
+:func:`service_demand`. Where a series is too short or no model is trained, the
+forecast is the series' own recent mean and p90 (and the prior with no samples).
 
 History comes from a :class:`HistorySource` (Prometheus range queries of the
 exporter's ``lepton_gpu_utilization_ratio`` in the extender; a trace in the
@@ -22,6 +33,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -30,14 +42,15 @@ if TYPE_CHECKING:  # scikit-learn costs ~90 MB: imported when a model is first t
     from sklearn.ensemble import HistGradientBoostingRegressor
 
 SECONDS_PER_DAY = 86_400.0
+Array = np.ndarray[Any, np.dtype[np.float64]]
 
 
 @dataclass(frozen=True)
 class Series:
-    """Regularly sampled utilisation of one node: unix seconds and values in 0..1."""
+    """Regularly sampled utilisation of one pod or node: unix seconds and values in 0..1."""
 
-    timestamps: np.ndarray[Any, np.dtype[np.float64]]
-    values: np.ndarray[Any, np.dtype[np.float64]]
+    timestamps: Array
+    values: Array
 
     @classmethod
     def of(cls, points: Sequence[tuple[float, float]]) -> Series:
@@ -53,6 +66,10 @@ class Series:
     def last(self) -> float:
         return float(self.values[-1]) if len(self.values) else 0.0
 
+    def head(self, n: int) -> Series:
+        """The first ``n`` samples (the history as it was at the n-th sample)."""
+        return Series(self.timestamps[:n], self.values[:n])
+
 
 class HistorySource(Protocol):
     """Where utilisation history comes from (Prometheus, a trace, a test)."""
@@ -66,104 +83,384 @@ class HistorySource(Protocol):
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """Shape of the problem: sampling step, how far back to look and how far ahead."""
+    """Shape of the problem: sampling step, the windows looked back at, the horizon ahead."""
 
     step_seconds: float = 300.0
-    lags: int = 12  # one hour of 5-minute samples
-    horizon_steps: int = 12  # forecast the mean of the next hour
+    lags: int = 3  # the newest samples, as they are
+    windows: tuple[int, ...] = (3, 12, 48)  # rolling statistics over these many samples
+    scale_window: int = 48  # the series' own recent mean, which every level is divided by
+    horizon_steps: int = 12  # forecast the next hour (of 5-minute samples)
+    quantile: float = 0.9  # the upper bound: this quantile of a sample in the horizon
+    min_history: int = 3  # fewer samples: the series' own statistics, not the model
+    time_of_day: bool = True
+    normalise: bool = True  # levels and targets relative to the series' recent mean
+    scale_floor: float = 0.01  # a series idle so far is measured against 1 % utilisation
+    busy_threshold: float = 0.01  # a sample above this counts as busy
     max_training_rows: int = 200_000
     max_iter: int = 100
     random_state: int = 0
 
 
-def _time_features(timestamps: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, Any]:
-    phase = 2 * math.pi * (np.mod(timestamps, SECONDS_PER_DAY) / SECONDS_PER_DAY)
-    return np.column_stack([np.sin(phase), np.cos(phase)])
+def _window_mean(values: Array, window: int) -> tuple[Array, Array]:
+    """Mean and standard deviation of the last ``window`` samples at each index.
+
+    The first indices see fewer samples (all there are): no value after index i is read.
+    """
+    n = len(values)
+    counts = np.minimum(np.arange(1, n + 1), window).astype(np.float64)
+    c1 = np.concatenate([[0.0], np.cumsum(values)])
+    c2 = np.concatenate([[0.0], np.cumsum(values * values)])
+    idx = np.arange(1, n + 1)
+    lo = np.maximum(idx - window, 0)
+    mean = (c1[idx] - c1[lo]) / counts
+    var = np.maximum((c2[idx] - c2[lo]) / counts - mean * mean, 0.0)
+    return mean, np.sqrt(var)
 
 
-def features(
-    windows: np.ndarray[Any, Any], timestamps: np.ndarray[Any, np.dtype[np.float64]]
-) -> np.ndarray[Any, Any]:
-    """Rows of [lags (oldest..newest), mean, newest - oldest, sin(day), cos(day)]."""
-    mean = windows.mean(axis=1, keepdims=True)
-    trend = (windows[:, -1] - windows[:, 0]).reshape(-1, 1)
-    return np.hstack([windows, mean, trend, _time_features(timestamps)])
+def window_quantile(values: Array, window: int, q: float) -> tuple[Array, Array]:
+    """The ``q`` quantile (linear, numpy's default) and the max of the last ``window`` samples."""
+    n = len(values)
+    if not n:
+        return values.copy(), values.copy()
+    padded = np.concatenate([np.full(window - 1, np.inf), values])
+    ordered = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
+    counts = np.minimum(np.arange(1, n + 1), window)
+    position = (counts - 1) * q
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, counts - 1)
+    rows = np.arange(n)
+    low, high = ordered[rows, below], ordered[rows, above]
+    quantile = low + (high - low) * (position - below)
+    return quantile, ordered[rows, counts - 1]
 
 
-def training_rows(
-    series: Series, config: PredictorConfig
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(features, target) for every point with ``lags`` behind it and a horizon ahead."""
-    lags, horizon = config.lags, config.horizon_steps
-    n = len(series) - lags - horizon + 1
-    if n <= 0:
-        return np.empty((0, lags + 4)), np.empty(0)
-    values = series.values
-    windows = np.lib.stride_tricks.sliding_window_view(values, lags)[:n]
-    future = np.lib.stride_tricks.sliding_window_view(values[lags:], horizon)[:n]
-    stamps = series.timestamps[lags - 1 : lags - 1 + n]
-    return features(windows, stamps), future.mean(axis=1)
+def _ewma(values: Array, alpha: float) -> Array:
+    """Exponentially weighted mean up to each index, started at the first value."""
+    out = np.empty(len(values))
+    level = float(values[0]) if len(values) else 0.0
+    for i, value in enumerate(values.tolist()):
+        level += alpha * (value - level)
+        out[i] = level
+    return out
+
+
+def feature_names(config: PredictorConfig) -> list[str]:
+    """Column names of :func:`series_features`, in order."""
+    names = [f"lag{k}" for k in range(config.lags)]
+    for w in config.windows:
+        names += [f"mean{w}", f"std{w}", f"p90_{w}", f"max{w}", f"busy{w}"]
+    names += ["ewma_fast", "ewma_slow", "log_scale", "log_length"]
+    if config.time_of_day:
+        names += ["sin_day", "cos_day"]
+    return names
+
+
+def series_features(series: Series, config: PredictorConfig) -> tuple[Array, Array]:
+    """(features, scale) at every sample of ``series``, each from the samples up to it only.
+
+    Levels are divided by the scale (the mean of the last ``scale_window`` samples, at
+    least ``scale_floor``); the scale itself enters as its logarithm.
+    """
+    v = series.values
+    n = len(v)
+    scale_mean, _ = _window_mean(v, config.scale_window)
+    scale = np.maximum(scale_mean, config.scale_floor)
+    log_scale = np.log(scale)
+    if not config.normalise:
+        scale = np.ones(n)
+    columns: list[Array] = []
+    for k in range(config.lags):
+        lagged = np.concatenate([np.full(min(k, n), v[0] if n else 0.0), v[: max(n - k, 0)]])
+        columns.append(lagged / scale)
+    for w in config.windows:
+        mean, std = _window_mean(v, w)
+        p90, top = window_quantile(v, w, 0.9)
+        busy, _ = _window_mean((v > config.busy_threshold).astype(np.float64), w)
+        columns += [mean / scale, std / scale, p90 / scale, top / scale, busy]
+    columns += [_ewma(v, 0.3) / scale, _ewma(v, 0.03) / scale]
+    columns += [log_scale, np.log1p(np.arange(1, n + 1, dtype=np.float64))]
+    if config.time_of_day:
+        phase = 2 * math.pi * (np.mod(series.timestamps, SECONDS_PER_DAY) / SECONDS_PER_DAY)
+        columns += [np.sin(phase), np.cos(phase)]
+    if not n:
+        return np.empty((0, len(feature_names(config)))), np.empty(0)
+    return np.column_stack(columns), scale
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Training or test rows of one or many series, with what the horizon held."""
+
+    x: Array  # features (see feature_names)
+    scale: Array  # each row's scale
+    future_mean: Array  # mean of the horizon's samples: the mean forecast's target
+    future: Array  # rows x horizon_steps: the horizon's samples (the upper bound's)
+    series: np.ndarray[Any, np.dtype[np.int64]]  # which series (index into the input)
+    position: np.ndarray[Any, np.dtype[np.int64]]  # index of the row's sample in its series
+
+    def __len__(self) -> int:
+        return len(self.future_mean)
+
+    @staticmethod
+    def concat(parts: Sequence[Rows], config: PredictorConfig) -> Rows:
+        if not parts:
+            width = len(feature_names(config))
+            empty_int = np.empty(0, dtype=np.int64)
+            return Rows(
+                np.empty((0, width)),
+                np.empty(0),
+                np.empty(0),
+                np.empty((0, config.horizon_steps)),
+                empty_int,
+                empty_int.copy(),
+            )
+        return Rows(
+            np.vstack([p.x for p in parts]),
+            np.concatenate([p.scale for p in parts]),
+            np.concatenate([p.future_mean for p in parts]),
+            np.vstack([p.future for p in parts]),
+            np.concatenate([p.series for p in parts]),
+            np.concatenate([p.position for p in parts]),
+        )
+
+
+def training_rows(series: Series, config: PredictorConfig, index: int = 0) -> Rows:
+    """A row for every sample with ``min_history`` samples up to it and a full horizon after."""
+    h, n = config.horizon_steps, len(series)
+    first = config.min_history - 1
+    count = n - h - first
+    if count <= 0:
+        return Rows.concat([], config)
+    x, scale = series_features(series, config)
+    future = np.lib.stride_tricks.sliding_window_view(series.values[first + 1 :], h)[:count]
+    at = np.arange(first, first + count)
+    return Rows(
+        x[at],
+        scale[at],
+        future.mean(axis=1),
+        np.array(future),
+        np.full(count, index, dtype=np.int64),
+        at.astype(np.int64),
+    )
+
+
+def rows_of(history: Sequence[Series], config: PredictorConfig) -> Rows:
+    """Rows of every series, each tagged with its index in ``history``."""
+    return Rows.concat([training_rows(s, config, i) for i, s in enumerate(history)], config)
+
+
+class ForecastSource(StrEnum):
+    """Where a forecast came from, in the words explanations show."""
+
+    OWN_HISTORY = "own history"
+    WORKLOAD_HISTORY = "workload history"
+    DECLARED = "declared"
+    PRIOR = "prior"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Utilisation (0..1) over the horizon: its mean, its upper quantile, and where it came from."""
+
+    mean: float
+    upper: float
+    source: ForecastSource
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": round(self.mean, 4), "upper": round(self.upper, 4), "source": self.source}
+
+
+# A service nobody has measured or declared may keep its GPU busy: the prior is cautious.
+DEFAULT_PRIOR = Forecast(mean=0.5, upper=1.0, source=ForecastSource.PRIOR)
+
+
+def _sample_future(rows: Rows, rng: np.random.Generator, draws: int) -> tuple[Array, Array]:
+    """``draws`` random samples of each row's horizon: targets of the upper quantile."""
+    pick = rng.integers(0, rows.future.shape[1], size=(len(rows), draws))
+    targets = np.take_along_axis(rows.future, pick, axis=1)
+    return np.repeat(np.arange(len(rows)), draws), targets.reshape(-1)
 
 
 @dataclass
 class LoadPredictor:
-    """Pooled gradient-boosted forecast of mean utilisation over the horizon."""
+    """Pooled gradient-boosted forecasts of a horizon's mean and upper quantile."""
 
     config: PredictorConfig = field(default_factory=PredictorConfig)
-    model: HistGradientBoostingRegressor | None = None
+    mean_model: HistGradientBoostingRegressor | None = None
+    upper_model: HistGradientBoostingRegressor | None = None
     trained_rows: int = 0
 
-    def fit(self, history: Mapping[str, Series]) -> bool:
-        """Train on every node's history; False (and the last-value fallback) when too short."""
-        xs, ys = [], []
-        for series in history.values():
-            x, y = training_rows(series, self.config)
-            if len(y):
-                xs.append(x)
-                ys.append(y)
-        if not xs:
+    @property
+    def trained(self) -> bool:
+        return self.mean_model is not None and self.upper_model is not None
+
+    def fit(self, history: Mapping[str, Series] | Sequence[Series]) -> bool:
+        """Train on every series pooled; False (and the series' own statistics) when too short."""
+        series = list(history.values()) if isinstance(history, Mapping) else list(history)
+        rows = rows_of(series, self.config)
+        if len(rows) < 2 * rows.x.shape[1]:
             return False
-        x_all, y_all = np.vstack(xs), np.concatenate(ys)
-        if len(y_all) < 2 * (self.config.lags + 4):
-            return False
-        if len(y_all) > self.config.max_training_rows:
-            pick = np.random.default_rng(self.config.random_state).choice(
-                len(y_all), self.config.max_training_rows, replace=False
-            )
-            x_all, y_all = x_all[pick], y_all[pick]
+        return self.fit_rows(rows)
+
+    def fit_rows(self, rows: Rows) -> bool:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        # The model learns the change from the last value, under absolute error: where the
-        # features say nothing it predicts no change, i.e. the baseline, not a blurred mean.
-        model = HistGradientBoostingRegressor(
-            loss="absolute_error",
-            max_iter=self.config.max_iter,
-            random_state=self.config.random_state,
+        rng = np.random.default_rng(self.config.random_state)
+        if len(rows) > self.config.max_training_rows:
+            keep = rng.choice(len(rows), self.config.max_training_rows, replace=False)
+            rows = Rows(
+                rows.x[keep],
+                rows.scale[keep],
+                rows.future_mean[keep],
+                rows.future[keep],
+                rows.series[keep],
+                rows.position[keep],
+            )
+        common = {
+            "max_iter": self.config.max_iter,
+            "random_state": self.config.random_state,
+            "learning_rate": 0.1,
+            "min_samples_leaf": 40,
+        }
+        # Targets relative to the scale, rows weighted by it: the loss stays in utilisation.
+        mean_model = HistGradientBoostingRegressor(loss="absolute_error", **common)
+        mean_model.fit(rows.x, rows.future_mean / rows.scale, sample_weight=rows.scale)
+        which, targets = _sample_future(rows, rng, draws=2)
+        upper_model = HistGradientBoostingRegressor(
+            loss="quantile", quantile=self.config.quantile, **common
         )
-        model.fit(x_all, y_all - x_all[:, self.config.lags - 1])
-        self.model, self.trained_rows = model, len(y_all)
+        upper_model.fit(rows.x[which], targets / rows.scale[which], sample_weight=rows.scale[which])
+        self.mean_model, self.upper_model, self.trained_rows = mean_model, upper_model, len(rows)
         return True
 
-    def forecast(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Mean utilisation over the horizon for rows of :func:`features` (model required)."""
-        assert self.model is not None
-        change = np.asarray(self.model.predict(x), dtype=np.float64)
-        return np.clip(x[:, self.config.lags - 1] + change, 0.0, 1.0)
+    def forecast_rows(self, x: Array, scale: Array) -> tuple[Array, Array]:
+        """(mean, upper) in 0..1 for rows of :func:`series_features` (model required)."""
+        assert self.mean_model is not None and self.upper_model is not None
+        mean = np.clip(scale * self.mean_model.predict(x), 0.0, 1.0)
+        upper = np.clip(scale * self.upper_model.predict(x), 0.0, 1.0)
+        return mean, np.maximum(upper, mean)
+
+    def forecast(self, series: Series) -> Forecast | None:
+        """The series' forecast from its own history; None with no samples at all."""
+        return self.forecast_many([series])[0]
+
+    def forecast_many(self, series: Sequence[Series]) -> list[Forecast | None]:
+        out: list[Forecast | None] = []
+        ready: list[int] = []
+        xs, scales = [], []
+        for i, s in enumerate(series):
+            if not len(s):
+                out.append(None)
+                continue
+            recent = s.values[-self.config.scale_window :]
+            out.append(
+                Forecast(
+                    float(recent.mean()),
+                    float(np.quantile(recent, self.config.quantile)),
+                    ForecastSource.OWN_HISTORY,
+                )
+            )
+            if self.trained and len(s) >= self.config.min_history:
+                x, scale = series_features(s, self.config)
+                xs.append(x[-1])
+                scales.append(scale[-1])
+                ready.append(i)
+        if ready:
+            mean, upper = self.forecast_rows(np.vstack(xs), np.array(scales))
+            for j, i in enumerate(ready):
+                out[i] = Forecast(float(mean[j]), float(upper[j]), ForecastSource.OWN_HISTORY)
+        return out
 
     def predict(self, history: Mapping[str, Series]) -> dict[str, float]:
-        """Each node's forecast mean utilisation (0..1); the last value where history is short."""
-        out = {name: s.last() for name, s in history.items()}
-        if self.model is None:
-            return out
-        lags = self.config.lags
-        ready = [name for name, s in history.items() if len(s) >= lags]
-        if not ready:
-            return out
-        windows = np.vstack([history[name].values[-lags:] for name in ready])
-        stamps = np.array([history[name].timestamps[-1] for name in ready])
-        forecasts = self.forecast(features(windows, stamps))
-        out.update({name: float(f) for name, f in zip(ready, forecasts, strict=True)})
-        return out
+        """Each series' forecast mean utilisation (0..1); 0 where there is no sample."""
+        return {
+            name: forecast.mean if forecast else 0.0
+            for name, forecast in zip(
+                history, self.forecast_many(list(history.values())), strict=True
+            )
+        }
+
+    def predict_forecasts(self, history: Mapping[str, Series]) -> dict[str, Forecast]:
+        """Each series' mean and upper forecast; series with no sample are left out."""
+        forecasts = self.forecast_many(list(history.values()))
+        return {name: f for name, f in zip(history, forecasts, strict=True) if f is not None}
+
+
+def workload_forecast(predictor: LoadPredictor, siblings: Sequence[Series]) -> Forecast | None:
+    """A new pod's forecast from the other pods of its workload: the mean of theirs.
+
+    A replica behind the same load balancer gets a share like theirs. The upper
+    bound is the mean of their upper bounds, not the quantile of the mixture: a
+    little low when the siblings differ widely.
+    """
+    forecasts = [f for f in predictor.forecast_many(siblings) if f is not None]
+    if not forecasts:
+        return None
+    return Forecast(
+        float(np.mean([f.mean for f in forecasts])),
+        float(np.mean([f.upper for f in forecasts])),
+        ForecastSource.WORKLOAD_HISTORY,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceDemand:
+    """A service's forecast demand and the ``reference_utilization_percent`` it gives."""
+
+    forecast: Forecast
+    reference_utilization_percent: float  # percent of one reference GPU, from the upper bound
+
+    @property
+    def source(self) -> ForecastSource:
+        return self.forecast.source
+
+    def explain(self) -> str:
+        f = self.forecast
+        return (
+            f"demand {self.reference_utilization_percent:.1f} % of a reference GPU "
+            f"(forecast mean {f.mean:.1%}, p-upper {f.upper:.1%}, from {f.source})"
+        )
+
+
+def service_demand(
+    predictor: LoadPredictor,
+    own: Series | None = None,
+    workload: Sequence[Series] = (),
+    *,
+    declared_percent: float | None = None,
+    prior: Forecast = DEFAULT_PRIOR,
+    measured_speed: float = 1.0,
+    min_own_samples: int | None = None,
+) -> ServiceDemand:
+    """A service's demand: own history, else its workload's, else declared, else the prior.
+
+    ``measured_speed`` is the speed, relative to the reference GPU, of the GPU the
+    history was measured on: a pod keeping a GPU twice as fast as the reference
+    40 % busy would keep the reference 80 % busy, so the demand is upper * speed.
+    The history must hold at least ``min_own_samples`` (default: the horizon) to be
+    trusted over the workload's.
+    """
+    if measured_speed <= 0 or not math.isfinite(measured_speed):
+        raise ValueError(f"measured_speed must be a positive number, got {measured_speed}")
+    needed = predictor.config.horizon_steps if min_own_samples is None else min_own_samples
+    forecast: Forecast | None = None
+    if own is not None and len(own) >= max(needed, 1):
+        forecast = predictor.forecast(own)
+    if forecast is None:
+        forecast = workload_forecast(predictor, [s for s in workload if len(s)])
+        if forecast is None and own is not None and len(own):
+            forecast = predictor.forecast(own)  # a short history beats none
+    if forecast is not None:
+        percent = min(100.0, forecast.upper * measured_speed * 100.0)
+        return ServiceDemand(forecast, percent)
+    if declared_percent is not None:
+        if not 0 <= declared_percent <= 100 or not math.isfinite(declared_percent):
+            raise ValueError(
+                f"declared reference utilisation must be 0..100 percent, got {declared_percent}"
+            )
+        share = declared_percent / 100.0
+        return ServiceDemand(Forecast(share, share, ForecastSource.DECLARED), declared_percent)
+    return ServiceDemand(prior, min(100.0, prior.upper * 100.0))
 
 
 @dataclass(frozen=True)
@@ -174,6 +471,7 @@ class Evaluation:
     last_value_mae: float
     test_rows: int
     train_rows: int
+    upper_coverage: float = math.nan  # share of the horizon's samples at or below the upper bound
 
     @property
     def improvement(self) -> float:
@@ -186,7 +484,7 @@ class Evaluation:
 def split_in_time(
     history: Mapping[str, Series], train_fraction: float
 ) -> tuple[dict[str, Series], dict[str, Series]]:
-    """Each node's series cut at the same moment: the past to train on, the rest to test."""
+    """Each series cut at the same moment: the past to train on, the rest to test."""
     stamps = np.concatenate([s.timestamps for s in history.values() if len(s)])
     cut = float(np.quantile(stamps, train_fraction)) if len(stamps) else 0.0
     train, test = {}, {}
@@ -202,25 +500,31 @@ def evaluate(
     config: PredictorConfig | None = None,
     train_fraction: float = 0.7,
 ) -> Evaluation:
-    """Train on the first part of every series, compare model and last value on the rest."""
+    """Train on the past of every series; score model and last value on the rest.
+
+    A test row sees the whole history before it (the training part too), as the
+    extender would; its horizon lies entirely after the cut.
+    """
     predictor = LoadPredictor(config or PredictorConfig())
-    train, test = split_in_time(history, train_fraction)
+    train, _ = split_in_time(history, train_fraction)
     predictor.fit(train)
-    lags = predictor.config.lags
-    model_errors, baseline_errors = [], []
-    for series in test.values():
-        x, y = training_rows(series, predictor.config)
-        if not len(y):
-            continue
-        baseline_errors.append(np.abs(x[:, lags - 1] - y))
-        if predictor.model is not None:
-            model_errors.append(np.abs(predictor.forecast(x) - y))
-        else:
-            model_errors.append(np.abs(x[:, lags - 1] - y))
-    if not baseline_errors:
+    names = list(history)
+    rows = rows_of([history[n] for n in names], predictor.config)
+    cut_at = np.array([len(train[n]) for n in names], dtype=np.int64)
+    test = rows.position >= cut_at[rows.series] - 1
+    if not test.any():
         return Evaluation(math.nan, math.nan, 0, predictor.trained_rows)
-    model = np.concatenate(model_errors)
-    baseline = np.concatenate(baseline_errors)
+    last = rows.x[test, 0] * rows.scale[test]
+    truth = rows.future_mean[test]
+    if predictor.trained:
+        mean, upper = predictor.forecast_rows(rows.x[test], rows.scale[test])
+    else:
+        mean, upper = last, last
+    coverage = float((rows.future[test] <= upper[:, None] + 1e-12).mean())
     return Evaluation(
-        float(model.mean()), float(baseline.mean()), len(model), predictor.trained_rows
+        float(np.abs(mean - truth).mean()),
+        float(np.abs(last - truth).mean()),
+        int(test.sum()),
+        predictor.trained_rows,
+        coverage,
     )

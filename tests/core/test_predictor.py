@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from lepton.core.predictor import (
+    ForecastSource,
     LoadPredictor,
     PredictorConfig,
     Series,
     evaluate,
+    series_features,
+    service_demand,
     split_in_time,
     training_rows,
 )
@@ -38,23 +41,41 @@ def test_series_drops_nans_sorts_and_clips() -> None:
 
 def test_training_rows_target_the_mean_over_the_horizon() -> None:
     s = Series.of([(i * STEP, i / 100) for i in range(30)])
-    config = PredictorConfig(lags=3, horizon_steps=2)
-    x, y = training_rows(s, config)
-    assert len(y) == 30 - 3 - 2 + 1
-    assert list(x[0, :3]) == pytest.approx([0.0, 0.01, 0.02])  # lags, oldest first
-    assert y[0] == pytest.approx((0.03 + 0.04) / 2)
+    config = PredictorConfig(lags=3, windows=(3,), horizon_steps=2, min_history=3)
+    rows = training_rows(s, config)
+    assert len(rows) == 30 - 2 - 2
+    assert rows.x[0, 0] * rows.scale[0] == pytest.approx(0.02)  # the newest sample seen
+    assert rows.future_mean[0] == pytest.approx((0.03 + 0.04) / 2)
+    assert list(rows.future[0]) == pytest.approx([0.03, 0.04])
 
 
-def test_short_history_falls_back_to_the_last_value() -> None:
+def test_features_never_read_the_future() -> None:
+    """Each row's features are the same whether or not the samples after it exist or change."""
+    rng = np.random.default_rng(1)
+    values = rng.random(300) * (rng.random(300) > 0.6)
+    full = Series(np.arange(300) * STEP, values)
+    config = PredictorConfig(windows=(5, 60), scale_window=30)
+    x_full, scale_full = series_features(full, config)
+    for cut in (1, 2, 7, 59, 61, 150, 299):
+        changed = values.copy()
+        changed[cut:] = rng.random(300 - cut)  # rewrite everything after sample cut-1
+        x_cut, scale_cut = series_features(full.head(cut), config)
+        x_changed, _ = series_features(Series(full.timestamps, changed), config)
+        assert np.allclose(x_cut, x_full[:cut]) and np.allclose(scale_cut, scale_full[:cut])
+        assert np.allclose(x_changed[:cut], x_full[:cut])
+
+
+def test_short_history_falls_back_to_its_own_statistics() -> None:
     predictor = LoadPredictor(PredictorConfig(lags=12))
     short = {"n1": Series.of([(0, 0.3), (STEP, 0.6)]), "n2": Series.of([])}
     assert predictor.fit(short) is False
-    assert predictor.predict(short) == {"n1": 0.6, "n2": 0.0}
+    assert predictor.predict(short) == {"n1": pytest.approx(0.45), "n2": 0.0}
 
 
-def test_untrained_predictor_forecasts_the_last_value() -> None:
+def test_untrained_predictor_forecasts_the_recent_mean() -> None:
     history = {"n": diurnal(1)}
-    assert LoadPredictor().predict(history) == {"n": pytest.approx(history["n"].last())}
+    recent = history["n"].values[-PredictorConfig().scale_window :].mean()
+    assert LoadPredictor().predict(history) == {"n": pytest.approx(recent)}
 
 
 def test_model_beats_the_last_value_on_a_daily_cycle() -> None:
@@ -73,6 +94,35 @@ def test_forecasts_are_in_range_and_nodes_with_short_history_still_get_one() -> 
     forecasts = predictor.predict(history)
     assert forecasts["new"] == pytest.approx(0.42)
     assert all(0.0 <= v <= 1.0 for v in forecasts.values())
+    bounds = predictor.predict_forecasts(history)
+    assert all(f.upper >= f.mean for f in bounds.values())
+
+
+def test_upper_bound_covers_about_its_quantile_on_held_out_days() -> None:
+    history = {f"n{i}": diurnal(6, phase_hours=i, noise=0.1, seed=i) for i in range(4)}
+    result = evaluate(history, PredictorConfig(max_iter=60))
+    assert 0.8 <= result.upper_coverage <= 0.97
+
+
+def test_service_demand_comes_from_own_then_workload_then_declared_then_prior() -> None:
+    history = [diurnal(2, phase_hours=i, seed=i) for i in range(3)]
+    predictor = LoadPredictor(PredictorConfig(max_iter=30))
+    assert predictor.fit(history)
+    own = service_demand(predictor, history[0], history[1:], measured_speed=2.0)
+    assert own.source is ForecastSource.OWN_HISTORY
+    assert own.reference_utilization_percent == pytest.approx(
+        min(100.0, own.forecast.upper * 200.0)
+    )
+    assert "own history" in own.explain()
+    new = service_demand(predictor, Series.of([]), history[1:], declared_percent=30.0)
+    assert new.source is ForecastSource.WORKLOAD_HISTORY
+    declared = service_demand(predictor, None, [], declared_percent=30.0)
+    assert declared.source is ForecastSource.DECLARED
+    assert declared.reference_utilization_percent == 30.0
+    prior = service_demand(predictor)
+    assert prior.source is ForecastSource.PRIOR and prior.reference_utilization_percent == 100.0
+    with pytest.raises(ValueError, match=r"0\.\.100 percent"):
+        service_demand(predictor, declared_percent=130.0)
 
 
 def test_split_in_time_cuts_every_node_at_the_same_moment() -> None:
