@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 GROUP = "lepton.dev"
 VERSION = "v1alpha1"
@@ -60,6 +60,9 @@ ANNOTATION_POWER_LIMIT_WATTS = f"{GROUP}/power-limit-watts"
 ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
 # The SDK's phase table (compact JSON), written by the SDK on its own pod.
 ANNOTATION_PHASES = f"{GROUP}/phases"
+
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 class WorkloadKind(StrEnum):
@@ -230,14 +233,15 @@ def hints_from_pod_metadata(
         except ValueError as error:
             raise HintError(f"annotation {key}={raw!r} is not a number: {error}") from None
 
-    policy_raw = annotations.get(ANNOTATION_ENERGY_POLICY, EnergyPolicy.BALANCED.value)
-    try:
-        policy = EnergyPolicy(policy_raw)
-    except ValueError:
-        allowed = ", ".join(p.value for p in EnergyPolicy)
-        raise HintError(
-            f"annotation {ANNOTATION_ENERGY_POLICY}={policy_raw!r} is not one of {allowed}"
-        ) from None
+    def choice(key: str, enum: type[_E], default: _E) -> _E:
+        raw = annotations.get(key, default.value)
+        try:
+            return enum(raw)
+        except ValueError:
+            allowed = ", ".join(e.value for e in enum)
+            raise HintError(f"annotation {key}={raw!r} is not one of {allowed}") from None
+
+    policy = choice(ANNOTATION_ENERGY_POLICY, EnergyPolicy, EnergyPolicy.BALANCED)
 
     deadline: datetime | None = None
     if raw_deadline := annotations.get(ANNOTATION_DEADLINE_TIME):
@@ -249,14 +253,7 @@ def hints_from_pod_metadata(
             ) from None
 
     default_kind = WorkloadKind.BATCH if from_job else WorkloadKind.SERVICE
-    kind_raw = annotations.get(ANNOTATION_WORKLOAD_KIND, default_kind.value)
-    try:
-        kind = WorkloadKind(kind_raw)
-    except ValueError:
-        allowed = ", ".join(k.value for k in WorkloadKind)
-        raise HintError(
-            f"annotation {ANNOTATION_WORKLOAD_KIND}={kind_raw!r} is not one of {allowed}"
-        ) from None
+    kind = choice(ANNOTATION_WORKLOAD_KIND, WorkloadKind, default_kind)
     utilization = float(
         number(
             ANNOTATION_REFERENCE_UTILIZATION_PERCENT, DEFAULT_REFERENCE_UTILIZATION_PERCENT, float
