@@ -28,7 +28,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -296,6 +296,29 @@ class LocalCluster:
             self.stop_processes(["kube-scheduler"])
         proc = self._start_scheduler(tools.tool_path("kube-scheduler"))
         self.wait_healthy(["kube-scheduler"])
+        return proc
+
+    def start_scheduler_with(self, name: str, config: Mapping[str, Any]) -> Process:
+        """Start one more kube-scheduler, ``name``, with a KubeSchedulerConfiguration.
+
+        ``config``'s ``clientConnection`` and ``leaderElection`` are filled in as for
+        the cluster's own scheduler; its profiles serve the pods that name them.
+        """
+        if name in self.state.processes:
+            self.stop_processes([name])
+        full = {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            **config,
+            "clientConnection": {"kubeconfig": str(self.kubeconfig), "qps": 200, "burst": 400},
+            "leaderElection": {"leaderElect": False},
+        }
+        config_path = self.dir / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(full))
+        proc = self._start_scheduler(
+            tools.tool_path("kube-scheduler"), name=name, config_path=config_path
+        )
+        self.wait_healthy([name])
         return proc
 
     def stop_lepton_scheduler(self) -> None:

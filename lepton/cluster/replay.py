@@ -8,7 +8,14 @@ plane (:class:`~lepton.cluster.local.LocalCluster`):
 * the fleet is the trace's nodes, labelled with the GPU model the simulator
   maps them to (``G2`` → ``A100`` …), so that the extender scores the same GPUs;
 * each pod is created at its compressed creation time, as a bare pod (default
-  profile) or with Lepton's hints and ``schedulerName: lepton-scheduler``;
+  profile), for the ``most-allocated`` kube-scheduler (a third scheduler with
+  the bin-packing profile, :func:`most_allocated_scheduler_config`) or with
+  Lepton's hints and ``schedulerName: lepton-scheduler``;
+* the cluster autoscaler is emulated as the simulator emulates it
+  (:class:`~lepton.sim.replay.ReplayAutoscaler`): every node starts cordoned
+  (powered off), a node is uncordoned after the compressed provisioning delay
+  when a pending pod fits no powered node, and cordoned again once empty for the
+  compressed scale-in grace;
 * a watch records when each pod is bound and where; the pod is deleted when its
   modelled run on that node's GPU ends (kwok leaves bare pods Running), so that
   the cluster frees its resources as the simulator does;
@@ -35,7 +42,10 @@ from lepton.cluster.stack import LeptonStack
 from lepton.sim.engine import fleet_mean_speed
 from lepton.sim.policies import PolicyName
 from lepton.sim.replay import (
+    GPU_RESOURCE,
+    MOST_ALLOCATED_SCHEDULER_NAME,
     ObservedRun,
+    ReplayAutoscaler,
     ReplaySettings,
     placement_for,
     pod_manifest,
@@ -66,6 +76,38 @@ def fleet_for_replay(
             for i, n in enumerate(nodes)
         )
     )
+
+
+def most_allocated_scheduler_config() -> dict[str, Any]:
+    """kube-scheduler's bin-packing profile, as the simulator's ``most-allocated`` emulates it.
+
+    ``NodeResourcesFit`` with the ``MostAllocated`` strategy over cpu, memory and
+    ``nvidia.com/gpu`` (weights 1, upstream's "bin packing of extended resources"
+    example), no BalancedAllocation, every feasible node scored.
+    """
+    return {
+        "percentageOfNodesToScore": 100,
+        "profiles": [
+            {
+                "schedulerName": MOST_ALLOCATED_SCHEDULER_NAME,
+                "plugins": {"score": {"disabled": [{"name": "NodeResourcesBalancedAllocation"}]}},
+                "pluginConfig": [
+                    {
+                        "name": "NodeResourcesFit",
+                        "args": {
+                            "scoringStrategy": {
+                                "type": "MostAllocated",
+                                "resources": [
+                                    {"name": name, "weight": 1}
+                                    for name in ("cpu", "memory", GPU_RESOURCE)
+                                ],
+                            }
+                        },
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _core_api(cluster: LocalCluster) -> Any:
@@ -139,6 +181,7 @@ class ReplayDriver:
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.cluster = cluster
+        self.nodes = list(nodes)
         self.settings = settings
         self.progress = progress
         self.models = {n.name: settings.model_map.get(n.model, n.model) for n in nodes}
@@ -161,12 +204,29 @@ class ReplayDriver:
             time.sleep(0.2)
         return name
 
+    def _set_schedulable(self, node: str, schedulable: bool) -> None:
+        self.api.patch_node(
+            node, {"spec": {"unschedulable": not schedulable}}, _preload_content=False
+        )
+
+    def _cordon_all(self) -> None:
+        """Every node off before a run, as the autoscaler's fleet starts."""
+        with ThreadPoolExecutor(API_WORKERS, thread_name_prefix="replay-cordon") as pool:
+            list(pool.map(lambda n: self._set_schedulable(n, False), self.models))
+
     def run(self, policy: PolicyName, pods: Sequence[TracePod]) -> ObservedRun:
         """Create, watch and delete ``pods`` on the compressed clock; where did they go?"""
         namespace = self._namespace(policy)
+        self._cordon_all()
         by_name = {p.name: p for p in pods}
         compression = self.settings.time_compression
         window = self.settings.window_end_seconds
+        autoscaler = ReplayAutoscaler(
+            self.nodes,
+            self.settings.compressed_provisioning_delay_seconds,
+            self.settings.compressed_grace_seconds,
+            self.settings.seed,
+        )
         started = time.monotonic()
         epoch = datetime.now(UTC)
 
@@ -185,6 +245,7 @@ class ReplayDriver:
         ]
         heapq.heapify(events)
         starts: dict[str, tuple[str, float]] = {}
+        pending: dict[str, TracePod] = {}  # created, not seen bound; creation order
         creation_lag: list[float] = []
         binding_lag: list[float] = []
         deleted: set[str] = set()
@@ -202,6 +263,11 @@ class ReplayDriver:
 
         pool = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="replay-api")
         futures = []
+
+        def apply(actions: list[tuple[str, bool]]) -> None:
+            for node, schedulable in actions:
+                futures.append(pool.submit(self._set_schedulable, node, schedulable))
+
         try:
             while True:
                 now = clock()
@@ -212,7 +278,9 @@ class ReplayDriver:
                         break
                     pod = by_name[name]
                     starts[name] = (node, seen)
+                    pending.pop(name, None)
                     binding_lag.append(seen - pod.creation_seconds / compression)
+                    apply(autoscaler.bound(pod, node, seen))
                     placed = placement_for(
                         pod, node, self.models[node], seen, policy, self.config, self.trace_speed
                     )
@@ -220,14 +288,22 @@ class ReplayDriver:
                 while events and events[0][0] <= now and events[0][0] < window:
                     at, order, name = heapq.heappop(events)
                     if order == 1:
+                        pending[name] = by_name[name]
                         futures.append(pool.submit(create, name, at))
                     else:
                         deleted.add(name)
+                        autoscaler.finished(by_name[name], at)
                         futures.append(pool.submit(delete, name))
-                finished = not any(o == 1 for _, o, _ in events) and len(deleted) == len(pods)
+                apply(autoscaler.step(now, list(pending.values())))
+                finished = (
+                    not any(o == 1 for _, o, _ in events)
+                    and len(deleted) == len(pods)
+                    and not (autoscaler.powered.any() or autoscaler.booting.any())
+                )
                 if finished or now >= window:
                     break
-                wait = min(0.02, max(0.0, events[0][0] - now) if events else 0.02)
+                wake = min(events[0][0] if events else window, autoscaler.next_deadline(), window)
+                wait = min(0.02, max(0.0, wake - clock()))
                 try:
                     name, node, seen = watch.events.get(timeout=wait)
                     watch.events.put((name, node, seen))
@@ -241,8 +317,8 @@ class ReplayDriver:
         wall = clock()
         unscheduled = sorted(set(by_name) - set(starts))
         self.progress(
-            f"[replay] {policy}: {len(starts)} placed, {len(unscheduled)} unscheduled "
-            f"in {wall:.0f} s"
+            f"[replay] {policy}: {len(starts)} placed, {len(unscheduled)} unscheduled, "
+            f"{autoscaler.nodes_added} nodes added in {wall:.0f} s"
         )
         self._clear(namespace)
         return ObservedRun(
@@ -252,6 +328,9 @@ class ReplayDriver:
             wall_seconds=wall,
             creation_lag_seconds=creation_lag,
             binding_lag_seconds=binding_lag,
+            power_intervals=autoscaler.close(min(wall, window)),
+            nodes_added=autoscaler.nodes_added,
+            late_bindings=autoscaler.late_bindings,
         )
 
     def _clear(self, namespace: str) -> None:
@@ -279,8 +358,12 @@ def replay_on_local_cluster(
     cluster = LocalCluster(state_dir, progress=progress)
     cluster.up(fleet_for_replay(nodes, settings.model_map))
     try:
-        if any(p is not PolicyName.DEFAULT_SCHEDULER for p in policies):
+        if any(p in (PolicyName.LEPTON_BALANCED, PolicyName.LEPTON_EFFICIENCY) for p in policies):
             LeptonStack(cluster).start_extender()
+        if PolicyName.MOST_ALLOCATED in policies:
+            cluster.start_scheduler_with(
+                f"{MOST_ALLOCATED_SCHEDULER_NAME}-scheduler", most_allocated_scheduler_config()
+            )
         driver = ReplayDriver(cluster, nodes, settings, progress)
         return {policy: driver.run(policy, pods) for policy in policies}
     finally:

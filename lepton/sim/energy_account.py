@@ -106,3 +106,30 @@ def account_energy(
         idle_scale_in_joules=sum(node_idle_watts[n] * (off - on) for n, on, off in intervals),
         node_seconds_scale_in=sum(off - on for _, on, off in intervals),
     )
+
+
+def account_powered(
+    placements: Sequence[Placement],
+    intervals: Sequence[tuple[str, float, float]],
+    node_idle_watts: Mapping[str, float],
+    window_end_seconds: float,
+) -> EnergyAccount:
+    """Energy of ``placements`` when an autoscaler had node ``n`` powered over ``intervals``.
+
+    The engine's ``scale_in`` pricing: each node draws its idle power from its
+    request to its removal (``intervals``, as :attr:`SimResult.power_intervals`
+    or the real replay's autoscaler records them), each placement its active
+    power over its run; both are clipped to ``[0, window_end_seconds]``.
+    """
+
+    def clipped(on: float, off: float) -> float:
+        return max(0.0, min(off, window_end_seconds) - max(on, 0.0))
+
+    dynamic = sum(p.dynamic_watts * clipped(p.start_seconds, p.end_seconds) for p in placements)
+    return EnergyAccount(
+        window_end_seconds=window_end_seconds,
+        dynamic_joules=dynamic,
+        idle_always_on_joules=sum(node_idle_watts.values()) * window_end_seconds,
+        idle_scale_in_joules=sum(node_idle_watts[n] * clipped(a, b) for n, a, b in intervals),
+        node_seconds_scale_in=sum(clipped(a, b) for _, a, b in intervals),
+    )

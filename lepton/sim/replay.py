@@ -15,7 +15,14 @@ cannot drift apart:
   the simulator's Lepton policy passes to the scorer (:func:`request_for`);
 * how long a pod runs on the GPU it got and what it draws
   (:func:`placement_for`), from the engine's own per-model figures;
-* the energy, by the simulator's accounting (:mod:`lepton.sim.energy_account`).
+* the cluster autoscaler (:class:`ReplayAutoscaler`): the simulator's
+  ``scale_in`` emulation, driven by what the replay observes — powered-off
+  nodes are cordoned, a node is uncordoned ``provisioning_delay_seconds``
+  (compressed) after a pending pod found no powered node to fit, and an empty
+  node is cordoned again after the scale-in grace;
+* the energy, by the simulator's accounting: each node's idle power over the
+  spells the autoscaler had it, plus each placement's active power
+  (:func:`lepton.sim.energy_account.account_powered`).
 
 The I/O driver that talks to the cluster is :mod:`lepton.cluster.replay` (the
 simulator package imports the core only). Every energy is a **model estimate**
@@ -25,6 +32,7 @@ from real placements, not a measurement.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,8 +49,9 @@ from lepton.core.hints import (
 )
 from lepton.core.profiles import get_profile
 
-from .energy_account import account_energy
+from .energy_account import account_powered
 from .engine import (
+    DEFAULT_PROVISIONING_DELAY_SECONDS,
     DEFAULT_SCALE_IN_GRACE_SECONDS,
     Placement,
     SimConfig,
@@ -53,14 +62,18 @@ from .engine import (
 from .policies import POWER_CAP, LeptonPolicy, PodRequest, PolicyName
 from .trace import BATCH, DEFAULT_KIND_MAP, FULL_GPU_MILLI, TraceNode, TracePod
 
-# The schedulers a real cluster can run: kube-scheduler's default profile, and the
+# The schedulers a real cluster can run: kube-scheduler's default profile, a
+# bin-packing profile (NodeResourcesFit MostAllocated over cpu, memory and
+# nvidia.com/gpu, percentageOfNodesToScore 100: lepton.cluster.replay), and the
 # lepton-scheduler profile + extender (scheduler/lepton_scheduler/kube-scheduler-config.yaml).
 REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.DEFAULT_SCHEDULER,
+    PolicyName.MOST_ALLOCATED,
     PolicyName.LEPTON_BALANCED,
     PolicyName.LEPTON_EFFICIENCY,
 )
 LEPTON_SCHEDULER_NAME = "lepton-scheduler"
+MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
 LABEL_REPLAY = "lepton.dev/replay"
 GPU_RESOURCE = "nvidia.com/gpu"
 # Real pods of a slice arrive in bursts; the extender on a 2-core machine places
@@ -137,9 +150,10 @@ class ReplaySettings:
     window_end_seconds: float  # compressed; the replay stops and the accounting ends here
     model_map: Mapping[str, str]
     seed: int = 0
-    # cluster-autoscaler's 600 s, in compressed time, so that it means what it means
-    # on the uncompressed trace
+    # cluster-autoscaler's 600 s and ~5 min to add a node, on the trace's clock (both
+    # runs compress them with the trace, so that they mean what they mean uncompressed)
     scale_in_grace_seconds: float = DEFAULT_SCALE_IN_GRACE_SECONDS
+    provisioning_delay_seconds: float = DEFAULT_PROVISIONING_DELAY_SECONDS
     # No deadlines by default: compressed, a short pod's slack (0.5x a run of a few
     # milliseconds) is shorter than a real scheduler's latency, so every pod would
     # miss its deadline in the replay and none in the simulator (which places at once).
@@ -149,20 +163,32 @@ class ReplaySettings:
     def compressed_grace_seconds(self) -> float:
         return self.scale_in_grace_seconds / self.time_compression
 
+    @property
+    def compressed_provisioning_delay_seconds(self) -> float:
+        return self.provisioning_delay_seconds / self.time_compression
+
     def sim_config(self, trace_speed: float | None = None) -> SimConfig:
-        """The simulator's configuration for the same slice."""
-        # The replay still runs the earlier model: every kwok node exists (no
-        # autoscaler: the simulator's always-on placement, scale-in energy from the
-        # placements by energy_account) and every trace pod is a batch job.
+        """The simulator's configuration for the same slice.
+
+        The ``scale_in`` regime (the autoscaler the replay emulates with
+        :class:`ReplayAutoscaler`); every trace pod a batch job; no load forecast,
+        as the extender of the replay has no Prometheus to forecast from (its
+        predicted utilisation is 0 on every node: the simulator's default would
+        pass each node's current busy fraction instead, a different score).
+        The grace and delay are given on the trace's clock: the engine
+        compresses them with ``time_compression``.
+        """
         return SimConfig(
             seed=self.seed,
             model_map=dict(self.model_map),
             kind_map=REPLAY_KIND_MAP,
             trace_speed=trace_speed,
-            regime="always_on",
-            scale_in_grace_seconds=self.compressed_grace_seconds,
+            regime="scale_in",
+            scale_in_grace_seconds=self.scale_in_grace_seconds,
+            provisioning_delay_seconds=self.provisioning_delay_seconds,
             deadline_factor=self.deadline_factor,
             time_compression=self.time_compression,
+            forecast=False,
             window="run",
         )
 
@@ -246,6 +272,8 @@ def pod_manifest(
         metadata["labels"][LABEL_JOB_NAME] = pod.name
         metadata["annotations"] = hints_to_annotations(hints)
         spec["schedulerName"] = LEPTON_SCHEDULER_NAME
+    elif policy is PolicyName.MOST_ALLOCATED:
+        spec["schedulerName"] = MOST_ALLOCATED_SCHEDULER_NAME
     elif policy is not PolicyName.DEFAULT_SCHEDULER:
         raise ReplayError(f"policy {policy} has no real scheduler: choose one of {REPLAY_POLICIES}")
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
@@ -300,6 +328,197 @@ def ranking(energies: Mapping[str, float]) -> list[str]:
     return sorted(energies, key=lambda name: energies[name])
 
 
+class ReplayAutoscaler:
+    """cluster-autoscaler on the real cluster, decided as the simulator decides it.
+
+    The ``scale_in`` regime of :func:`lepton.sim.engine.simulate`, driven by what
+    the replay observes instead of by the simulator's own placements:
+
+    * a node is *powered* while uncordoned; every node starts cordoned (off);
+    * a pending pod that no powered node fits (cpu, memory, whole GPUs, by the
+      bound pods' requests) first counts on room left on a node being added;
+      else one node of the group the ``least-waste`` expander picks (the group
+      leaving the least CPU and memory idle, ties at random with the engine's
+      seeded generator) is requested and uncordoned ``provisioning_delay_seconds``
+      later;
+    * a powered node empty for ``scale_in_grace_seconds`` is cordoned again.
+
+    A node draws idle power from its request to its cordoning
+    (:attr:`intervals`), as the engine charges it. The driver reports bindings
+    (:meth:`bound`) and the end of each pod's modelled run (:meth:`finished`)
+    and applies what :meth:`step` returns. Times are replay seconds.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[TraceNode],
+        provisioning_delay_seconds: float,
+        scale_in_grace_seconds: float,
+        seed: int = 0,
+    ) -> None:
+        self.names = [n.name for n in nodes]
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.delay = provisioning_delay_seconds
+        self.grace = scale_in_grace_seconds
+        count = len(nodes)
+        self.cpu_capacity = np.array([n.cpu_milli for n in nodes], dtype=np.int64)
+        self.memory_capacity = np.array([n.memory_mib for n in nodes], dtype=np.int64)
+        self.gpus = np.array([n.gpus for n in nodes], dtype=np.int64)
+        self.cpu_used = np.zeros(count, dtype=np.int64)
+        self.memory_used = np.zeros(count, dtype=np.int64)
+        self.gpus_used = np.zeros(count, dtype=np.int64)
+        self.pods = np.zeros(count, dtype=np.int64)
+        # node groups as the engine forms them: same trace model, GPUs, CPU and memory
+        groups: dict[tuple[str, int, int, int], int] = {}
+        self.group_of = np.array(
+            [
+                groups.setdefault((n.model, n.gpus, n.cpu_milli, n.memory_mib), len(groups))
+                for n in nodes
+            ],
+            dtype=np.int64,
+        )
+        self.group_rep = [int(np.flatnonzero(self.group_of == g)[0]) for g in range(len(groups))]
+        self.powered = np.zeros(count, dtype=bool)
+        self.booting = np.zeros(count, dtype=bool)
+        self.ready_at = np.zeros(count)
+        self.on_since = np.zeros(count)
+        self.empty_since = np.zeros(count)
+        # room left on nodes being added, that pending pods already count on
+        self.v_cpu = np.zeros(count, dtype=np.int64)
+        self.v_mem = np.zeros(count, dtype=np.int64)
+        self.v_gpu = np.zeros(count, dtype=np.int64)
+        self.reserved: dict[str, int] = {}
+        self.rng = np.random.default_rng([seed, 1])  # the engine's expander tie-breaker
+        self.intervals: list[tuple[str, float, float]] = []
+        self.nodes_added = 0
+        self.late_bindings = 0  # bound to a node just cordoned: it runs, so it is powered
+        self._where: dict[str, int] = {}
+
+    def bound(self, pod: TracePod, node: str, now: float) -> list[tuple[str, bool]]:
+        """``pod`` was seen bound to ``node``; returns ``(node, schedulable)`` to apply."""
+        i = self._index[node]
+        actions: list[tuple[str, bool]] = []
+        if not self.powered[i]:
+            self.late_bindings += 1
+            if not self.booting[i]:
+                self.on_since[i] = now
+            self.booting[i] = False
+            self.powered[i] = True
+            actions.append((node, True))
+        self.cpu_used[i] += pod.cpu_milli
+        self.memory_used[i] += pod.memory_mib
+        self.gpus_used[i] += pod.num_gpu
+        self.pods[i] += 1
+        self._where[pod.name] = i
+        self.reserved.pop(pod.name, None)
+        return actions
+
+    def finished(self, pod: TracePod, now: float) -> None:
+        """``pod``'s modelled run ended (the driver deletes it now)."""
+        i = self._where.pop(pod.name, None)
+        if i is None:
+            return
+        self.cpu_used[i] -= pod.cpu_milli
+        self.memory_used[i] -= pod.memory_mib
+        self.gpus_used[i] -= pod.num_gpu
+        self.pods[i] -= 1
+        if self.pods[i] == 0:
+            self.empty_since[i] = now
+
+    def _fits_powered(self, pod: TracePod) -> bool:
+        fits = (
+            self.powered
+            & (self.cpu_capacity - self.cpu_used >= pod.cpu_milli)
+            & (self.memory_capacity - self.memory_used >= pod.memory_mib)
+            & (self.gpus - self.gpus_used >= pod.num_gpu)
+        )
+        return bool(fits.any())
+
+    def _fits_empty(self, pod: TracePod, i: int) -> bool:
+        return bool(
+            pod.cpu_milli <= self.cpu_capacity[i]
+            and pod.memory_mib <= self.memory_capacity[i]
+            and pod.num_gpu <= self.gpus[i]
+        )
+
+    def _scale_up(self, pod: TracePod, now: float) -> list[tuple[str, bool]]:
+        """The engine's ``scale_up``: count on a node being added, or request one."""
+        need_gpu = pod.num_gpu * min(pod.gpu_milli, FULL_GPU_MILLI) if pod.num_gpu > 0 else 0
+        room = (
+            self.booting
+            & (self.v_cpu >= pod.cpu_milli)
+            & (self.v_mem >= pod.memory_mib)
+            & (self.v_gpu >= need_gpu)
+        )
+        candidates = np.flatnonzero(room)
+        if len(candidates):
+            node = int(candidates[0])
+        else:
+            off = ~self.powered & ~self.booting
+            options = [
+                g
+                for g, rep in enumerate(self.group_rep)
+                if self._fits_empty(pod, rep) and (off & (self.group_of == g)).any()
+            ]
+            if not options:
+                return []  # nothing to add: the pod waits for room
+            reps = np.array([self.group_rep[g] for g in options])
+            waste = (self.cpu_capacity[reps] - pod.cpu_milli) / self.cpu_capacity[reps] + (
+                self.memory_capacity[reps] - pod.memory_mib
+            ) / self.memory_capacity[reps]
+            best = [g for g, w in zip(options, waste, strict=True) if w <= waste.min() + 1e-12]
+            group = best[int(self.rng.integers(len(best)))] if len(best) > 1 else best[0]
+            node = int(np.flatnonzero(off & (self.group_of == group))[0])
+            self.booting[node] = True
+            self.nodes_added += 1
+            self.on_since[node] = now
+            self.ready_at[node] = now + self.delay
+            self.v_cpu[node] = self.cpu_capacity[node]
+            self.v_mem[node] = self.memory_capacity[node]
+            self.v_gpu[node] = self.gpus[node] * FULL_GPU_MILLI
+        self.reserved[pod.name] = node
+        self.v_cpu[node] -= pod.cpu_milli
+        self.v_mem[node] -= pod.memory_mib
+        self.v_gpu[node] -= need_gpu
+        return []
+
+    def step(self, now: float, pending: Sequence[TracePod]) -> list[tuple[str, bool]]:
+        """Nodes ready by now are uncordoned, empty ones past the grace cordoned, and
+        ``pending`` pods (created, not bound; creation order) that nothing powered
+        fits get a node requested. Returns ``(node, schedulable)`` to apply."""
+        actions: list[tuple[str, bool]] = []
+        for i in np.flatnonzero(self.booting & (self.ready_at <= now + 1e-9)).tolist():
+            self.booting[i] = False
+            self.powered[i] = True
+            self.reserved = {p: n for p, n in self.reserved.items() if n != i}
+            if self.pods[i] == 0:
+                self.empty_since[i] = now
+            actions.append((self.names[i], True))
+        idle = self.powered & (self.pods == 0) & (now >= self.empty_since + self.grace - 1e-9)
+        for i in np.flatnonzero(idle).tolist():
+            self.powered[i] = False
+            self.intervals.append((self.names[i], float(self.on_since[i]), now))
+            actions.append((self.names[i], False))
+        for pod in pending:
+            if pod.name not in self.reserved and not self._fits_powered(pod):
+                actions += self._scale_up(pod, now)
+        return actions
+
+    def next_deadline(self) -> float:
+        """The next instant :meth:`step` has something to do without a new observation."""
+        ready = self.ready_at[self.booting]
+        empty = self.empty_since[self.powered & (self.pods == 0)] + self.grace
+        return float(min(ready.min(initial=math.inf), empty.min(initial=math.inf)))
+
+    def close(self, now: float) -> list[tuple[str, float, float]]:
+        """Every powered spell, the ones still open ending ``now``."""
+        still = [
+            (self.names[i], float(self.on_since[i]), now)
+            for i in np.flatnonzero(self.powered | self.booting).tolist()
+        ]
+        return self.intervals + still
+
+
 @dataclass
 class ObservedRun:
     """What the real replay saw under one scheduler: where and when each pod started."""
@@ -311,6 +530,10 @@ class ObservedRun:
     # replay seconds from a pod's planned creation to its creation / to its binding
     creation_lag_seconds: list[float] = dataclasses.field(default_factory=list)
     binding_lag_seconds: list[float] = dataclasses.field(default_factory=list)
+    # (node, on, off): when the replay's autoscaler had each node powered
+    power_intervals: list[tuple[str, float, float]] = dataclasses.field(default_factory=list)
+    nodes_added: int = 0
+    late_bindings: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float]:
@@ -329,6 +552,8 @@ class ObservedRun:
             "wallSeconds": self.wall_seconds,
             "creationLagSeconds": stats(self.creation_lag_seconds),
             "bindingLagSeconds": stats(self.binding_lag_seconds),
+            "nodesAdded": self.nodes_added,
+            "lateBindings": self.late_bindings,
         }
 
 
@@ -362,6 +587,18 @@ def node_idle_watts_by_name(
     }
 
 
+def gpu_hours_by_model(
+    placements: Sequence[Placement], window_end_seconds: float
+) -> dict[str, float]:
+    """GPU-hours held per GPU model within the window: where the work went."""
+    held: dict[str, float] = {}
+    for p in placements:
+        span = max(0.0, min(p.end_seconds, window_end_seconds) - p.start_seconds)
+        if p.gpu_share > 0 and span > 0:
+            held[p.model] = held.get(p.model, 0.0) + p.gpu_share * span / SECONDS_PER_HOUR
+    return dict(sorted(held.items()))
+
+
 def compare(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
@@ -372,10 +609,13 @@ def compare(
     """Price the observed placements and the simulator's for the same slice; JSON-ready.
 
     ``pods`` are the slice as replayed (after :func:`whole_gpu_pods`). Both sides
-    are accounted by :func:`lepton.sim.energy_account.account_energy` over the
-    same window with the same grace period. The simulator runs once per seed (its
-    random tie-breaking, as kube-scheduler's, is the noise a single real run
-    carries too): its prediction is the mean, reported with the seeds' range.
+    run the ``scale_in`` regime (the simulator's autoscaler, and
+    :class:`ReplayAutoscaler` on the real cluster) and are priced by
+    :func:`lepton.sim.energy_account.account_powered` over the same window: idle
+    power over each node's powered spells, active power over each run. The
+    simulator runs once per seed (its random tie-breaking, as kube-scheduler's,
+    is the noise a single real run carries too): its prediction is the mean,
+    reported with the seeds' range.
     """
     model_map = dict(settings.model_map)
     trace_speed = fleet_mean_speed(nodes, model_map)
@@ -383,7 +623,6 @@ def compare(
     models = {n.name: model_map.get(n.model, n.model) for n in nodes}
     by_name = {p.name: p for p in pods}
     window = settings.window_end_seconds
-    grace = settings.compressed_grace_seconds
     config = settings.sim_config(trace_speed)
     rows: dict[str, dict[str, Any]] = {}
     for policy, run in observed.items():
@@ -391,11 +630,13 @@ def compare(
             placement_for(by_name[pod], node, models[node], start, policy, config, trace_speed)
             for pod, (node, start) in run.starts.items()
         ]
-        real = account_energy(real_placements, idle, window, grace)
+        real = account_powered(real_placements, run.power_intervals, idle, window)
         per_seed = []
         for seed in seeds or (settings.seed,):
             result = simulate(pods, nodes, policy, dataclasses.replace(config, seed=seed))
-            account = account_energy(result.placements, idle, window, grace)
+            intervals = [(n, a, b) for n, a, b, _ in result.power_intervals]
+            account = account_powered(result.placements, intervals, idle, window)
+            waits = [p.start_seconds - result.creation_seconds[p.pod] for p in result.placements]
             per_seed.append(
                 account.as_dict()
                 | {
@@ -403,58 +644,75 @@ def compare(
                     "placed": len(result.placements),
                     "unscheduled": len(result.unscheduled),
                     "nodesUsed": len({p.node for p in result.placements}),
+                    "nodesAdded": result.nodes_added,
+                    "meanWaitSeconds": sum(waits) / len(waits) if waits else 0.0,
+                    "gpuHoursByModel": gpu_hours_by_model(result.placements, window),
                 }
             )
         simulated: dict[str, Any] = {
             key: sum(s[key] for s in per_seed) / len(per_seed)
             for key in per_seed[0]
-            if key != "seed"
+            if key not in ("seed", "gpuHoursByModel")
         }
-        for key in ("scaleInWattHours", "alwaysOnWattHours"):
-            simulated[f"{key}Range"] = [
-                min(s[key] for s in per_seed),
-                max(s[key] for s in per_seed),
-            ]
+        simulated["gpuHoursByModel"] = {
+            m: sum(s["gpuHoursByModel"].get(m, 0.0) for s in per_seed) / len(per_seed)
+            for m in sorted({m for s in per_seed for m in s["gpuHoursByModel"]})
+        }
+        simulated["scaleInWattHoursRange"] = [
+            min(s["scaleInWattHours"] for s in per_seed),
+            max(s["scaleInWattHours"] for s in per_seed),
+        ]
         low, high = simulated["scaleInWattHoursRange"]
+        waits = [
+            start - by_name[pod].creation_seconds / settings.time_compression
+            for pod, (_, start) in run.starts.items()
+        ]
         rows[str(policy)] = {
             "real": real.as_dict()
             | run.as_dict()
-            | {"nodesUsed": len({p.node for p in real_placements})},
+            | {
+                "nodesUsed": len({p.node for p in real_placements}),
+                "meanWaitSeconds": sum(waits) / len(waits) if waits else 0.0,
+                "gpuHoursByModel": gpu_hours_by_model(real_placements, window),
+            },
             "simulated": simulated | {"seeds": per_seed},
             "scaleInDifference": relative_difference(
                 real.scale_in_joules / 3600, simulated["scaleInWattHours"]
             ),
-            "alwaysOnDifference": relative_difference(
-                real.always_on_joules / 3600, simulated["alwaysOnWattHours"]
+            "idleDifference": relative_difference(
+                real.idle_scale_in_joules / 3600, simulated["idleScaleInWattHours"]
             ),
             "dynamicDifference": relative_difference(
                 real.dynamic_joules / 3600, simulated["dynamicWattHours"]
             ),
             "scaleInWithinSeedRange": low <= real.scale_in_joules / 3600 <= high,
         }
-    verdict: dict[str, Any] = {}
-    for regime in ("scaleIn", "alwaysOn"):
-        real_e = {p: r["real"][f"{regime}WattHours"] for p, r in rows.items()}
-        sim_e = {p: r["simulated"][f"{regime}WattHours"] for p, r in rows.items()}
-        worst = max((abs(r[f"{regime}Difference"]) for r in rows.values()), default=0.0)
-        verdict[regime] = {
+    real_e = {p: r["real"]["scaleInWattHours"] for p, r in rows.items()}
+    sim_e = {p: r["simulated"]["scaleInWattHours"] for p, r in rows.items()}
+    worst = max((abs(r["scaleInDifference"]) for r in rows.values()), default=0.0)
+    verdict = {
+        "scaleIn": {
             "realRanking": ranking(real_e),
             "simulatedRanking": ranking(sim_e),
             "sameRanking": same_ranking(real_e, sim_e, RANKING_TIE_TOLERANCE),
             "largestDifference": worst,
             "withinBar": worst <= BAR_ENERGY_AGREEMENT,
         }
+    }
     return {
         "kind": "model estimates from real placements (replay) and from the simulator; "
         "not measurements",
         "settings": {
             "timeCompression": settings.time_compression,
             "windowEndSeconds": window,
-            "scaleInGraceSeconds": grace,
+            "regime": config.regime,
+            "scaleInGraceSeconds": settings.compressed_grace_seconds,
+            "provisioningDelaySeconds": settings.compressed_provisioning_delay_seconds,
             "modelMap": model_map,
             "traceSpeed": trace_speed,
             "seeds": list(seeds),
             "deadlineFactor": settings.deadline_factor,
+            "forecast": config.forecast,
             "fractionalGpuRule": "a pod asking for part of a GPU holds a whole GPU (both runs)",
             "rankingTieTolerance": RANKING_TIE_TOLERANCE,
             "energyAgreementBar": BAR_ENERGY_AGREEMENT,
