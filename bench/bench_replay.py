@@ -30,6 +30,7 @@ from lepton.sim.replay import (
     BAR_ENERGY_AGREEMENT,
     MAX_PEAK_ARRIVALS_PER_SECOND,
     REPLAY_POLICIES,
+    ObservedRun,
     ReplaySettings,
     compare,
     compression_for,
@@ -59,15 +60,19 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Slice: {sl['pods']} trace pods ({sl['gpuPods']} with GPUs) on {sl['nodes']} kwok "
         f"nodes ({sl['gpus']} GPUs); time compression {s['timeCompression']:.0f}x, window "
-        f"{s['windowEndSeconds']:.0f} s of replay, scale-in grace {s['scaleInGraceSeconds']:.3f} s "
-        f"(600 s compressed), GPU models {s['modelMap']}, {s['fractionalGpuRule']}; simulator "
-        f"seeds {s['seeds']}. Energies in Wh of the compressed replay (x "
+        f"{s['windowEndSeconds']:.0f} s of replay. Both runs in the scale-in regime with "
+        f"the simulator's cluster-autoscaler emulation (on the real cluster: powered-off "
+        f"nodes cordoned, one uncordoned {s['provisioningDelaySeconds']:.3f} s after a "
+        f"pending pod fits no powered node, an empty node cordoned after "
+        f"{s['scaleInGraceSeconds']:.3f} s; 300 s and 600 s compressed); GPU models "
+        f"{s['modelMap']}, {s['fractionalGpuRule']}; no load forecast on either side; "
+        f"simulator seeds {s['seeds']}. Energies in Wh of the compressed replay (x "
         f"{s['timeCompression']:.0f} for trace time). Command: `{command}`.",
         "",
-        "| policy | real scale-in (Wh) | simulated scale-in (Wh) [seed range] | difference "
-        "| real always-on (Wh) | simulated always-on (Wh) | difference | dynamic difference "
-        "| nodes used real / sim | placed real / sim | mean / p95 binding lag (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| policy | real (Wh) | simulated (Wh) [seed range] | difference | idle difference "
+        "| dynamic difference | nodes added real / sim | node-hours real / sim "
+        "| mean wait real / sim (ms) | p95 binding lag (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for policy, row in report["policies"].items():
         real, sim = row["real"], row["simulated"]
@@ -76,23 +81,22 @@ def markdown(report: dict[str, Any], command: str) -> str:
         lines.append(
             f"| {policy} | {real['scaleInWattHours']:.2f} | {sim['scaleInWattHours']:.2f} "
             f"[{low:.2f} to {high:.2f}] | {row['scaleInDifference']:+.1%} "
-            f"| {real['alwaysOnWattHours']:.2f} | {sim['alwaysOnWattHours']:.2f} "
-            f"| {row['alwaysOnDifference']:+.2%} | {row['dynamicDifference']:+.1%} "
-            f"| {real['nodesUsed']} / {sim['nodesUsed']:.1f} "
-            f"| {real['placed']} / {sim['placed']:.0f} "
-            f"| {lag['mean'] * 1000:.0f} / {lag['p95'] * 1000:.0f} |"
+            f"| {row['idleDifference']:+.1%} | {row['dynamicDifference']:+.1%} "
+            f"| {real['nodesAdded']} / {sim['nodesAdded']:.1f} "
+            f"| {real['nodeHoursPoweredScaleIn']:.3f} / {sim['nodeHoursPoweredScaleIn']:.3f} "
+            f"| {real['meanWaitSeconds'] * 1000:.0f} / {sim['meanWaitSeconds'] * 1000:.0f} "
+            f"| {lag['p95'] * 1000:.0f} |"
         )
     lines.append("")
-    for regime, title in (("scaleIn", "scale-in"), ("alwaysOn", "always-on")):
-        v = verdict[regime]
-        lines.append(
-            f"- {title}: ranking real {' < '.join(v['realRanking'])}, simulated "
-            f"{' < '.join(v['simulatedRanking'])} — "
-            f"{'same' if v['sameRanking'] else 'DIFFERENT'} ranking (pairs the simulator "
-            f"separates by more than {s['rankingTieTolerance']:.0%}); largest difference "
-            f"{v['largestDifference']:.1%} — "
-            f"{'within' if v['withinBar'] else 'NOT within'} the {BAR_ENERGY_AGREEMENT:.0%} bar"
-        )
+    v = verdict["scaleIn"]
+    lines.append(
+        f"- ranking real {' < '.join(v['realRanking'])}, simulated "
+        f"{' < '.join(v['simulatedRanking'])} — "
+        f"{'same' if v['sameRanking'] else 'DIFFERENT'} ranking (pairs the simulator "
+        f"separates by more than {s['rankingTieTolerance']:.0%}); largest difference "
+        f"{v['largestDifference']:.1%} — "
+        f"{'within' if v['withinBar'] else 'NOT within'} the {BAR_ENERGY_AGREEMENT:.0%} bar"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(REPLAY_POLICIES),
         help="comma-separated, from " + ", ".join(REPLAY_POLICIES),
     )
+    parser.add_argument(
+        "--save-observed",
+        type=Path,
+        help="also write what the real replay observed (every pod's node and start, "
+        "every node's powered spells) to this JSON file",
+    )
+    parser.add_argument(
+        "--from-observed",
+        type=Path,
+        help="price a saved replay (--save-observed, same slice flags) without a cluster",
+    )
     args = parser.parse_args(argv)
     from lepton.cluster import tools
     from lepton.cluster.replay import replay_on_local_cluster
@@ -167,17 +182,25 @@ def main(argv: list[str] | None = None) -> int:
         model_map=dict(DEFAULT_MODEL_MAP),
     )
     policies = [PolicyName(p) for p in args.policies.split(",") if p]
-    tools.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="lepton-replay-") as state:
-        observed = replay_on_local_cluster(
-            pods, nodes, settings, policies, Path(state) / "cluster", _progress
+    if args.from_observed:
+        runs = json.loads(args.from_observed.read_text())
+        observed = {PolicyName(p): ObservedRun.from_json(r) for p, r in runs.items()}
+    else:
+        tools.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
+        with tempfile.TemporaryDirectory(prefix="lepton-replay-") as state:
+            observed = replay_on_local_cluster(
+                pods, nodes, settings, policies, Path(state) / "cluster", _progress
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.save_observed:
+        args.save_observed.write_text(
+            json.dumps({str(p): r.to_json() for p, r in observed.items()})
         )
     report = compare(pods, nodes, settings, observed, seeds=tuple(range(args.seeds)))
     report["slice"] |= {"firstPodIndex": args.first, "peakArrivalsPerSecond": peak}
     report["replayWallSeconds"] = time.monotonic() - started
     command = "python -m bench.bench_replay " + " ".join(argv or sys.argv[1:])
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1))
     table = markdown(report, command.strip())
     (args.out / f"{args.name}.md").write_text(table)

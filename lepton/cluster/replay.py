@@ -55,6 +55,7 @@ from lepton.sim.trace import TraceNode, TracePod
 API_WORKERS = 8  # concurrent create/delete calls: bursts must not queue behind each other
 SETTLE_TIMEOUT_SECONDS = 120.0
 WATCH_TIMEOUT_SECONDS = 5
+UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 
 def fleet_for_replay(
@@ -126,6 +127,8 @@ class _BindingWatch:
         self.api, self.namespace, self.clock = api, namespace, clock
         self.events: queue.Queue[tuple[str, str, float]] = queue.Queue()
         self._seen: set[str] = set()
+        # pod -> (replay seconds, message): the first time the scheduler said it fits nowhere
+        self.unschedulable: dict[str, tuple[float, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay-watch", daemon=True)
 
@@ -158,6 +161,10 @@ class _BindingWatch:
                     self._version = metadata.get("resourceVersion", self._version)
                     node = (obj.get("spec") or {}).get("nodeName")
                     name = metadata.get("name", "")
+                    if not node and name not in self.unschedulable:
+                        for c in (obj.get("status") or {}).get("conditions") or ():
+                            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                                self.unschedulable[name] = (self.clock(), c.get("message", ""))
                     if node and name not in self._seen and event.get("type") != "DELETED":
                         self._seen.add(name)
                         self.events.put((name, node, self.clock()))
@@ -205,8 +212,18 @@ class ReplayDriver:
         return name
 
     def _set_schedulable(self, node: str, schedulable: bool) -> None:
+        """Cordon or uncordon ``node``, with the cordon's taint in the same write.
+
+        kube-controller-manager adds and removes ``node.kubernetes.io/unschedulable``
+        after a cordon; waiting for it would delay each uncordoned node by the
+        controller's reaction time, which the compressed clock magnifies (the
+        scheduler's TaintToleration filter keeps it out until the taint goes).
+        """
+        taints = [UNSCHEDULABLE_TAINT] if not schedulable else []
         self.api.patch_node(
-            node, {"spec": {"unschedulable": not schedulable}}, _preload_content=False
+            node,
+            {"spec": {"unschedulable": not schedulable, "taints": taints}},
+            _preload_content=False,
         )
 
     def _cordon_all(self) -> None:
@@ -331,6 +348,7 @@ class ReplayDriver:
             power_intervals=autoscaler.close(min(wall, window)),
             nodes_added=autoscaler.nodes_added,
             late_bindings=autoscaler.late_bindings,
+            first_unschedulable=dict(watch.unschedulable),
         )
 
     def _clear(self, namespace: str) -> None:

@@ -534,6 +534,8 @@ class ObservedRun:
     power_intervals: list[tuple[str, float, float]] = dataclasses.field(default_factory=list)
     nodes_added: int = 0
     late_bindings: int = 0
+    # pod -> (replay seconds, the scheduler's message) when first found to fit nowhere
+    first_unschedulable: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float]:
@@ -554,7 +556,29 @@ class ObservedRun:
             "bindingLagSeconds": stats(self.binding_lag_seconds),
             "nodesAdded": self.nodes_added,
             "lateBindings": self.late_bindings,
+            "podsFoundUnschedulable": len(self.first_unschedulable),
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything observed, to price again later (:meth:`from_json`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ObservedRun:
+        return cls(
+            policy=PolicyName(data["policy"]),
+            starts={k: (v[0], float(v[1])) for k, v in data["starts"].items()},
+            unscheduled=list(data["unscheduled"]),
+            wall_seconds=float(data["wall_seconds"]),
+            creation_lag_seconds=list(data["creation_lag_seconds"]),
+            binding_lag_seconds=list(data["binding_lag_seconds"]),
+            power_intervals=[(n, float(a), float(b)) for n, a, b in data["power_intervals"]],
+            nodes_added=int(data["nodes_added"]),
+            late_bindings=int(data["late_bindings"]),
+            first_unschedulable={
+                k: (float(v[0]), str(v[1])) for k, v in data["first_unschedulable"].items()
+            },
+        )
 
 
 # Two policies whose simulated energies differ by less than this are a tie: the
