@@ -30,6 +30,7 @@ import json
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -55,6 +56,15 @@ from lepton.sim.trace import TraceNode, TracePod
 API_WORKERS = 8  # concurrent create/delete calls: bursts must not queue behind each other
 SETTLE_TIMEOUT_SECONDS = 120.0
 WATCH_TIMEOUT_SECONDS = 5
+# kube-scheduler retries a pod it found to fit nowhere after a backoff of 1 s, doubling
+# to 10 s (podInitialBackoffSeconds >= 1: it cannot be compressed), while a node is
+# added in 300 s / compression (66 ms at 4500x) and removed when empty for 600 s /
+# compression: the pod would miss the node added for it, over and over. A real
+# cluster retries within seconds of minutes-long provisioning, and the simulator
+# places a waiting pod the moment it fits; so when a pod kube-scheduler holds in
+# backoff fits a powered node by the bound pods' requests, the driver re-creates it
+# (same manifest, new pod, no backoff), at most this many times per pod.
+REQUEUE_LIMIT = 20
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 
@@ -129,6 +139,9 @@ class _BindingWatch:
         self._seen: set[str] = set()
         # pod -> (replay seconds, message): the first time the scheduler said it fits nowhere
         self.unschedulable: dict[str, tuple[float, str]] = {}
+        # pod -> (uid, resourceVersion) of an unbound pod the scheduler has found to fit
+        # nowhere, since its last such verdict (the driver takes it to requeue the pod)
+        self.backing_off: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay-watch", daemon=True)
 
@@ -161,10 +174,15 @@ class _BindingWatch:
                     self._version = metadata.get("resourceVersion", self._version)
                     node = (obj.get("spec") or {}).get("nodeName")
                     name = metadata.get("name", "")
-                    if not node and name not in self.unschedulable:
+                    if not node and event.get("type") != "DELETED":
                         for c in (obj.get("status") or {}).get("conditions") or ():
                             if c.get("type") == "PodScheduled" and c.get("status") == "False":
-                                self.unschedulable[name] = (self.clock(), c.get("message", ""))
+                                if name not in self.unschedulable:
+                                    self.unschedulable[name] = (self.clock(), c.get("message", ""))
+                                self.backing_off[name] = (
+                                    metadata.get("uid", ""),
+                                    metadata.get("resourceVersion", ""),
+                                )
                     if node and name not in self._seen and event.get("type") != "DELETED":
                         self._seen.add(name)
                         self.events.put((name, node, self.clock()))
@@ -263,6 +281,7 @@ class ReplayDriver:
         heapq.heapify(events)
         starts: dict[str, tuple[str, float]] = {}
         pending: dict[str, TracePod] = {}  # created, not seen bound; creation order
+        requeues: Counter[str] = Counter()
         creation_lag: list[float] = []
         binding_lag: list[float] = []
         deleted: set[str] = set()
@@ -277,6 +296,27 @@ class ReplayDriver:
             self.api.delete_namespaced_pod(
                 name, namespace, grace_period_seconds=0, _preload_content=False
             )
+
+        def requeue(name: str, uid: str, version: str) -> None:
+            """Re-create a pod kube-scheduler holds in backoff: see REQUEUE_LIMIT."""
+            from kubernetes import client
+            from kubernetes.client.exceptions import ApiException
+
+            try:
+                self.api.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    body=client.V1DeleteOptions(
+                        grace_period_seconds=0,
+                        preconditions=client.V1Preconditions(uid=uid, resource_version=version),
+                    ),
+                    _preload_content=False,
+                )
+            except ApiException as error:
+                if error.status in (404, 409):  # bound or changed meanwhile: leave it
+                    return
+                raise
+            self.api.create_namespaced_pod(namespace, manifests[name], _preload_content=False)
 
         pool = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="replay-api")
         futures = []
@@ -312,6 +352,11 @@ class ReplayDriver:
                         autoscaler.finished(by_name[name], at)
                         futures.append(pool.submit(delete, name))
                 apply(autoscaler.step(now, list(pending.values())))
+                for name in [n for n in pending if n in watch.backing_off]:
+                    if requeues[name] < REQUEUE_LIMIT and autoscaler.fits_powered(pending[name]):
+                        uid, version = watch.backing_off.pop(name)
+                        requeues[name] += 1
+                        futures.append(pool.submit(requeue, name, uid, version))
                 finished = (
                     not any(o == 1 for _, o, _ in events)
                     and len(deleted) == len(pods)
@@ -349,6 +394,7 @@ class ReplayDriver:
             nodes_added=autoscaler.nodes_added,
             late_bindings=autoscaler.late_bindings,
             first_unschedulable=dict(watch.unschedulable),
+            requeued=sum(requeues.values()),
         )
 
     def _clear(self, namespace: str) -> None:

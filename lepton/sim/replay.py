@@ -425,7 +425,8 @@ class ReplayAutoscaler:
         if self.pods[i] == 0:
             self.empty_since[i] = now
 
-    def _fits_powered(self, pod: TracePod) -> bool:
+    def fits_powered(self, pod: TracePod) -> bool:
+        """Whether some powered node has room for ``pod`` by the bound pods' requests."""
         fits = (
             self.powered
             & (self.cpu_capacity - self.cpu_used >= pod.cpu_milli)
@@ -500,7 +501,7 @@ class ReplayAutoscaler:
             self.intervals.append((self.names[i], float(self.on_since[i]), now))
             actions.append((self.names[i], False))
         for pod in pending:
-            if pod.name not in self.reserved and not self._fits_powered(pod):
+            if pod.name not in self.reserved and not self.fits_powered(pod):
                 actions += self._scale_up(pod, now)
         return actions
 
@@ -536,6 +537,7 @@ class ObservedRun:
     late_bindings: int = 0
     # pod -> (replay seconds, the scheduler's message) when first found to fit nowhere
     first_unschedulable: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
+    requeued: int = 0  # pods re-created out of kube-scheduler's backoff (lepton.cluster.replay)
 
     def as_dict(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float]:
@@ -557,6 +559,7 @@ class ObservedRun:
             "nodesAdded": self.nodes_added,
             "lateBindings": self.late_bindings,
             "podsFoundUnschedulable": len(self.first_unschedulable),
+            "requeued": self.requeued,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -575,6 +578,7 @@ class ObservedRun:
             power_intervals=[(n, float(a), float(b)) for n, a, b in data["power_intervals"]],
             nodes_added=int(data["nodes_added"]),
             late_bindings=int(data["late_bindings"]),
+            requeued=int(data.get("requeued", 0)),
             first_unschedulable={
                 k: (float(v[0]), str(v[1])) for k, v in data["first_unschedulable"].items()
             },

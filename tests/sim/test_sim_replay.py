@@ -344,3 +344,20 @@ def test_a_replay_that_places_and_scales_as_the_simulator_agrees_with_it_exactly
     assert report["verdict"]["scaleIn"]["sameRanking"]
     assert report["verdict"]["scaleIn"]["withinBar"]
     assert report["kind"].endswith("not measurements")
+
+
+def test_a_pod_bound_to_a_node_just_cordoned_powers_it_again() -> None:
+    autoscaler = ReplayAutoscaler(FLEET, 1.0, 2.0)
+    first = pod("a", 0, 10)
+    assert autoscaler.step(0.0, [first]) == []  # requested: nothing to uncordon yet
+    assert autoscaler.nodes_added == 1
+    (node, schedulable), *_ = autoscaler.step(1.0, [first])
+    assert schedulable and autoscaler.fits_powered(first)
+    autoscaler.bound(first, node, 1.1)
+    autoscaler.finished(first, 2.0)
+    assert autoscaler.step(4.0, []) == [(node, False)]  # empty for the grace: cordoned
+    assert not autoscaler.fits_powered(first)
+    # the scheduler had already chosen it: the pod runs there, so the node is up again
+    assert autoscaler.bound(pod("b", 0, 10), node, 4.01) == [(node, True)]
+    assert autoscaler.late_bindings == 1
+    assert autoscaler.close(5.0) == [(node, 0.0, 4.0), (node, 4.01, 5.0)]

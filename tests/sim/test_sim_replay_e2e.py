@@ -1,4 +1,4 @@
-"""The real replay end to end: 40 trace pods through both real schedulers on 20 kwok nodes."""
+"""The real replay end to end: trace pods through every real scheduler on autoscaled kwok nodes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from lepton.cluster import tools
 from lepton.cluster.replay import replay_on_local_cluster
 from lepton.sim.engine import DEFAULT_MODEL_MAP
-from lepton.sim.policies import PolicyName
 from lepton.sim.replay import (
+    BAR_ENERGY_AGREEMENT,
+    REPLAY_POLICIES,
     ReplaySettings,
     compare,
     compression_for,
@@ -36,7 +37,7 @@ def _progress(message: str) -> None:
     print(message, file=sys.__stderr__, flush=True)
 
 
-def test_a_trace_slice_replays_through_both_schedulers_and_is_priced_beside_the_simulator(
+def test_a_trace_slice_replays_through_every_scheduler_and_agrees_with_the_simulator(
     shared_data: Path, tmp_path: Path
 ) -> None:
     traces = shared_data / "traces"
@@ -47,7 +48,7 @@ def test_a_trace_slice_replays_through_both_schedulers_and_is_priced_beside_the_
         window_end_seconds=ARRIVAL_SECONDS + TAIL_SECONDS,
         model_map=dict(DEFAULT_MODEL_MAP),
     )
-    policies = [PolicyName.DEFAULT_SCHEDULER, PolicyName.LEPTON_EFFICIENCY]
+    policies = list(REPLAY_POLICIES)
     tools.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
 
     observed = replay_on_local_cluster(
@@ -70,4 +71,11 @@ def test_a_trace_slice_replays_through_both_schedulers_and_is_priced_beside_the_
         assert row["scaleInDifference"] == pytest.approx(
             row["real"]["scaleInWattHours"] / row["simulated"]["scaleInWattHours"] - 1
         )
-    assert set(report["verdict"]["scaleIn"]["realRanking"]) == {str(p) for p in policies}
+        # the autoscaler on the real cluster powered nodes, and only those ran pods
+        powered = {node for node, _, _ in observed[policy].power_intervals}
+        assert {node for node, _ in observed[policy].starts.values()} <= powered
+        assert row["real"]["nodesAdded"] >= 1
+        assert abs(row["scaleInDifference"]) <= BAR_ENERGY_AGREEMENT, (policy, row)
+    verdict = report["verdict"]["scaleIn"]
+    assert set(verdict["realRanking"]) == {str(p) for p in policies}
+    assert verdict["withinBar"] and verdict["sameRanking"], verdict
