@@ -1,17 +1,22 @@
 """The real replay: does the simulator's prediction hold on a real control plane?
 
-Replays a slice of the Alibaba GPU trace (1,000 pods from the 51st on: the first
+Replays a slice of the Alibaba GPU trace (600 pods from the 51st on: the first
 50 are stragglers spread over 2,775 hours), time-compressed, through the real
-kube-scheduler — its default profile, then the ``lepton-scheduler`` profile
-with Lepton's extender under the Balanced and Efficiency policies — over a
-150-node kwok fleet sampled from the trace's (every 8th node, as the
-simulator's 150-node scenario). The observed placements are priced by the
-simulator's own energy accounting, and the simulator runs the same slice on the
-same fleet with the same settings. Writes ``results/replay.json``,
-``results/replay.png`` and ``results/replay.md``. Model estimates from real
+kube-scheduler — its default profile, a bin-packing profile (``most-allocated``:
+NodeResourcesFit MostAllocated over cpu, memory and ``nvidia.com/gpu``,
+percentageOfNodesToScore 100), then the ``lepton-scheduler`` profile with
+Lepton's extender under the Balanced and Efficiency policies — over a 150-node
+kwok fleet sampled from the trace's (every 8th node, as the simulator's 150-node
+scenario). Both sides run the scale-in regime: on the real cluster the
+simulator's cluster-autoscaler emulation cordons and uncordons the kwok nodes
+(:class:`lepton.sim.replay.ReplayAutoscaler`). The observed placements and
+powered spells are priced by the simulator's own energy accounting, and the
+simulator runs the same slice on the same fleet with the same settings. Writes
+``results/replay.json``, ``results/replay.png`` and ``results/replay.md``
+(about 8 minutes on the 2-core development machine). Model estimates from real
 placements, not measurements.
 
-    python -m bench.bench_replay [--out results] [--pods 1000] [--nodes 150]
+    python -m bench.bench_replay [--out results] [--pods 600] [--nodes 150]
 """
 
 from __future__ import annotations
@@ -71,12 +76,14 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         "| policy | real (Wh) | simulated (Wh) [seed range] | difference | idle difference "
         "| dynamic difference | nodes added real / sim | node-hours real / sim "
-        "| mean wait real / sim (ms) | p95 binding lag (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean wait real / sim (ms) | p95 binding lag (ms) "
+        "| simulated with the replay's latency (Wh) [seed range] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for policy, row in report["policies"].items():
         real, sim = row["real"], row["simulated"]
         low, high = sim["scaleInWattHoursRange"]
+        lat_low, lat_high = sim["withReplayLatencyWattHoursRange"]
         lag = real["bindingLagSeconds"]
         lines.append(
             f"| {policy} | {real['scaleInWattHours']:.2f} | {sim['scaleInWattHours']:.2f} "
@@ -85,7 +92,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"| {real['nodesAdded']} / {sim['nodesAdded']:.1f} "
             f"| {real['nodeHoursPoweredScaleIn']:.3f} / {sim['nodeHoursPoweredScaleIn']:.3f} "
             f"| {real['meanWaitSeconds'] * 1000:.0f} / {sim['meanWaitSeconds'] * 1000:.0f} "
-            f"| {lag['p95'] * 1000:.0f} |"
+            f"| {lag['p95'] * 1000:.0f} "
+            f"| {sim['withReplayLatencyWattHours']:.2f} [{lat_low:.2f} to {lat_high:.2f}] |"
         )
     lines.append("")
     v = verdict["scaleIn"]
@@ -96,6 +104,12 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"separates by more than {s['rankingTieTolerance']:.0%}); largest difference "
         f"{v['largestDifference']:.1%} — "
         f"{'within' if v['withinBar'] else 'NOT within'} the {BAR_ENERGY_AGREEMENT:.0%} bar"
+    )
+    lines.append(
+        "- the last column runs the same simulator with each pod arriving as late as a pod "
+        "of that real run was bound (lags drawn from the run's own): how far the control "
+        "plane's scheduling latency alone moves the simulated energy; the bar is judged on "
+        "the simulator without it"
     )
     return "\n".join(lines) + "\n"
 
@@ -129,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--first", type=int, default=50, help="index of the slice's first pod")
-    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=600)
     parser.add_argument("--nodes", type=int, default=150)
-    parser.add_argument("--arrival-seconds", type=float, default=150.0)
-    parser.add_argument("--tail-seconds", type=float, default=30.0)
+    parser.add_argument("--arrival-seconds", type=float, default=90.0)
+    parser.add_argument("--tail-seconds", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, default=5, help="simulator seeds (tie-breaking)")
     parser.add_argument("--name", default="replay", help="output files' stem")
     parser.add_argument(

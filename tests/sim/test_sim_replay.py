@@ -36,6 +36,7 @@ from lepton.sim.replay import (
     same_ranking,
     trace_slice,
     whole_gpu_pods,
+    with_scheduling_lag,
 )
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -361,3 +362,12 @@ def test_a_pod_bound_to_a_node_just_cordoned_powers_it_again() -> None:
     assert autoscaler.bound(pod("b", 0, 10), node, 4.01) == [(node, True)]
     assert autoscaler.late_bindings == 1
     assert autoscaler.close(5.0) == [(node, 0.0, 4.0), (node, 4.01, 5.0)]
+
+
+def test_the_replays_latency_delays_each_pod_on_the_trace_clock_and_keeps_its_lifetime() -> None:
+    settings = ReplaySettings(time_compression=100.0, window_end_seconds=60, model_map={})
+    pods = [pod("a", 0, 1000), pod("b", 50, 80)]
+    late = with_scheduling_lag(pods, [0.5], settings, seed=0)
+    assert [p.creation_seconds for p in late] == [50.0, 100.0]  # 0.5 replay s = 50 trace s
+    assert [p.trace_run_seconds for p in late] == [p.trace_run_seconds for p in pods]
+    assert with_scheduling_lag(pods, [], settings, seed=0) == pods
