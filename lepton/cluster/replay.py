@@ -65,6 +65,7 @@ WATCH_TIMEOUT_SECONDS = 5
 # backoff fits a powered node by the bound pods' requests, the driver re-creates it
 # (same manifest, new pod, no backoff), at most this many times per pod.
 REQUEUE_LIMIT = 20
+REQUEUE_CREATE_ATTEMPTS = 40  # x 50 ms
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 
@@ -316,7 +317,20 @@ class ReplayDriver:
                 if error.status in (404, 409):  # bound or changed meanwhile: leave it
                     return
                 raise
-            self.api.create_namespaced_pod(namespace, manifests[name], _preload_content=False)
+            # the old pod may linger a moment (bound just before the delete: kwok ends it)
+            for _ in range(REQUEUE_CREATE_ATTEMPTS):
+                if name in starts:
+                    return  # it was bound after all: its binding stands
+                try:
+                    self.api.create_namespaced_pod(
+                        namespace, manifests[name], _preload_content=False
+                    )
+                    return
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+                    time.sleep(0.05)
+            raise ClusterError(f"pod {name} could not be re-created: it is still there")
 
         pool = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="replay-api")
         futures = []
