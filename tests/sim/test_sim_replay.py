@@ -17,7 +17,7 @@ from lepton.core.hints import (
 )
 from lepton.core.profiles import get_profile
 from lepton.sim import PolicyName, SimConfig, TraceNode, TracePod, simulate
-from lepton.sim.energy_account import account_energy, power_intervals
+from lepton.sim.energy_account import account_energy, account_powered, power_intervals
 from lepton.sim.engine import Placement
 from lepton.sim.replay import (
     MOST_ALLOCATED_SCHEDULER_NAME,
@@ -371,3 +371,14 @@ def test_the_replays_latency_delays_each_pod_on_the_trace_clock_and_keeps_its_li
     assert [p.creation_seconds for p in late] == [50.0, 100.0]  # 0.5 replay s = 50 trace s
     assert [p.trace_run_seconds for p in late] == [p.trace_run_seconds for p in pods]
     assert with_scheduling_lag(pods, [], settings, seed=0) == pods
+
+
+def test_powered_spells_are_priced_at_idle_power_and_cut_at_the_window() -> None:
+    placements = [Placement("p", "n", "A40", 1.0, 30.0, 1.0, 100.0)]
+    account = account_powered(
+        placements, [("n", 0.0, 12.0), ("m", 5.0, 8.0)], {"n": 50.0, "m": 20.0}, 10.0
+    )
+    assert account.dynamic_joules == pytest.approx(100.0 * 9)
+    assert account.idle_scale_in_joules == pytest.approx(50.0 * 10 + 20.0 * 3)
+    assert account.node_seconds_scale_in == pytest.approx(13.0)
+    assert account.idle_always_on_joules == pytest.approx(70.0 * 10)
