@@ -82,26 +82,37 @@ def calibrate_load(
     target: float,
     config: SimConfig,
     node_count: int | None,
-    steps: int = 7,
+    steps: int = 5,
+    start: float = 0.01,
+    tolerance: float = 0.015,
 ) -> tuple[float, float]:
     """The arrival scale at which the default scheduler's mean GPU allocation is ``target``.
 
-    A bisection on the logarithm of the scale between 1e-4 and 1 (the
-    allocation falls as the scale grows); returns (scale, allocation reached).
+    The allocation falls as the scale grows, roughly as a power of it: a secant
+    search on log(allocation) against log(scale) (a first step of slope -1), the
+    scale kept within 1e-4 and 1, stopping within ``tolerance``; returns the
+    (scale, allocation reached) closest to the target.
     """
     low, high = math.log(1e-4), 0.0
-    best = (1.0, mean_allocation(pods, nodes, 1.0, config, node_count))
-    if best[1] >= target:
-        return best
+    points: list[tuple[float, float]] = []  # (log scale, log allocation)
+    x = min(high, max(low, math.log(start)))
+    best: tuple[float, float] | None = None
     for _ in range(steps):
-        mid = (low + high) / 2
-        reached = mean_allocation(pods, nodes, math.exp(mid), config, node_count)
-        if abs(reached - target) < abs(best[1] - target):
-            best = (math.exp(mid), reached)
-        if reached > target:
-            low = mid
-        else:
-            high = mid
+        reached = mean_allocation(pods, nodes, math.exp(x), config, node_count)
+        if best is None or abs(reached - target) < abs(best[1] - target):
+            best = (math.exp(x), reached)
+        if abs(reached - target) <= tolerance or reached <= 0:
+            break
+        points.append((x, math.log(reached)))
+        slope = -1.0
+        if len(points) >= 2 and points[-1][0] != points[-2][0]:
+            (x0, y0), (x1, y1) = points[-2], points[-1]
+            slope = min(-0.1, max(-3.0, (y1 - y0) / (x1 - x0)))
+        next_x = min(high, max(low, x + (math.log(target) - points[-1][1]) / slope))
+        if next_x == x:
+            break
+        x = next_x
+    assert best is not None
     return best
 
 
@@ -137,9 +148,15 @@ def run_study(
     if loads is None:
         targets = load_targets or DEFAULT_LOAD_TARGETS
         calibration_config = dataclasses.replace(config, seed=seeds[0], regime="scale_in")
-        chosen = {}
+        chosen: dict[str, float] = {}
+        previous: tuple[float, float] | None = None
         for label, target in targets.items():
-            factor, reached = calibrate_load(pods, nodes, target, calibration_config, node_count)
+            # from the last level found, as if the allocation went as 1 / scale
+            guess = previous[0] * previous[1] / target if previous and previous[1] else 0.01
+            factor, reached = calibrate_load(
+                pods, nodes, target, calibration_config, node_count, start=guess
+            )
+            previous = (factor, reached)
             chosen[label] = factor
             calibration[label] = {"target": target, "arrivalScale": factor, "reached": reached}
             say(
