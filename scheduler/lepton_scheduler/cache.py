@@ -184,6 +184,8 @@ class ClusterCache:
         self.budgets: dict[tuple[str, str], float] = {}
         self.forecasts: dict[str, float] = {}
         self.synced: set[str] = set()
+        # Bumped on every change that can alter an answer (a pod's status-only update does not).
+        self.generation = 0
         # columns, one row per node ever seen since the last full node list
         self._row: dict[str, int] = {}
         self._names: list[str] = []
@@ -274,18 +276,21 @@ class ClusterCache:
     def upsert_node(self, obj: Mapping[str, Any]) -> None:
         info = node_info(obj)
         with self._lock:
+            self.generation += 1
             self.nodes[info.name] = info
             self._set_row(info)
 
     def delete_node(self, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
         with self._lock:
+            self.generation += 1
             if self.nodes.pop(name, None) is not None:
                 self._rebuild_rows()
 
     def replace_nodes(self, items: Iterable[Mapping[str, Any]]) -> None:
         infos = [node_info(o) for o in items]
         with self._lock:
+            self.generation += 1
             self.nodes = {i.name: i for i in infos}
             self._rebuild_rows()
             self.synced.add("nodes")
@@ -315,6 +320,9 @@ class ClusterCache:
     def upsert_pod(self, obj: Mapping[str, Any]) -> PodInfo:
         info = pod_info(obj)
         with self._lock:
+            if self.pods.get(info.key) == info:  # a status update scoring does not see
+                return info
+            self.generation += 1
             self._remove(info.key)
             self._add(info)
         return info
@@ -322,11 +330,13 @@ class ClusterCache:
     def delete_pod(self, obj: Mapping[str, Any]) -> None:
         info = pod_info(obj)
         with self._lock:
+            self.generation += 1
             self._remove(info.key)
 
     def replace_pods(self, items: Iterable[Mapping[str, Any]]) -> None:
         infos = [pod_info(o) for o in items]
         with self._lock:
+            self.generation += 1
             self.pods = {}
             self._gpus_used.clear()
             self._awake.clear()
@@ -340,6 +350,7 @@ class ClusterCache:
     def add_pod_infos(self, infos: Iterable[PodInfo]) -> None:
         """Bulk insert of ready-made PodInfos (benchmarks, simulators)."""
         with self._lock:
+            self.generation += 1
             for info in infos:
                 self._remove(info.key)
                 self._add(info)
@@ -354,6 +365,7 @@ class ClusterCache:
         key = (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
         pressure = budget_pressure_of(obj)
         with self._lock:
+            self.generation += 1
             if pressure is None:
                 self.budgets.pop(key, None)
             else:
@@ -363,6 +375,7 @@ class ClusterCache:
         metadata = obj.get("metadata") or {}
         key = (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
         with self._lock:
+            self.generation += 1
             self.budgets.pop(key, None)
 
     def replace_budgets(self, items: Iterable[Mapping[str, Any]]) -> None:
@@ -379,6 +392,7 @@ class ClusterCache:
 
     def set_forecasts(self, forecasts: Mapping[str, float]) -> None:
         with self._lock:
+            self.generation += 1
             self.forecasts = dict(forecasts)
             for name, row in self._row.items():
                 self._forecast_col[row] = self.forecasts.get(name, 0.0)
@@ -440,14 +454,14 @@ class ClusterCache:
         table, unknown = self.table([name])
         return None if unknown else table[0]
 
-    def placed_nodes(self, namespace: str, job_name: str, exclude_uid: str = "") -> list[str]:
-        """Nodes holding the job's other active pods (replicas and spares alike)."""
+    def placed_pods(self, namespace: str, job_name: str, exclude_uid: str = "") -> dict[str, str]:
+        """UID -> node of the job's other active pods on a node (replicas and spares alike)."""
         with self._lock:
-            out = []
+            out = {}
             for key in self._job_pods.get((namespace, job_name), ()):
                 info = self.pods[key]
                 if info.active and info.node_name and info.uid != exclude_uid:
-                    out.append(info.node_name)
+                    out[info.uid or key] = info.node_name
             return out
 
     def job_pods(self, namespace: str, job_name: str) -> list[PodInfo]:
