@@ -12,6 +12,12 @@ For each run the pods are created while that scheduler is stopped, then the
 scheduler is started, and throughput is the number of pods over the time from
 the first to the last pod seen bound (start-up excluded, the same way for both).
 
+Each run also reads the scheduler's own ``/metrics``: its scheduling attempts
+(``scheduler_scheduling_attempt_duration_seconds``: count and mean), and for
+the extender run the extender's per-stage means
+(``lepton_scheduler_phase_duration_seconds``) and its share of an attempt (the
+extender's filter + prioritize seconds over kube-scheduler's attempt seconds).
+
     python -m bench.bench_throughput [--pods 500] [--nodes 500] [--out results]
 """
 
@@ -27,9 +33,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.scrape import ATTEMPT_METRIC, fetch, histogram_totals, phase_breakdown
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LocalCluster
+from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints, hints_to_annotations
 
@@ -104,6 +111,34 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
     }
 
 
+def scheduler_attempts(cluster: LocalCluster, process: str) -> dict[str, Any]:
+    """kube-scheduler's own count and mean of scheduling attempts, by result."""
+    port = cluster.state.processes[process].port
+    try:
+        text = fetch(f"https://127.0.0.1:{port}/metrics")
+    except OSError as error:  # the pods/s figures stand without it
+        return {"error": f"could not read kube-scheduler's /metrics: {error}"}
+    totals = histogram_totals(text, ATTEMPT_METRIC, by="result")
+    return {
+        result: {
+            "count": int(t["count"]),
+            "sum_seconds": round(t["sum_seconds"], 4),
+            "mean_ms": round(1000 * t["sum_seconds"] / t["count"], 3) if t["count"] else None,
+        }
+        for result, t in totals.items()
+    }
+
+
+def extender_share(attempts: dict[str, Any], phases: dict[str, Any]) -> float | None:
+    """The extender's filter + prioritize seconds over kube-scheduler's attempt seconds."""
+    attempt_seconds = sum(a["sum_seconds"] for a in attempts.values() if isinstance(a, dict))
+    ours = sum(
+        phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
+        for verb in ("filter", "prioritize")
+    )
+    return round(ours / 1000 / attempt_seconds, 3) if attempt_seconds else None
+
+
 def run(pods: int, nodes: int) -> dict[str, Any]:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     with tempfile.TemporaryDirectory(prefix="lepton-throughput-") as tmp:
@@ -127,6 +162,7 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 pods,
                 cluster.start_default_scheduler,
             )
+            results["default_scheduler"]["attempts"] = scheduler_attempts(cluster, "kube-scheduler")
             # lepton-scheduler with the extender, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
@@ -138,6 +174,12 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 "lepton",
                 pods,
                 lambda: cluster.start_lepton_scheduler(stack.extender_url),
+            )
+            ours = results["lepton_scheduler_with_extender"]
+            ours["attempts"] = scheduler_attempts(cluster, LEPTON_SCHEDULER)
+            ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
+            ours["extender_share_of_attempts"] = extender_share(
+                ours["attempts"], ours["extender_phases"]
             )
         finally:
             cluster.down()

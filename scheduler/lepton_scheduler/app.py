@@ -81,8 +81,10 @@ from .protocol import (
     ExtenderArgs,
     ProtocolError,
     decode_extender_args,
+    dumps,
     encode_filter_result,
     encode_host_priorities,
+    loads,
 )
 
 log = logging.getLogger(__name__)
@@ -356,7 +358,7 @@ class Extender:
         outcome = "scored" if names else "no_fit"
         return encode_filter_result(args, names, failed, unresolvable), outcome
 
-    def prioritize(self, args: ExtenderArgs, watch: _Stopwatch | None = None) -> tuple[str, str]:
+    def prioritize(self, args: ExtenderArgs, watch: _Stopwatch | None = None) -> tuple[bytes, str]:
         done = self._computed.pop(args.uid, None) if args.uid else None
         if (
             done is not None
@@ -519,7 +521,7 @@ async def _read_args(request: web.Request, extender: Extender) -> ExtenderArgs:
     if not raw:
         raise ProtocolError("empty body: send ExtenderArgs as JSON")
     try:
-        payload = json.loads(raw)
+        payload = loads(raw)
     except (ValueError, RecursionError) as error:
         raise ProtocolError(f"body is not valid JSON: {error}") from None
     return decode_extender_args(payload)
@@ -535,10 +537,10 @@ def _handler(verb: str) -> Callable[[web.Request], Any]:
             watch.lap("decode")
             if verb == "filter":
                 result, outcome = extender.filter(args, watch)
-                text = json.dumps(result, separators=(",", ":"))
+                body = dumps(result)
             else:
-                text, outcome = extender.prioritize(args, watch)
-            response = web.Response(text=text, content_type="application/json")
+                body, outcome = extender.prioritize(args, watch)
+            response = web.Response(body=body, content_type="application/json")
             watch.lap("encode")
         except ProtocolError as error:
             outcome = "invalid_hints" if error.status == 422 else "bad_request"

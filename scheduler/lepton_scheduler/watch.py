@@ -9,7 +9,6 @@ Gone). Errors back off and mark the extender degraded until the next success.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from kubernetes.client.rest import ApiException
 from lepton.core.hints import GROUP, VERSION
 
 from .cache import ClusterCache
+from .protocol import loads
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Informer(threading.Thread):
 
     def _list(self) -> str:
         response = self.kind.list_fn(_preload_content=False)
-        data = json.loads(response.data)
+        data = loads(response.data)
         self.kind.replace(data.get("items") or [])
         self.synced.set()
         return str(data.get("metadata", {}).get("resourceVersion", ""))
