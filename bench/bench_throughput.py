@@ -13,10 +13,12 @@ scheduler is started, and throughput is the number of pods over the time from
 the first to the last pod seen bound (start-up excluded, the same way for both).
 
 Each run also reads the scheduler's own ``/metrics``: its scheduling attempts
-(``scheduler_scheduling_attempt_duration_seconds``: count and mean), and for
-the extender run the extender's per-stage means
-(``lepton_scheduler_phase_duration_seconds``) and its share of an attempt (the
-extender's filter + prioritize seconds over kube-scheduler's attempt seconds).
+(``scheduler_scheduling_attempt_duration_seconds``, binding included) and its
+scheduling algorithm (``scheduler_scheduling_algorithm_duration_seconds``:
+filter and score, extenders included), count and mean; for the extender run,
+the extender's per-stage means (``lepton_scheduler_phase_duration_seconds``)
+and its share of the algorithm's time (the extender's filter + prioritize
+seconds over kube-scheduler's algorithm seconds).
 
     python -m bench.bench_throughput [--pods 500] [--nodes 500] [--out results]
 """
@@ -33,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.scrape import ATTEMPT_METRIC, fetch, histogram_totals, phase_breakdown
+from bench.scrape import ALGORITHM_METRIC, ATTEMPT_METRIC, fetch, histogram_totals, phase_breakdown
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
 from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
@@ -111,32 +113,40 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
     }
 
 
-def scheduler_attempts(cluster: LocalCluster, process: str) -> dict[str, Any]:
-    """kube-scheduler's own count and mean of scheduling attempts, by result."""
+def scheduler_metrics(cluster: LocalCluster, process: str) -> dict[str, Any]:
+    """kube-scheduler's own count and mean of scheduling attempts (by result: these include
+    binding, which queues in a burst) and of the scheduling algorithm (filter and score,
+    extenders included: what the extender adds to)."""
     port = cluster.state.processes[process].port
     try:
         text = fetch(f"https://127.0.0.1:{port}/metrics")
     except OSError as error:  # the pods/s figures stand without it
         return {"error": f"could not read kube-scheduler's /metrics: {error}"}
-    totals = histogram_totals(text, ATTEMPT_METRIC, by="result")
-    return {
-        result: {
-            "count": int(t["count"]),
-            "sum_seconds": round(t["sum_seconds"], 4),
-            "mean_ms": round(1000 * t["sum_seconds"] / t["count"], 3) if t["count"] else None,
+
+    def summary(totals: dict[str, float]) -> dict[str, Any]:
+        count = totals["count"]
+        return {
+            "count": int(count),
+            "sum_seconds": round(totals["sum_seconds"], 4),
+            "mean_ms": round(1000 * totals["sum_seconds"] / count, 3) if count else None,
         }
-        for result, t in totals.items()
+
+    attempts = histogram_totals(text, ATTEMPT_METRIC, by="result")
+    algorithm = histogram_totals(text, ALGORITHM_METRIC, by="")
+    return {
+        ATTEMPT_METRIC: {result: summary(t) for result, t in attempts.items()},
+        ALGORITHM_METRIC: summary(algorithm.get("", {"count": 0, "sum_seconds": 0.0})),
     }
 
 
-def extender_share(attempts: dict[str, Any], phases: dict[str, Any]) -> float | None:
-    """The extender's filter + prioritize seconds over kube-scheduler's attempt seconds."""
-    attempt_seconds = sum(a["sum_seconds"] for a in attempts.values() if isinstance(a, dict))
+def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float | None:
+    """The extender's filter + prioritize seconds over kube-scheduler's algorithm seconds."""
+    algorithm_seconds = scheduler.get(ALGORITHM_METRIC, {}).get("sum_seconds", 0.0)
     ours = sum(
         phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
         for verb in ("filter", "prioritize")
     )
-    return round(ours / 1000 / attempt_seconds, 3) if attempt_seconds else None
+    return round(ours / 1000 / algorithm_seconds, 3) if algorithm_seconds else None
 
 
 def run(pods: int, nodes: int) -> dict[str, Any]:
@@ -162,7 +172,9 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 pods,
                 cluster.start_default_scheduler,
             )
-            results["default_scheduler"]["attempts"] = scheduler_attempts(cluster, "kube-scheduler")
+            results["default_scheduler"]["kube_scheduler"] = scheduler_metrics(
+                cluster, "kube-scheduler"
+            )
             # lepton-scheduler with the extender, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
@@ -176,10 +188,10 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 lambda: cluster.start_lepton_scheduler(stack.extender_url),
             )
             ours = results["lepton_scheduler_with_extender"]
-            ours["attempts"] = scheduler_attempts(cluster, LEPTON_SCHEDULER)
+            ours["kube_scheduler"] = scheduler_metrics(cluster, LEPTON_SCHEDULER)
             ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
-            ours["extender_share_of_attempts"] = extender_share(
-                ours["attempts"], ours["extender_phases"]
+            ours["extender_share_of_algorithm"] = extender_share(
+                ours["kube_scheduler"], ours["extender_phases"]
             )
         finally:
             cluster.down()

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 PHASE_METRIC = "lepton_scheduler_phase_duration_seconds"
 REQUEST_METRIC = "lepton_scheduler_request_duration_seconds"
 ATTEMPT_METRIC = "scheduler_scheduling_attempt_duration_seconds"
+ALGORITHM_METRIC = "scheduler_scheduling_algorithm_duration_seconds"
 
 
 def fetch(url: str, timeout: float = 10) -> str:

@@ -70,13 +70,12 @@ class AssumedPlacements:
     ) -> list[str]:
         """Nodes the job's other assumed pods count on; ``known`` (UIDs the cache has bound) are
         left out, and expired records are dropped."""
-        uids = self._by_job.get((namespace, job_name))
-        if not uids:
+        if (namespace, job_name) not in self._by_job:  # the common case, without the lock
             return []
         now = self._clock()
         out: list[str] = []
         with self._lock:
-            for uid in list(uids):
+            for uid in list(self._by_job.get((namespace, job_name), ())):
                 record = self._by_uid[uid]
                 if record.expires <= now:
                     self._drop(uid)
