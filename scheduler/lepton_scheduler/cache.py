@@ -17,7 +17,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, cast
 
 import numpy as np
 
@@ -145,25 +145,6 @@ def budget_pressure_of(obj: Mapping[str, Any]) -> float | None:
 
 
 Ints = np.ndarray[Any, np.dtype[np.int64]]
-
-
-class _Rows(Sequence[Mapping[str, str]]):
-    """Some rows of a column, gathered only when read (labels are rarely read per request)."""
-
-    def __init__(self, column: list[Mapping[str, str]], rows: list[int]) -> None:
-        self._column, self._rows = column, rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @overload
-    def __getitem__(self, i: int) -> Mapping[str, str]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Mapping[str, str]]: ...
-    def __getitem__(self, i: int | slice) -> Mapping[str, str] | Sequence[Mapping[str, str]]:
-        if isinstance(i, slice):
-            return [self._column[r] for r in self._rows[i]]
-        return self._column[self._rows[i]]
 
 
 class ClusterCache:
@@ -422,14 +403,14 @@ class ClusterCache:
         ``domain_keys`` (a job's ``spreadAcross``) come precomputed as domain ids.
         """
         with self._lock:
-            get = self._row.get
-            rows_or_none = [get(n) for n in names]
-            unknown = [n for n, r in zip(names, rows_or_none, strict=True) if r is None]
-            if unknown:
-                rows = np.array([r for r in rows_or_none if r is not None], dtype=np.int64)
+            rows_or_none = list(map(self._row.get, names))
+            unknown: list[str] = []
+            if None in rows_or_none:  # rare: a node the watch has not delivered yet
+                unknown = [n for n, r in zip(names, rows_or_none, strict=True) if r is None]
+                row_list = [r for r in rows_or_none if r is not None]
             else:
-                rows = np.array(rows_or_none, dtype=np.int64)
-            row_list = rows.tolist()
+                row_list = cast(list[int], rows_or_none)
+            rows = np.array(row_list, dtype=np.int64)
             alloc = self._alloc_col[rows]
             table = CandidateTable(
                 names=list(names) if not unknown else [self._names[r] for r in row_list],
@@ -439,7 +420,8 @@ class ClusterCache:
                 total_gpus=alloc,
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
-                labels=_Rows(self._labels, row_list),
+                # gathered now: filter_nodes takes the passed rows, reading every label
+                labels=list(map(self._labels.__getitem__, row_list)),
                 host_idle_watts=self._host_idle_col[rows],
                 domains={
                     key: (list(values), col[rows])

@@ -133,7 +133,7 @@ def decode_extender_args(payload: Any) -> ExtenderArgs:
     else:
         if not isinstance(names_raw, Sequence) or isinstance(names_raw, (str, bytes)):
             raise ProtocolError("ExtenderArgs.NodeNames must be a list of node names")
-        if not all(isinstance(n, str) for n in names_raw):
+        if not set(map(type, names_raw)) <= {str}:  # JSON decodes no subclass of str
             raise ProtocolError("ExtenderArgs.NodeNames must hold strings only")
         names = tuple(names_raw)
     return ExtenderArgs(pod=pod, node_names=names, nodes=nodes)
