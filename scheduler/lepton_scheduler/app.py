@@ -67,6 +67,7 @@ from lepton.core.scoring import (
     DEFAULT_CONFIG,
     CandidateTable,
     Explanation,
+    ScoreResult,
     ScoringConfig,
     filter_nodes,
     replicas_per_domain,
@@ -132,6 +133,10 @@ class _Computation:
     table: CandidateTable  # the known ones among ``names``
     unknown: list[str]
     placed: dict[str, int]
+    # A replica held to one domain: filter scored all the nodes it passed, and these are the
+    # rows of ``names`` among them. prioritize answers from that (the pod's real candidates).
+    scored: ScoreResult | None = None
+    rows: list[int] | None = None
 
 
 COMPUTATIONS_KEPT = 16  # kube-scheduler asks prioritize right after filter: a few suffice
@@ -296,9 +301,9 @@ class Extender:
 
     def _pin(
         self, passed: CandidateTable, hints: JobHints, placed: Mapping[str, int], now: datetime
-    ) -> tuple[CandidateTable, dict[str, str], str]:
-        """The passed nodes in the domain of the best one, why the others are left out, and the
-        best node: kube-scheduler's pick then lands in the domain the siblings count."""
+    ) -> tuple[ScoreResult, list[int], dict[str, str]]:
+        """Scores of the passed nodes, the rows in the domain of the best one, and why the
+        others are left out: kube-scheduler's pick then lands in the domain the siblings count."""
         key = hints.spread_across
         assert key
         scored = score_nodes(passed, hints, placed, now, self.config.scoring)
@@ -312,7 +317,8 @@ class Extender:
             "replica keeps maxReplicasPerDomain exact while its siblings are being bound"
         )
         out = {n: reason for n, k in zip(passed.names, keep.tolist(), strict=True) if not k}
-        return passed.take(keep), out, passed.names[best]
+        rows = [i for i, k in enumerate(keep.tolist()) if k]
+        return scored, rows, out
 
     def filter(
         self, args: ExtenderArgs, watch: _Stopwatch | None = None
@@ -335,22 +341,26 @@ class Extender:
         assert isinstance(passed, CandidateTable)
         failed = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER in r}
         unresolvable = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER not in r}
+        scored: ScoreResult | None = None
+        rows: list[int] | None = None
         if hints.spread_across and len(passed):
             if hints.max_replicas_per_domain is not None:
-                passed, pinned_out, best = self._pin(passed, hints, placed, now)
+                scored, rows, pinned_out = self._pin(passed, hints, placed, now)
                 unresolvable.update(pinned_out)
                 # nodes the cache does not know have no known domain: not for this job
                 unresolvable.update(dict.fromkeys(unknown, UNKNOWN_DOMAIN))
                 unknown = []
-                self.assumed.assume(args.namespace, hints.job_name, args.uid, best)
+                best = self._best(scored)
+                self.assumed.assume(args.namespace, hints.job_name, args.uid, passed.names[best])
             elif len(passed) == 1 and not unknown:  # kube-scheduler will not ask prioritize
                 self.assumed.assume(args.namespace, hints.job_name, args.uid, passed.names[0])
-        names = list(passed.names) + unknown  # unknown to the cache: fail open
+        # unknown to the cache: fail open
+        names = list(passed.names) + unknown if rows is None else [passed.names[r] for r in rows]
         if watch:
             watch.lap("scoring")
         if names and args.uid:
             self._computed[args.uid] = _Computation(
-                tuple(names), self._generation(), hints, passed, unknown, placed
+                tuple(names), self._generation(), hints, passed, unknown, placed, scored, rows
             )
             self._computed.move_to_end(args.uid)
             while len(self._computed) > COMPUTATIONS_KEPT:
@@ -367,6 +377,10 @@ class Extender:
         ):
             self.metrics.reused.labels("hit").inc()
             hints, known, unknown, placed = done.hints, done.table, done.unknown, done.placed
+            if done.scored is not None and done.rows is not None:  # scored by filter
+                if watch:
+                    watch.lap("table")
+                return self._answer(args, hints, known, done.scored, done.rows, watch)
         else:
             parsed = self._hints(args)
             if parsed is None:
@@ -381,14 +395,35 @@ class Extender:
             spread = (hints.spread_across,) if hints.spread_across else ()
             known, unknown = self.cache.table(args.node_names, spread)
             placed = self._placed(args, hints)
-        key = f"{args.namespace}/{args.name}"
-        self._remember(key)
+        self._remember(f"{args.namespace}/{args.name}")
         if watch:
             watch.lap("table")
-        now = self.clock()
-        result = score_nodes(known, hints, placed, now, self.config.scoring)
+        result = score_nodes(known, hints, placed, self.clock(), self.config.scoring)
+        return self._answer(args, hints, known, result, None, watch, by_name=bool(unknown))
+
+    @staticmethod
+    def _best(result: ScoreResult) -> int:
+        """The row of the first best-scored node."""
+        listed = result.score_list
+        return max(range(len(listed)), key=listed.__getitem__)
+
+    def _answer(
+        self,
+        args: ExtenderArgs,
+        hints: JobHints,
+        known: CandidateTable,
+        result: ScoreResult,
+        rows: list[int] | None,
+        watch: _Stopwatch | None,
+        by_name: bool = False,
+    ) -> tuple[bytes, str]:
+        """The scores of the asked nodes: ``rows`` of ``result`` (all when None), or by name with
+        0 for nodes the cache does not know; the decision kept, its Event queued, the pick
+        assumed."""
         if watch:
             watch.lap("scoring")
+        key = f"{args.namespace}/{args.name}"
+        now = self.clock()
         self._keep_decision(key, _Decision(result.explanation, now, len(known)))
         if watch:
             watch.lap("explanation")
@@ -399,13 +434,13 @@ class Extender:
             self.recorder.record(args.uid or key, build)
         if watch:
             watch.lap("event")
-        if unknown:  # nodes the cache has not seen yet score 0, in the order asked
+        listed = result.score_list
+        if by_name:  # nodes the cache has not seen yet score 0, in the order asked
             scores = [result.scores.get(name, 0) for name in args.node_names]
         else:
-            scores = list(result.score_list)
+            scores = list(listed) if rows is None else [listed[r] for r in rows]
         if hints.spread_across and len(known):
-            listed = result.score_list
-            best = max(range(len(listed)), key=listed.__getitem__)
+            best = self._best(result)
             self.assumed.assume(args.namespace, hints.job_name, args.uid, known.names[best])
         return encode_host_priorities(args.node_names, scores), "scored"
 
