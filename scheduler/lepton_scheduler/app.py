@@ -105,8 +105,9 @@ class ExtenderConfig:
     # How long a pod counts where it was let through without the watch seeing it bound.
     assumed_ttl_seconds: float = 30.0
     explanations_kept: int = 10_000
-    # Explanations hold every candidate's terms: at most this many node rows over all kept.
-    explanation_rows_kept: int = 2_000_000
+    # Explanations hold every candidate's terms (~170 bytes a node): at most this many node
+    # rows over all kept (~170 MB; 10,000 decisions over 5,000 nodes would be 8 GB).
+    explanation_rows_kept: int = 1_000_000
     # LeptonScored Events: at most this many a second (a burst of twice as many).
     events_per_second: float = 50.0
     forecast_interval_seconds: float = 60.0

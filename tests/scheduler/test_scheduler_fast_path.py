@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+from lepton_scheduler.app import ExtenderConfig
 from lepton_scheduler.assumed import AssumedPlacements
 from lepton_scheduler.events import EventRecorder
 from scheduler_helpers import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
@@ -199,3 +200,14 @@ def test_events_are_batched_per_pod_and_rate_limited() -> None:
     assert [b["name"] for b in posted] == ["pod-0", "pod-1#3", "pod-2#4"]
     assert recorder.dropped == 5 and sum(dropped) == 5
     assert built == ["pod-0", "pod-1#3", "pod-2#4"]  # dropped events are never built
+
+
+def test_kept_explanations_are_bounded_by_their_node_rows(make_server: Any) -> None:
+    config = ExtenderConfig(explanation_rows_kept=2 * len(ALL))
+    server = make_server(fleet_cache(), config=config)
+    for i in range(3):
+        pod = lepton_pod(JobHints(job_name="train"), name=f"train-{i}")
+        assert server.post("prioritize", extender_args(pod, ALL)).status_code == 200
+    assert list(server.extender.decisions) == ["ml/train-1", "ml/train-2"]
+    assert server.get("/explain?pod=ml/train-0").status_code == 404
+    assert len(server.get("/explain?pod=ml/train-2").json()["nodes"]) == len(ALL)
