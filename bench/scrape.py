@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 PHASE_METRIC = "lepton_scheduler_phase_duration_seconds"
 REQUEST_METRIC = "lepton_scheduler_request_duration_seconds"
+REUSE_METRIC = "lepton_scheduler_prioritize_reuse"  # a counter's family name, without _total
 ATTEMPT_METRIC = "scheduler_scheduling_attempt_duration_seconds"
 ALGORITHM_METRIC = "scheduler_scheduling_algorithm_duration_seconds"
 
@@ -43,10 +44,16 @@ def histogram_totals(text: str, name: str, by: str) -> dict[str, dict[str, float
 
 
 def phase_breakdown(text: str) -> dict[str, Any]:
-    """Per verb: calls, mean milliseconds per stage and per request, from the extender."""
+    """Per verb: calls, mean milliseconds per stage and per request, from the extender; and how
+    often prioritize reused filter's computation."""
     phases: dict[str, dict[str, float]] = defaultdict(dict)
     calls: dict[str, float] = {}
+    reuse: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == REUSE_METRIC:
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    reuse[sample.labels.get("result", "")] = sample.value
         if family.name not in (PHASE_METRIC, REQUEST_METRIC):
             continue
         sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -64,4 +71,9 @@ def phase_breakdown(text: str) -> dict[str, Any]:
                 phases[verb]["request_mean_ms"] = round(1000 * total / count, 4)
             else:
                 phases[verb][f"{phase}_mean_ms"] = round(1000 * total / count, 4)
-    return {verb: {"calls": calls.get(verb, 0), **values} for verb, values in phases.items()}
+    out: dict[str, Any] = {
+        verb: {"calls": calls.get(verb, 0), **values} for verb, values in phases.items()
+    }
+    if reuse:  # prioritize answered from filter's computation (hit) or afresh (miss)
+        out["prioritize_reuse"] = reuse
+    return out
