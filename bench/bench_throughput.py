@@ -35,7 +35,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.scrape import ALGORITHM_METRIC, ATTEMPT_METRIC, fetch, histogram_totals, phase_breakdown
+from bench.scrape import (
+    ALGORITHM_METRIC,
+    ATTEMPT_METRIC,
+    EXTENSION_POINT_METRIC,
+    fetch,
+    histogram_totals,
+    phase_breakdown,
+)
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
 from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
@@ -133,9 +140,12 @@ def scheduler_metrics(cluster: LocalCluster, process: str) -> dict[str, Any]:
 
     attempts = histogram_totals(text, ATTEMPT_METRIC, by="result")
     algorithm = histogram_totals(text, ALGORITHM_METRIC, by="")
+    # kube-scheduler's own plugins per extension point (Filter, Score, ...): extenders excluded
+    points = histogram_totals(text, EXTENSION_POINT_METRIC, by="extension_point")
     return {
         ATTEMPT_METRIC: {result: summary(t) for result, t in attempts.items()},
         ALGORITHM_METRIC: summary(algorithm.get("", {"count": 0, "sum_seconds": 0.0})),
+        EXTENSION_POINT_METRIC: {point: summary(t) for point, t in sorted(points.items())},
     }
 
 

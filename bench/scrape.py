@@ -19,6 +19,7 @@ REQUEST_METRIC = "lepton_scheduler_request_duration_seconds"
 REUSE_METRIC = "lepton_scheduler_prioritize_reuse"  # a counter's family name, without _total
 ATTEMPT_METRIC = "scheduler_scheduling_attempt_duration_seconds"
 ALGORITHM_METRIC = "scheduler_scheduling_algorithm_duration_seconds"
+EXTENSION_POINT_METRIC = "scheduler_framework_extension_point_duration_seconds"
 
 
 def fetch(url: str, timeout: float = 10) -> str:
