@@ -211,3 +211,23 @@ def test_kept_explanations_are_bounded_by_their_node_rows(make_server: Any) -> N
     assert list(server.extender.decisions) == ["ml/train-1", "ml/train-2"]
     assert server.get("/explain?pod=ml/train-0").status_code == 404
     assert len(server.get("/explain?pod=ml/train-2").json()["nodes"]) == len(ALL)
+
+
+def test_a_limited_replica_is_not_let_onto_nodes_of_unknown_domain(make_server: Any) -> None:
+    server = make_server(fleet_cache())
+    args = extender_args(lepton_pod(LIMITED, name="train-0"), [*ALL, "brand-new"])
+    body = server.post("filter", args).json()
+    assert "brand-new" not in body["NodeNames"]
+    assert "domain" in body["FailedAndUnresolvableNodes"]["brand-new"]
+    # a job without a maximum still fails open on it
+    soft = JobHints(job_name="soft", replicas=3, spread_across=ZONE)
+    body = server.post("filter", extender_args(lepton_pod(soft, name="soft-0"), [*ALL, "new"]))
+    assert "new" in body.json()["NodeNames"]
+
+
+def test_a_replica_with_one_node_left_counts_there_without_prioritize(make_server: Any) -> None:
+    server = make_server(fleet_cache())
+    soft = JobHints(job_name="soft", replicas=2, spread_across=ZONE, gpu_models=("T4",))
+    body = server.post("filter", extender_args(lepton_pod(soft, name="soft-0"), ALL)).json()
+    assert body["NodeNames"] == ["t4-0"]  # kube-scheduler binds it without asking prioritize
+    assert server.extender.assumed.node_of("uid-soft-0") == "t4-0"
