@@ -426,6 +426,21 @@ def exporter_command(
     )
 
 
+# --- crds --------------------------------------------------------------------
+
+
+@main.command("crds")
+def crds() -> None:
+    """Print the EnergyBudget and LeptonJob CRDs shipped in the package, one YAML stream:
+    `lepton crds | kubectl apply --server-side -f -`."""
+    from lepton.api import crd_dir
+
+    files = sorted(crd_dir().glob("*.yaml"))
+    if not files:
+        raise click.ClickException(f"no CRDs in {crd_dir()}: the package is incomplete")
+    click.echo("---\n".join(path.read_text() for path in files), nl=False)
+
+
 # --- simulate ----------------------------------------------------------------
 
 
@@ -434,13 +449,13 @@ def exporter_command(
     "--pods",
     "pods_path",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Pod trace CSV (default: the shared openb_pod_list_default.csv).",
+    help="Pod trace CSV (default: the shipped openb_pod_list_default.csv, lepton/data).",
 )
 @click.option(
     "--nodes",
     "nodes_path",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Node list CSV (default: the shared openb_node_list_gpu_node.csv).",
+    help="Node list CSV (default: the shipped openb_node_list_gpu_node.csv, lepton/data).",
 )
 @click.option(
     "--out",
