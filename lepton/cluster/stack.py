@@ -58,11 +58,12 @@ class LeptonStack:
             )
         for path in files:
             self.cluster.kubectl("apply", "--server-side", "-f", str(path))
-        for path in files:
-            name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in files]
+        for name in names:
             self.cluster.kubectl(
                 "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", timeout=70
             )
+        self.cluster.progress(f"[cluster] CRDs {', '.join(names)} established, from {crds_dir}")
 
     def start_extender(self, prometheus_url: str | None = None, port: int | None = None) -> Process:
         """The extender (``lepton scheduler``) and the ``lepton-scheduler`` kube-scheduler."""
