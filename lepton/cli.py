@@ -635,9 +635,13 @@ def simulate(
         )
     except ValueError as error:  # TraceError included: both name the fix
         raise click.ClickException(str(error)) from None
+    from lepton.sim.report import CHART_HINT
+
     click.echo(outcome.table)
     for path in outcome.files:
         click.echo(f"wrote {path}")
+    if not any(path.suffix == ".png" for path in outcome.files):
+        click.echo(CHART_HINT)
 
 
 # --- demo --------------------------------------------------------------------
