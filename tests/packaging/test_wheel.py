@@ -276,6 +276,13 @@ def test_simulate_runs_the_default_trace_from_the_package(installed: Installed) 
     ]
 
 
+def test_the_profiles_rederive_from_the_shipped_sweeps(installed: Installed) -> None:
+    derive = installed.run(
+        str(installed.venv / "bin" / "python"), "-m", "lepton.core.profiles", "derive", "--check"
+    )
+    assert derive.returncode == 0, derive.stdout + derive.stderr
+
+
 @pytest.mark.e2e
 def test_cluster_up_installs_the_crds_from_the_package_then_down(
     installed: Installed, tmp_path: Path
