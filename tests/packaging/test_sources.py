@@ -8,13 +8,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# The shipped packages (pyproject's packages.find): what a wheel and the image carry.
-SHIPPED = (
-    "lepton",
-    "operator/lepton_operator",
-    "scheduler/lepton_scheduler",
-    "exporter/lepton_exporter",
-)
+# Developer tools that only ever run from a clone and locate its root from __file__. Everything
+# else (the four shipped packages, examples/) finds its files as package resources.
+REPO_TOOLS = ("tests", "bench", "scripts")
 # Folders that are not the project's sources: virtualenvs, caches, build output.
 NOT_SOURCES = {".git", ".venv", "build", "dist", "results", "node_modules"}
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh", ".json", ".cfg", ".tpl", ""}
@@ -61,14 +57,15 @@ def shelf_references(root: Path) -> list[str]:
     return hits
 
 
-def paths_from_file(root: Path, packages: tuple[str, ...] = SHIPPED) -> list[str]:
-    """``file:line`` of every use of ``__file__`` in the shipped packages' Python sources."""
+def paths_from_file(root: Path, tools: tuple[str, ...] = REPO_TOOLS) -> list[str]:
+    """``file:line`` of every use of ``__file__`` in Python outside the clone-only tools."""
     hits = []
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                if FROM_FILE.search(line):
-                    hits.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    for path in _source_files(root):
+        if path.suffix != ".py" or path.relative_to(root).parts[0] in tools:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if FROM_FILE.search(line):
+                hits.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     return hits
 
 
@@ -83,7 +80,8 @@ def test_nothing_in_the_repository_refers_to_the_shared_shelf() -> None:
 def test_shipped_code_finds_its_files_as_package_resources() -> None:
     hits = paths_from_file(REPO_ROOT)
     assert not hits, (
-        "shipped code builds paths from __file__; use importlib.resources "
+        "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from "
+        "__file__; use importlib.resources "
         "(docs/decisions/0006-what-the-wheel-ships.md):\n" + "\n".join(hits)
     )
 
@@ -95,7 +93,9 @@ def test_the_scans_name_the_offending_file(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text(f"ok\nsee ../{SHARED}/data/traces\n")
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "x.py").write_text(f"../{SHARED}\n")
-    assert paths_from_file(tmp_path, ("lepton",)) == [
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "helper.py").write_text("REPO = Path(__file__).parents[1]\n")
+    assert paths_from_file(tmp_path) == [
         'lepton/sub/paths.py:1: CRDS = Path(__file__).resolve().parents[2] / "crds"'
     ]
     assert shelf_references(tmp_path) == [f"README.md:2: see ../{SHARED}/data/traces"]
