@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ from lepton.core.energy import (
 from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata, owner_name
 from lepton.core.profiles import get_profile
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# The example manifests ship in the package (lepton/examples/), so `lepton demo` runs from a wheel.
+EXAMPLES_DIR = Path(str(resources.files("lepton").joinpath("examples")))
 SERVICE_EXAMPLE = EXAMPLES_DIR / "services" / "inference-deployment.yaml"
 NAMESPACE = "demo"
 BASELINE_NAMESPACE = "demo-default-scheduler"
@@ -296,14 +298,14 @@ class Demo:
     def run_lepton(self) -> tuple[list[PodRun], list[ServiceRun]]:
         self.cluster.kubectl("create", "namespace", NAMESPACE)
         self.echo(
-            f"[demo] kubectl apply -n {NAMESPACE} -f examples/services/inference-deployment.yaml"
-            "  (a Deployment placed as a service)"
+            f"[demo] kubectl apply -n {NAMESPACE} -f "
+            "lepton/examples/services/inference-deployment.yaml  (a Deployment placed as a service)"
         )
         services = self._apply_service(NAMESPACE, lepton=True)
         for run in services:
             self.echo(f"[demo]   {run.pod} → {run.node} ({run.gpu_model}): {run.why}")
         docs = sorted(EXAMPLES_DIR.glob("*.yaml"))
-        self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f examples/  ({len(docs)} files)")
+        self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f lepton/examples/  ({len(docs)} files)")
         for path in docs:
             self.cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
 
@@ -561,9 +563,9 @@ less by placement). A faster GPU does not shorten a service: a big GPU only idle
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Lepton demo report</h1>
-<p>The same workload — the jobs in <code>examples/</code> — ran twice on the same local cluster of
-kwok GPU nodes: first placed by Lepton's extender through the <code>lepton-scheduler</code> profile,
-then as plain Jobs through the default kube-scheduler.</p>
+<p>The same workload — the jobs in <code>lepton/examples/</code> — ran twice on the same local
+cluster of kwok GPU nodes: first placed by Lepton's extender through the
+<code>lepton-scheduler</code> profile, then as plain Jobs through the default kube-scheduler.</p>
 <h2>What the numbers mean</h2>
 <ul>
 <li><b>Every energy figure here is an estimate from Lepton's energy model</b> (GPU profiles:

@@ -49,7 +49,7 @@ def _list(api: Any, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         if error.status == 404:
             raise click.ClickException(
                 f"the {plural}.{GROUP} CRD is not installed: `helm install lepton "
-                "deploy/helm/lepton` or `kubectl apply -f crds/`"
+                "deploy/helm/lepton` or `lepton crds | kubectl apply -f -`"
             ) from None
         raise click.ClickException(f"listing {plural}: {error.reason}") from None
     return list(result.get("items", []))

@@ -26,6 +26,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from lepton.data import data_dir
 
 logger = logging.getLogger(__name__)
 
-PROFILES_DIR = Path(__file__).with_name("gpu_profiles")
+PROFILES_DIR = Path(str(resources.files("lepton.core").joinpath("gpu_profiles")))
 REFERENCE_MODEL = "A40"
 DEFAULT_SLOWDOWN_ALLOWANCE = 0.05
 UNKNOWN_MODEL = "Unknown"

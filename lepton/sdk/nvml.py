@@ -1,12 +1,12 @@
 """The few NVML calls the SDK makes, with NVML's pitfalls handled once.
 
 The SDK reads a GPU's energy counter and power, and sets its power limit. NVML
-has sharp edges for each (see ``shared/notes/energy-metering.md``): energy is in
-millijoules and exists only on Volta and newer, power and limits are in
-milliwatts, the ``_v2`` limit setter in nvidia-ml-py ignores its return code (so
-the v1 call is used and the limit read back), and every failure is its own
-exception class. Devices are keyed by UUID because NVML's index order is not
-stable. The ``pynvml`` module is passed in, so tests drive a fake one.
+has sharp edges for each: energy is in millijoules and exists only on Volta and
+newer, power and limits are in milliwatts, the ``_v2`` limit setter in
+nvidia-ml-py ignores its return code (so the v1 call is used and the limit read back),
+and every failure is its own exception class. Devices are keyed by UUID because
+NVML's index order is not stable. The ``pynvml`` module is passed in, so tests
+drive a fake one.
 """
 
 from __future__ import annotations

@@ -491,9 +491,17 @@ def markdown_table(report: Mapping[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_chart(report: Mapping[str, Any], path: Path) -> Path:
-    """Energy against load per policy, one panel per regime (mean and seed range), PNG."""
-    import matplotlib
+# The chart is optional: matplotlib is not a run-time dependency (the image leaves it out).
+CHART_HINT = "no chart: matplotlib is not installed (pip install 'lepton[charts]')"
+
+
+def write_chart(report: Mapping[str, Any], path: Path) -> Path | None:
+    """Energy against load per policy, one panel per regime (mean and seed range), PNG;
+    ``None`` when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -523,10 +531,11 @@ def write_chart(report: Mapping[str, Any], path: Path) -> Path:
 
 
 def write_outputs(report: Mapping[str, Any], out_dir: Path, name: str = "simulation") -> list[Path]:
-    """``<name>.json``, ``<name>.md`` and ``<name>_energy_vs_load.png`` under ``out_dir``."""
+    """``<name>.json``, ``<name>.md`` and (with matplotlib) ``<name>_energy_vs_load.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(report, indent=1))
     md_path = out_dir / f"{name}.md"
     md_path.write_text(markdown_table(report))
-    return [json_path, md_path, write_chart(report, out_dir / f"{name}_energy_vs_load.png")]
+    chart = write_chart(report, out_dir / f"{name}_energy_vs_load.png")
+    return [json_path, md_path] + ([chart] if chart else [])

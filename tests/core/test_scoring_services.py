@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +21,7 @@ from lepton.core.hints import (
 )
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import CandidateNode, filter_nodes, score_nodes
+from lepton.demo import EXAMPLES_DIR
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -213,7 +213,7 @@ def test_the_service_examples_parse_and_carry_service_hints() -> None:
     from lepton.api.v1alpha1 import LeptonJobSpec
     from lepton.core.jobspec import estimate_energy, job_hints
 
-    folder = Path(__file__).resolve().parents[2] / "examples" / "services"
+    folder = EXAMPLES_DIR / "services"
     deployment = yaml.safe_load((folder / "inference-deployment.yaml").read_text())
     template = deployment["spec"]["template"]
     assert template["spec"]["schedulerName"] == "lepton-scheduler"

@@ -33,8 +33,7 @@ from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
 from lepton.core.predictor import PredictorConfig, Series
-
-REPO = Path(__file__).resolve().parents[2]
+from lepton.demo import SERVICE_EXAMPLE
 
 pytestmark = pytest.mark.e2e
 
@@ -262,7 +261,7 @@ def test_the_lepton_scheduler_command_serves_and_gets_ready(cluster: LocalCluste
 def test_a_deployment_with_service_hints_lands_on_small_efficient_gpus(
     live: Live, awake: str
 ) -> None:
-    example = REPO / "examples" / "services" / "inference-deployment.yaml"
+    example = SERVICE_EXAMPLE
     live.cluster.kubectl("apply", "-n", awake, "-f", str(example))
 
     def pods() -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 
 The SDK's optimizer can only be tested honestly against a GPU that responds to
 its power limit the way a real one does. This fake takes the response from the
-Zeus A40 sweeps in ``shared/data/gpu-power/summary_power_a40.csv``: at each
+Zeus A40 sweeps in ``lepton/data/gpu-power/summary_power_a40.csv``: at each
 limit, a training step lasts the measured time and draws the measured power.
 Time is a fake clock that only a training step moves, so a test "trains" for
 minutes in milliseconds. The NVML error classes are the real ones from

@@ -43,8 +43,8 @@ def engine_over(fake: FakeNvml) -> LeptonEngine:
     return LeptonEngine(nvml=fake, clock=fake.clock, powercap_root=Path("/nonexistent"))
 
 
-def test_keras_fit_tunes_the_limit_through_its_callback(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
+def test_keras_fit_tunes_the_limit_through_its_callback(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
     fake = FakeNvml(curve)
     engine = engine_over(fake)
     user_callback = CallbackBaseRecorder()
@@ -81,8 +81,8 @@ class CallbackBaseRecorder:
     def on_train_end(self) -> None: ...
 
 
-def test_keras_fit_that_raises_still_restores_the_limit(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_keras_fit_that_raises_still_restores_the_limit(shipped_data: Path) -> None:
+    fake = FakeNvml(median_a40_curve(shipped_data))
     engine = engine_over(fake)
     with pytest.raises(RuntimeError, match="out of memory"):
         keras_fit(
@@ -98,8 +98,8 @@ def test_keras_fit_that_raises_still_restores_the_limit(shared_data: Path) -> No
     assert engine.optimize_reports and engine.records[0].name == "train"
 
 
-def test_keras_adapter_without_keras_says_what_to_install(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_keras_adapter_without_keras_says_what_to_install(shipped_data: Path) -> None:
+    fake = FakeNvml(median_a40_curve(shipped_data))
     with pytest.raises(ImportError, match="pip install keras"):
         keras_fit(engine_over(fake), FakeKerasModel(fake), epochs=1, steps_per_epoch=1)
 

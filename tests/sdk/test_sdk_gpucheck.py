@@ -24,9 +24,9 @@ def fake_workload(fake: FakeNvml) -> Workload:
 
 
 def test_check_reports_energy_per_step_at_every_limit_and_the_choice(
-    shared_data: Path, tmp_path: Path
+    shipped_data: Path, tmp_path: Path
 ) -> None:
-    curve = median_a40_curve(shared_data)
+    curve = median_a40_curve(shipped_data)
     fake = FakeNvml(curve)
     out, err = io.StringIO(), io.StringIO()
     code = run_check(
@@ -61,8 +61,8 @@ def test_check_reports_energy_per_step_at_every_limit_and_the_choice(
     assert fake.gpus[0].limit_watts == A40_DEFAULT_LIMIT_WATTS
 
 
-def test_check_without_nvml_exits_non_zero_and_says_why(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), library_present=False)
+def test_check_without_nvml_exits_non_zero_and_says_why(shipped_data: Path) -> None:
+    fake = FakeNvml(median_a40_curve(shipped_data), library_present=False)
     err = io.StringIO()
     code = run_check(nvml=fake, workload_factory=lambda: fake_workload(fake), err=err)
     assert code == EXIT_NO_NVML
@@ -71,9 +71,9 @@ def test_check_without_nvml_exits_non_zero_and_says_why(shared_data: Path) -> No
 
 
 def test_check_without_permission_exits_non_zero_and_says_how_to_fix_it(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), can_set_limits=False)
+    fake = FakeNvml(median_a40_curve(shipped_data), can_set_limits=False)
     err = io.StringIO()
     code = run_check(nvml=fake, workload_factory=lambda: fake_workload(fake), err=err)
     assert code == EXIT_NO_PERMISSION
@@ -82,9 +82,9 @@ def test_check_without_permission_exits_non_zero_and_says_how_to_fix_it(
 
 
 def test_check_without_pytorch_exits_non_zero_and_says_what_to_install(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+    fake = FakeNvml(median_a40_curve(shipped_data))
 
     def no_torch() -> Workload:
         raise WorkloadUnavailableError("PyTorch is not installed: pip install torch")
