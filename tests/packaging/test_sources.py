@@ -99,3 +99,14 @@ def test_the_scans_name_the_offending_file(tmp_path: Path) -> None:
         'lepton/sub/paths.py:1: CRDS = Path(__file__).resolve().parents[2] / "crds"'
     ]
     assert shelf_references(tmp_path) == [f"README.md:2: see ../{SHARED}/data/traces"]
+
+
+def test_the_design_cards_folders_show_the_packaged_crds_and_examples() -> None:
+    # crds/ is fixed by the design card; the files live once, in the package
+    root = Path(__file__).resolve().parents[2]
+    crds = sorted(p.name for p in (root / "crds").glob("*.yaml"))
+    assert crds and crds == sorted(p.name for p in (root / "lepton/api/crds").glob("*.yaml"))
+    assert (root / "crds").resolve() == (root / "lepton/api/crds").resolve()
+    for manifest in (root / "lepton/examples").glob("*.yaml"):
+        assert (root / "examples" / manifest.name).resolve() == manifest.resolve()
+    assert (root / "examples/services").resolve() == (root / "lepton/examples/services").resolve()
