@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from lepton.cluster import tools
-from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_LEPTON_MODEL, Fleet
+from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.energy import (
@@ -43,7 +43,8 @@ from lepton.core.energy import (
     service_power_watts,
     service_utilization,
 )
-from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata, owner_name
+from lepton.core.hints import hints_from_pod_metadata, owner_name
+from lepton.core.names import LABEL_JOB_NAME, LABEL_LEPTON_GPU_MODEL, RESOURCE_GPU
 from lepton.core.profiles import get_profile
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -135,8 +136,8 @@ class Demo:
         """Each node's GPU model and GPU count: the demo's fleet does not change, read it once."""
         return {
             n["metadata"]["name"]: (
-                n["metadata"]["labels"][LABEL_LEPTON_MODEL],
-                int(n["status"]["capacity"].get("nvidia.com/gpu", 0)),
+                n["metadata"]["labels"][LABEL_LEPTON_GPU_MODEL],
+                int(n["status"]["capacity"].get(RESOURCE_GPU, 0)),
             )
             for n in self._json("get", "nodes")["items"]
         }

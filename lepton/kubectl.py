@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-GROUP, VERSION = "lepton.dev", "v1alpha1"
+from lepton.core.names import GROUP, SCHEDULER_NAME, VERSION
+
 SCORED_REASON = "LeptonScored"
 
 
@@ -218,7 +219,7 @@ def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
     if not events:
         click.echo(
             "  no scoring recorded: the pod is not a LeptonJob pod, was not scheduled by "
-            "lepton-scheduler, or the extender has not seen it yet"
+            f"{SCHEDULER_NAME}, or the extender has not seen it yet"
         )
         sys.exit(1)
     latest = max(events, key=lambda e: (e.last_timestamp or e.event_time or "", e.metadata.name))

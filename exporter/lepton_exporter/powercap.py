@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lepton.core.hints import ANNOTATION_POWER_CAP, ANNOTATION_POWER_LIMIT_WATTS
+from lepton.core.names import ANNOTATION_POWER_CAP, ANNOTATION_POWER_LIMIT_WATTS
 from lepton.core.profiles import get_profile
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, PodRef, error_label

@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from lepton.api.v1alpha1 import GROUP, VERSION, EnergyBudget, LeptonJob
+from lepton.api.v1alpha1 import EnergyBudget, LeptonJob
+from lepton.core.names import GROUP, VERSION
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 

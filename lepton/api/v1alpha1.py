@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from lepton.core.hints import GROUP, VERSION, EnergyPolicy, WorkloadKind
+from lepton.core.hints import EnergyPolicy, WorkloadKind
+from lepton.core.names import GROUP, VERSION
 
 __all__ = [
     "GPU_MODELS",

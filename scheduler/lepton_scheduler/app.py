@@ -40,13 +40,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lepton.core.hints import (
-    ANNOTATION_WORK_GPU_HOURS,
-    HintError,
-    JobHints,
-    hints_from_pod_metadata,
-    is_lepton_pod,
-)
+from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from lepton.core.names import SCHEDULER_NAME
+
 log = logging.getLogger(__name__)
 
 EVENT_REASON = "LeptonScored"
-COMPONENT = "lepton-scheduler"
 
 
 def event_body(
@@ -42,9 +43,9 @@ def event_body(
         # The API caps an Event message at 1 KiB.
         "message": message[:1000],
         "type": "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": COMPONENT,
+        "source": {"component": SCHEDULER_NAME},
+        "reportingComponent": SCHEDULER_NAME,
+        "reportingInstance": SCHEDULER_NAME,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from lepton.core.hints import owner_name
-
-MAX_EXTENDER_PRIORITY = 10
+from lepton.core.names import MAX_SCORE
 
 
 class ProtocolError(ValueError):
@@ -160,10 +159,10 @@ def encode_host_priorities(names: Sequence[str], scores: Sequence[int]) -> str:
     if len(names) != len(scores):
         raise ValueError(f"{len(names)} names but {len(scores)} scores")
     quoted = json.dumps(list(names))[2:-2].split('", "')
-    if min(scores) < 0 or max(scores) > MAX_EXTENDER_PRIORITY:
-        scores = np.clip(np.asarray(scores, dtype=np.int64), 0, MAX_EXTENDER_PRIORITY).tolist()
+    if min(scores) < 0 or max(scores) > MAX_SCORE:
+        scores = np.clip(np.asarray(scores, dtype=np.int64), 0, MAX_SCORE).tolist()
     suffixes = map(_SCORE_SUFFIX.__getitem__, scores)
     return '[{"Host":"' + '},{"Host":"'.join(map(str.__add__, quoted, suffixes)) + "}]"
 
 
-_SCORE_SUFFIX = [f'","Score":{s}' for s in range(MAX_EXTENDER_PRIORITY + 1)]
+_SCORE_SUFFIX = [f'","Score":{s}' for s in range(MAX_SCORE + 1)]

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
-from lepton.core.jobspec import estimate_energy
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scheduler_helpers import FLEET, Server, extender_args, fleet_cache, lepton_pod
 
-from lepton.core.hints import ANNOTATION_WORK_GPU_HOURS, JobHints
+from lepton.core.hints import JobHints
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
 
 ALL = [n[0] for n in FLEET]
 

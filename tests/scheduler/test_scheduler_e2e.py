@@ -30,7 +30,8 @@ from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_f
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
+from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.names import LABEL_JOB_NAME
 from lepton.core.predictor import PredictorConfig, Series
 
 REPO = Path(__file__).resolve().parents[2]
