@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from exporter_helpers import scrape, series
-from lepton_exporter import fake_nvml
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.nvml import NvmlBackend, NvmlUnavailableError
+
+from lepton.hw import fake_nvml
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 NODE = "gpu-node-1"
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from exporter_helpers import scrape, series
-from lepton_exporter import fake_nvml
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.powercap import ANNOTATION_BUDGET_POWER_CAP, PowerCapper
 from lepton_exporter.readings import PodRef
 
 from lepton.core.profiles import get_profile
+from lepton.hw import fake_nvml
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 NODE = "gpu-node-1"
 JOB_POD = PodRef("ml", "train-0", "trainer")
