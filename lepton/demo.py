@@ -44,7 +44,7 @@ from lepton.core.energy import (
     service_utilization,
 )
 from lepton.core.hints import hints_from_pod_metadata, owner_name
-from lepton.core.names import LABEL_JOB_NAME, LABEL_LEPTON_GPU_MODEL, RESOURCE_GPU
+from lepton.core.names import LABEL_JOB_NAME, LABEL_LEPTON_GPU_MODEL, RESOURCE_GPU, SCHEDULER_NAME
 from lepton.core.profiles import get_profile
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -563,7 +563,7 @@ less by placement). A faster GPU does not shorten a service: a big GPU only idle
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Lepton demo report</h1>
 <p>The same workload — the jobs in <code>examples/</code> — ran twice on the same local cluster of
-kwok GPU nodes: first placed by Lepton's extender through the <code>lepton-scheduler</code> profile,
+kwok GPU nodes: first placed by Lepton's extender through the <code>{SCHEDULER_NAME}</code> profile,
 then as plain Jobs through the default kube-scheduler.</p>
 <h2>What the numbers mean</h2>
 <ul>

@@ -24,7 +24,6 @@ from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, PodRe
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_BUDGET_POWER_CAP = ANNOTATION_POWER_LIMIT_WATTS
 
 AnnotationsFor = Callable[[PodRef], Mapping[str, str]]
 
@@ -45,7 +44,7 @@ def requested_cap_watts(annotations: Mapping[str, str], gpu_model: str) -> float
             caps.append(float(job_cap))
         except ValueError:
             log.warning("unreadable power cap", extra={"value": job_cap})
-    budget_cap = annotations.get(ANNOTATION_BUDGET_POWER_CAP)
+    budget_cap = annotations.get(ANNOTATION_POWER_LIMIT_WATTS)
     if budget_cap is not None:
         try:
             caps.append(float(budget_cap))

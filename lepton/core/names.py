@@ -34,6 +34,10 @@ LABEL_LEPTON_GPU_MODEL = f"{GROUP}/gpu-model"
 LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_JOB_UID = f"{GROUP}/job-uid"
 LABEL_BUDGET_NAME = f"{GROUP}/budget-name"
+# A kwok fleet's pods: set when the local cluster's workload runner lets a pod finish.
+ANNOTATION_KWOK_RELEASE = f"{GROUP}/kwok-release"
+# The simulator's replay pods, by the policy that placed them.
+LABEL_REPLAY = f"{GROUP}/replay"
 # Per-node fact: the host's idle draw without its GPUs (watts), overriding the default.
 LABEL_HOST_IDLE_WATTS = f"{GROUP}/host-idle-watts"
 
