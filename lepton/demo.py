@@ -44,7 +44,13 @@ from lepton.core.energy import (
     service_utilization,
 )
 from lepton.core.hints import hints_from_pod_metadata, owner_name
-from lepton.core.names import LABEL_JOB_NAME, LABEL_LEPTON_GPU_MODEL, RESOURCE_GPU, SCHEDULER_NAME
+from lepton.core.names import (
+    EVENT_REASON_SCORED,
+    LABEL_JOB_NAME,
+    LABEL_LEPTON_GPU_MODEL,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
 from lepton.core.profiles import get_profile
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -182,7 +188,7 @@ class Demo:
     def _scored_lines(self, namespace: str) -> dict[str, str]:
         """Per pod, the extender's LeptonScored Event message (why it went where it went)."""
         events = self._json(
-            "get", "events", "-n", namespace, "--field-selector", "reason=LeptonScored"
+            "get", "events", "-n", namespace, "--field-selector", f"reason={EVENT_REASON_SCORED}"
         )["items"]
         return {e["involvedObject"]["name"]: str(e.get("message", "")) for e in events}
 

@@ -67,6 +67,10 @@ ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
 # The SDK's phase table (compact JSON), written by the SDK on its own pod.
 ANNOTATION_PHASES = f"{GROUP}/phases"
 
+# The reason of the Event the extender writes on each pod it scores (read by kubectl lepton
+# explain and the demo).
+EVENT_REASON_SCORED = "LeptonScored"
+
 # The extender's node scores run from 0 to this (k8s.io/kube-scheduler/extender/v1
 # MaxExtenderPriority); kube-scheduler scales them to its own 0..100.
 MAX_SCORE = 10

@@ -42,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
 from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,
@@ -53,7 +54,7 @@ from lepton.core.scoring import (
 )
 
 from .cache import ClusterCache
-from .events import EVENT_REASON, EventRecorder, event_body
+from .events import EventRecorder, event_body
 from .metrics import ExtenderMetrics
 from .protocol import (
     ExtenderArgs,

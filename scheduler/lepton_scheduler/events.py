@@ -15,11 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from lepton.core.names import SCHEDULER_NAME
+from lepton.core.names import EVENT_REASON_SCORED, SCHEDULER_NAME
 
 log = logging.getLogger(__name__)
-
-EVENT_REASON = "LeptonScored"
 
 
 def event_body(
@@ -39,7 +37,7 @@ def event_body(
             "namespace": namespace,
             "uid": pod_uid,
         },
-        "reason": EVENT_REASON,
+        "reason": EVENT_REASON_SCORED,
         # The API caps an Event message at 1 KiB.
         "message": message[:1000],
         "type": "Normal",
