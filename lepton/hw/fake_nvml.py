@@ -27,14 +27,15 @@ Two ways to drive it:
 
 from __future__ import annotations
 
-import csv
+import math
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pynvml
+
+from lepton.core.profiles import SWEEPS, get_profile, read_sweep
 
 NVMLError = pynvml.NVMLError
 NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
@@ -50,8 +51,7 @@ ERROR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
 ERROR_UNKNOWN = pynvml.NVML_ERROR_UNKNOWN
 
 
-A40_SWEEP = Path("gpu-power") / "summary_power_a40.csv"
-A40_DEFAULT_LIMIT_WATTS = 300.0
+A40_DEFAULT_LIMIT_WATTS = SWEEPS["A40"][1]
 # One "epoch" of the sweep is cut into this many fake steps; any number works, it
 # only sets the fake step time (tens of milliseconds, like a small real model).
 STEPS_PER_EPOCH = 5000
@@ -91,15 +91,7 @@ class PowerCurve:
 
 def a40_sweeps(data_dir: Path) -> dict[str, dict[float, tuple[float, float]]]:
     """Every A40 workload of the sweep: limit -> (time per epoch s, average power W)."""
-    runs: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
-    with (data_dir / A40_SWEEP).open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = "/".join((row["dataset"], row["network"], row["batch_size"], row["optimizer"]))
-            runs[key][float(row["power_limit"])] = (
-                float(row["time_per_epoch"]),
-                float(row["average_power"]),
-            )
-    return dict(runs)
+    return {"/".join(key): run for key, run in read_sweep("A40", data_dir).items()}
 
 
 def workload_curve(run: dict[float, tuple[float, float]]) -> PowerCurve:
@@ -127,6 +119,30 @@ def median_a40_curve(data_dir: Path) -> PowerCurve:
         power_ratio = statistics.median(run[limit][1] / run[base][1] for run in complete)
         points[limit] = (base_seconds * time_ratio, base_watts * power_ratio)
     return PowerCurve(points)
+
+
+def profile_curve(
+    model: str, *, a40_seconds_per_step: float = 0.05, step_watts: float = 25.0
+) -> PowerCurve:
+    """A GPU profile's response to its power limit (lepton/core/gpu_profiles) as a curve.
+
+    At every ``step_watts`` between the profile's lowest and highest limit (both
+    included, and its energy-optimal limit), a step lasts ``a40_seconds_per_step``
+    over the profile's speed there and the board draws the profile's busy power there.
+    """
+    profile = get_profile(model)
+    low, high = profile.min_power_limit_watts, profile.max_power_limit_watts
+    limits = {low, high, profile.energy_optimal_power_limit_watts}
+    watts = math.ceil(low / step_watts) * step_watts
+    while watts < high:
+        limits.add(watts)
+        watts += step_watts
+    return PowerCurve(
+        {
+            limit: (a40_seconds_per_step / profile.speed_at(limit), profile.busy_power_at(limit))
+            for limit in sorted(limits)
+        }
+    )
 
 
 class FakeClock:
@@ -515,6 +531,8 @@ def curve_fleet(
     can_set_limits: bool = True,
     library_present: bool = True,
     default_limit_watts: float = A40_DEFAULT_LIMIT_WATTS,
+    name: str = "NVIDIA A40",
+    idle_watts: float = 30.0,
 ) -> FakeNvml:
     """``gpu_count`` A40s that follow ``curve``, at ``default_limit_watts``, on a fake clock.
 
@@ -525,6 +543,8 @@ def curve_fleet(
     gpus = [
         FakeGpu(
             uuid=f"GPU-0000000{i}-fake-a40",
+            name=name,
+            idle_watts=idle_watts,
             curve=curve,
             has_energy_counter=energy_counter,
             power_limit_mw=round(default_limit_watts * 1e3),
@@ -539,3 +559,21 @@ def curve_fleet(
     ]
     init_error = None if library_present else ERROR_LIBRARY_NOT_FOUND
     return FakeNvml(gpus, init_error=init_error, clock=clock)
+
+
+def profile_fleet(model: str, gpu_count: int = 1, *, clock: FakeClock | None = None) -> FakeNvml:
+    """``gpu_count`` GPUs of a profiled model that follow :func:`profile_curve`.
+
+    They start at the profile's default (highest) limit, are named as NVML names the
+    model's boards (``NVIDIA H100 80GB HBM3``, from the profile's first product label)
+    and idle at the profile's idle power.
+    """
+    profile = get_profile(model)
+    return curve_fleet(
+        profile_curve(model),
+        gpu_count,
+        clock=clock,
+        default_limit_watts=profile.max_power_limit_watts,
+        name=profile.product_names[0].replace("-", " "),
+        idle_watts=profile.idle_watts,
+    )

@@ -7,7 +7,8 @@ import inspect
 import pynvml
 import pytest
 
-from lepton.hw.fake_nvml import FakeGpu, FakeNvml, a40_fleet
+from lepton.core.profiles import get_profile, is_known
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml, a40_fleet, profile_fleet
 from lepton.hw.nvml import error_label, open_gpus
 
 
@@ -43,3 +44,25 @@ def test_names_and_uuids_are_text_as_current_bindings_return_them() -> None:
     assert isinstance(fake.nvmlDeviceGetName(handle), str)
     assert isinstance(fake.nvmlDeviceGetUUID(handle), str)
     assert (gpu.uuid, gpu.name) == ("GPU-a", "NVIDIA A40")
+
+
+@pytest.mark.parametrize("model", ["A40", "H100", "L4"])
+def test_a_profile_fleet_follows_its_profile(model: str) -> None:
+    profile = get_profile(model)
+    fake = profile_fleet(model)
+    (gpu,) = open_gpus(fake)
+    assert is_known(gpu.name) and get_profile(gpu.name) == profile
+    assert gpu.power_limit_range_watts() == (
+        profile.min_power_limit_watts,
+        profile.max_power_limit_watts,
+    )
+    for limit in (profile.min_power_limit_watts, profile.energy_optimal_power_limit_watts):
+        gpu.set_power_limit_watts(limit)
+        assert gpu.power_watts() == pytest.approx(profile.busy_power_at(limit), abs=1e-3)
+        before, start = gpu.energy_joules_total(), fake.clock()
+        fake.run_step()
+        seconds = fake.clock() - start
+        assert seconds == pytest.approx(0.05 / profile.speed_at(limit))
+        assert gpu.energy_joules_total() - before == pytest.approx(
+            profile.busy_power_at(limit) * seconds, abs=1e-3
+        )
