@@ -188,51 +188,27 @@ def test_each_hardware_error_is_defined_once(error: str) -> None:
     assert dict(defined) == {"lepton/hw/nvml.py": 1}
 
 
-@pytest.mark.parametrize(
-    "adapter", ["class FakeNvml", "def find_package_zones", "def list_zones", "nvmlInit()"]
-)
+# What must exist once, where, and whether the tests count (a second fake NVML in the
+# tests is a duplicate; a test calling the fake's nvmlInit is not).
+ADAPTER_HOMES = {
+    "class FakeNvml": ("lepton/hw/fake_nvml.py", True),
+    "def find_package_zones": ("lepton/hw/rapl.py", True),
+    "def list_zones": ("lepton/hw/rapl.py", True),
+    "nvmlInit()": ("lepton/hw/nvml.py", False),
+}
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTER_HOMES))
 def test_each_hardware_adapter_exists_once(adapter: str) -> None:
-    """One fake NVML, one RAPL zone walk, one place that initialises NVML for Lepton."""
-    homes = {
-        "class FakeNvml": "lepton/hw/fake_nvml.py",
-        "def find_package_zones": "lepton/hw/rapl.py",
-        "def list_zones": "lepton/hw/rapl.py",
-        "nvmlInit()": "lepton/hw/nvml.py",
-    }
-    test_support = [p for p in (REPO / "tests").rglob("*.py") if p != Path(__file__)]
+    """One fake NVML, one RAPL zone walk, one place in the packages that initialises NVML."""
+    home, with_tests = ADAPTER_HOMES[adapter]
+    tests = [p for p in (REPO / "tests").rglob("*.py") if p != Path(__file__)]
     where = {
         path.relative_to(REPO).as_posix()
-        for path in [*package_files(), *test_support]
+        for path in [*package_files(), *(tests if with_tests else [])]
         if adapter in path.read_text()
     }
     # The GPU check calls nvmlInit itself (a missing NVML is its own exit code), and the
     # fake defines it.
-    where -= {"exporter/lepton_exporter/gpucheck.py", "lepton/hw/fake_nvml.py"} - {homes[adapter]}
-    assert where == {homes[adapter]}
-
-
-def _name_aliases(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    return {
-        alias.asname
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module in ("lepton.core.names", "names")
-        for alias in node.names
-        if alias.asname and alias.asname != alias.name
-    }
-
-
-def test_no_module_imports_a_name_under_another_name() -> None:
-    offenders = {
-        key: extra
-        for path in package_files()
-        if (key := path.relative_to(REPO).as_posix())
-        and (extra := _name_aliases(path) - ALIASED_FOR_LATER.get(key, set()))
-    }
-    assert not offenders, f"use the names module's own name: {offenders}"
-
-
-@pytest.mark.parametrize("key", sorted(ALIASED_FOR_LATER))
-def test_the_list_of_aliases_left_for_later_only_shrinks(key: str) -> None:
-    gone = ALIASED_FOR_LATER[key] - _name_aliases(REPO / key)
-    assert not gone, f"{key} no longer aliases {gone}: delete them from ALIASED_FOR_LATER"
+    where -= {"exporter/lepton_exporter/gpucheck.py", "lepton/hw/fake_nvml.py"} - {home}
+    assert where == {home}
