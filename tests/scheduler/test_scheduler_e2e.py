@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,36 @@ def test_three_replicas_spread_one_per_zone(live: Live, awake: str) -> None:
     labels = node_labels(live.cluster)
     zones = sorted(labels[nodes[n]][LABEL_ZONE] for n in names)
     assert zones == ["zone-a", "zone-b", "zone-c"], nodes
+
+
+def _free_gpus_per_zone(live: Live) -> dict[str, int]:
+    table, _ = live.extender.cache.table(FLEET_NODES, (LABEL_ZONE,))
+    values, ids = table.domain_ids(LABEL_ZONE)
+    free: Counter[str] = Counter()
+    for i, zone in enumerate(ids.tolist()):
+        free[values[zone]] += int(table.free_gpus[i])
+    return dict(free)
+
+
+def test_a_burst_of_thirty_replicas_fills_three_zones_ten_each(live: Live, awake: str) -> None:
+    wait_for(
+        lambda: all(f >= 10 for f in _free_gpus_per_zone(live).values()),
+        60,
+        "10 free GPUs in every zone (earlier tests' pods gone)",
+    )
+    hints = JobHints(
+        job_name="burst",
+        replicas=30,
+        spread_across=LABEL_ZONE,
+        max_replicas_per_domain=10,
+        energy_policy=EnergyPolicy.EFFICIENCY,
+    )
+    names = [f"burst-{i}" for i in range(30)]
+    apply(live.cluster, awake, *(gpu_pod(n, hints) for n in names))
+    nodes = placed(live.cluster, awake, names, timeout=120)
+    labels = node_labels(live.cluster)
+    zones = Counter(labels[nodes[n]][LABEL_ZONE] for n in names)
+    assert zones == {"zone-a": 10, "zone-b": 10, "zone-c": 10}, nodes
 
 
 def test_nodes_whose_history_predicts_high_load_are_avoided(live: Live, awake: str) -> None:
