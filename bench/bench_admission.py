@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lepton.api import crd_dir
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
-from lepton.core.jobspec import estimate_energy
 
 REPO = Path(__file__).resolve().parents[1]
 APPLY_CLIENTS = 8

@@ -47,7 +47,8 @@ from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
 from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
 from lepton.cluster.stack import LeptonStack
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME
 
 GOAL_RATIO = 0.8
 

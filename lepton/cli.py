@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from lepton import __version__
+from lepton.core.names import SCHEDULER_NAME
 
 
 class _JsonFormatter(logging.Formatter):
@@ -123,7 +124,7 @@ def cluster() -> None:
 @click.option(
     "--extender-url",
     default=None,
-    help="Also start a second kube-scheduler, profile lepton-scheduler, calling this extender.",
+    help=f"Also start a second kube-scheduler, profile {SCHEDULER_NAME}, calling this extender.",
 )
 @click.option("--build/--no-build", default=True, help="Build missing tools first (default: yes).")
 @click.option(
@@ -250,7 +251,7 @@ prometheus_option = click.option(
 @click.option("--namespace", default=None, help="Watch one namespace only (default: all).")
 @click.option(
     "--scheduler-name",
-    default="lepton-scheduler",
+    default=SCHEDULER_NAME,
     show_default=True,
     help="schedulerName set on LeptonJob pods.",
 )

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from lepton.cluster import tools
-from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_LEPTON_MODEL, Fleet
+from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.energy import (
@@ -44,7 +44,14 @@ from lepton.core.energy import (
     service_power_watts,
     service_utilization,
 )
-from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata, owner_name
+from lepton.core.hints import hints_from_pod_metadata, owner_name
+from lepton.core.names import (
+    EVENT_REASON_SCORED,
+    LABEL_JOB_NAME,
+    LABEL_LEPTON_GPU_MODEL,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
 from lepton.core.profiles import get_profile
 
 # The example manifests ship in the package (lepton/examples/), so `lepton demo` runs from a wheel.
@@ -137,8 +144,8 @@ class Demo:
         """Each node's GPU model and GPU count: the demo's fleet does not change, read it once."""
         return {
             n["metadata"]["name"]: (
-                n["metadata"]["labels"][LABEL_LEPTON_MODEL],
-                int(n["status"]["capacity"].get("nvidia.com/gpu", 0)),
+                n["metadata"]["labels"][LABEL_LEPTON_GPU_MODEL],
+                int(n["status"]["capacity"].get(RESOURCE_GPU, 0)),
             )
             for n in self._json("get", "nodes")["items"]
         }
@@ -183,7 +190,7 @@ class Demo:
     def _scored_lines(self, namespace: str) -> dict[str, str]:
         """Per pod, the extender's LeptonScored Event message (why it went where it went)."""
         events = self._json(
-            "get", "events", "-n", namespace, "--field-selector", "reason=LeptonScored"
+            "get", "events", "-n", namespace, "--field-selector", f"reason={EVENT_REASON_SCORED}"
         )["items"]
         return {e["involvedObject"]["name"]: str(e.get("message", "")) for e in events}
 
@@ -565,7 +572,7 @@ td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Lepton demo report</h1>
 <p>The same workload — the jobs in <code>lepton/examples/</code> — ran twice on the same local
 cluster of kwok GPU nodes: first placed by Lepton's extender through the
-<code>lepton-scheduler</code> profile, then as plain Jobs through the default kube-scheduler.</p>
+<code>{SCHEDULER_NAME}</code> profile, then as plain Jobs through the default kube-scheduler.</p>
 <h2>What the numbers mean</h2>
 <ul>
 <li><b>Every energy figure here is an estimate from Lepton's energy model</b> (GPU profiles:

@@ -28,7 +28,7 @@ CRDS_DIR = crd_dir()
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 # Pods of a Job are named <job>-<5 random chars>, or <job>-<index>-<5 chars> when Indexed;
-# a LeptonJob's Job carries the LeptonJob's name (lepton/core/jobspec.py).
+# a LeptonJob's Job carries the LeptonJob's name (lepton/api/jobspec.py).
 LEPTONJOB_FROM_POD = '"leptonjob", "$1", "pod", "(.+?)(?:-[0-9]+)?-[a-z0-9]{5}"'
 J_PER_WH = 3600
 

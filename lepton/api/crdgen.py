@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel
 
 from lepton.api import crd_dir
-from lepton.api.v1alpha1 import GROUP, VERSION, EnergyBudget, LeptonJob
+from lepton.api.v1alpha1 import EnergyBudget, LeptonJob
+from lepton.core.names import GROUP, VERSION
 
 CRD_DIR = crd_dir()
 

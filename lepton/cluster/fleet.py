@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lepton.core.hints import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
 
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_ZONE = "topology.kubernetes.io/zone"

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from lepton.sdk.nvml import PowerLimitError
+from lepton.hw.nvml import PowerLimitError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def choose_power_limit(
 
 
 class PowerLimitedGpu(Protocol):
-    """What the optimizer needs of a GPU (``lepton.sdk.nvml.NvmlGpu`` provides it)."""
+    """What the optimizer needs of a GPU (``lepton.hw.nvml.NvmlGpu`` provides it)."""
 
     @property
     def uuid(self) -> str: ...

@@ -360,18 +360,21 @@ def fleet_mean_speed(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -
 
 
 @dataclass(frozen=True)
-class _ModelRun:
+class ModelRun:
+    """How fast one GPU model runs and what it draws above idle, at a policy's power limit."""
+
     speed: float
     dynamic_watts_per_gpu: float  # P_busy at the limit minus P_idle
     limit_watts: float = 0.0
 
 
-def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
+def model_runs(models: set[str], power_cap: str) -> dict[str, ModelRun]:
+    """Each model's run at the limit ``power_cap`` chooses (the replay uses it too)."""
     runs = {}
     for model in models:
         profile = get_profile(model)
         limit = chosen_power_limit_watts(profile, power_cap)
-        runs[model] = _ModelRun(
+        runs[model] = ModelRun(
             speed=profile.speed_at(limit),
             dynamic_watts_per_gpu=profile.active_power_watts(1.0, limit) - profile.idle_watts,
             limit_watts=limit,
@@ -428,7 +431,7 @@ def simulate(
         policy.forecast = config.forecast
     rng = np.random.default_rng([config.seed, 1])  # the expander's own tie-breaker
     trace_speed = config.trace_speed or fleet_mean_speed(nodes, config.model_map)
-    runs = _model_runs(set(table.models), POWER_CAP[policy_name])
+    runs = model_runs(set(table.models), POWER_CAP[policy_name])
     idle_watts = node_idle_watts_of(table)
     req = _Requests(pods, table.trace_models)
     kinds = [workload_kind(p, config.kind_map) for p in pods]

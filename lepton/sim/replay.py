@@ -33,12 +33,8 @@ from typing import Any
 import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
-from lepton.core.hints import (
-    LABEL_JOB_NAME,
-    EnergyPolicy,
-    JobHints,
-    hints_to_annotations,
-)
+from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME
 from lepton.core.profiles import get_profile
 
 from .energy_account import account_energy
@@ -46,8 +42,8 @@ from .engine import (
     DEFAULT_SCALE_IN_GRACE_SECONDS,
     Placement,
     SimConfig,
-    _model_runs,
     fleet_mean_speed,
+    model_runs,
     simulate,
 )
 from .policies import POWER_CAP, LeptonPolicy, PodRequest, PolicyName
@@ -273,7 +269,7 @@ def placement_for(
     (compressed) scaled by the trace's GPU speed over this GPU's speed under the
     policy's power limit, and ``share x (P_busy - P_idle)`` of that GPU.
     """
-    run = _model_runs({model}, POWER_CAP[policy])[model]
+    run = model_runs({model}, POWER_CAP[policy])[model]
     run_seconds = pod.trace_run_seconds / (config.time_compression or 1.0)
     if pod.num_gpu > 0:
         run_seconds = run_seconds * trace_speed / run.speed

@@ -55,13 +55,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lepton.core.hints import (
-    ANNOTATION_WORK_GPU_HOURS,
-    HintError,
-    JobHints,
-    hints_from_pod_metadata,
-    is_lepton_pod,
-)
+from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,
@@ -76,7 +72,7 @@ from lepton.core.scoring import (
 
 from .assumed import AssumedPlacements
 from .cache import ClusterCache
-from .events import EVENT_REASON, EventRecorder, event_body
+from .events import EventRecorder, event_body
 from .metrics import ExtenderMetrics
 from .protocol import (
     ExtenderArgs,

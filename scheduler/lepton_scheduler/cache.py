@@ -21,17 +21,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from lepton.core.hints import (
+from lepton.core.hints import owner_name, workload_name
+from lepton.core.names import (
     LABEL_BUDGET_NAME,
+    LABEL_GPU_PRODUCT,
     LABEL_HOST_IDLE_WATTS,
-    owner_name,
-    workload_name,
+    LABEL_LEPTON_GPU_MODEL,
+    RESOURCE_GPU,
 )
 from lepton.core.scoring import CandidateNode, CandidateTable
 
-GPU_RESOURCE = "nvidia.com/gpu"
-LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
-LABEL_LEPTON_GPU_MODEL = "lepton.dev/gpu-model"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -88,7 +87,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
     return NodeInfo(
         name=str(metadata.get("name", "")),
         gpu_model=model,
-        allocatable_gpus=_quantity(allocatable.get(GPU_RESOURCE, 0)),
+        allocatable_gpus=_quantity(allocatable.get(RESOURCE_GPU, 0)),
         labels=labels,
         host_idle_watts=host_idle if math.isfinite(host_idle) and host_idle >= 0 else math.nan,
     )
@@ -101,7 +100,7 @@ def pod_gpus(spec: Mapping[str, Any]) -> int:
         resources = container.get("resources") or {}
         limits = resources.get("limits") or {}
         requests = resources.get("requests") or {}
-        return _quantity(limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0)))
+        return _quantity(limits.get(RESOURCE_GPU, requests.get(RESOURCE_GPU, 0)))
 
     main = sum(gpus(c) for c in spec.get("containers") or ())
     init = max((gpus(c) for c in spec.get("initContainers") or ()), default=0)

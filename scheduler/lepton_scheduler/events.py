@@ -21,10 +21,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-log = logging.getLogger(__name__)
+from lepton.core.names import EVENT_REASON_SCORED, SCHEDULER_NAME
 
-EVENT_REASON = "LeptonScored"
-COMPONENT = "lepton-scheduler"
+log = logging.getLogger(__name__)
 
 
 def event_body(
@@ -44,13 +43,13 @@ def event_body(
             "namespace": namespace,
             "uid": pod_uid,
         },
-        "reason": EVENT_REASON,
+        "reason": EVENT_REASON_SCORED,
         # The API caps an Event message at 1 KiB.
         "message": message[:1000],
         "type": "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": COMPONENT,
+        "source": {"component": SCHEDULER_NAME},
+        "reportingComponent": SCHEDULER_NAME,
+        "reportingInstance": SCHEDULER_NAME,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

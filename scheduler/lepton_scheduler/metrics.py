@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lepton.core.names import EVENT_REASON_SCORED
+
 # Latency goals are p99 <= 2 ms (1,000 nodes) and <= 10 ms (5,000 nodes): buckets around them.
 LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.002, 0.0035, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
@@ -52,8 +54,8 @@ class ExtenderMetrics:
         )
         self.events_dropped = Counter(
             "lepton_scheduler_events_dropped_total",
-            "LeptonScored Events not posted: the queue was full, the rate limit was reached, or "
-            "a later decision on the same pod superseded it.",
+            f"{EVENT_REASON_SCORED} Events not posted: the queue was full, the rate limit was "
+            "reached, or a later decision on the same pod superseded it.",
             registry=self.registry,
         )
         self.assumed_pods = Gauge(

@@ -26,8 +26,7 @@ import numpy as np
 import orjson
 
 from lepton.core.hints import owner_name
-
-MAX_EXTENDER_PRIORITY = 10
+from lepton.core.names import MAX_SCORE
 
 
 class ProtocolError(ValueError):
@@ -174,8 +173,8 @@ def encode_host_priorities(names: Sequence[str], scores: Sequence[int]) -> bytes
     """``HostPriorityList`` as JSON text: ``[{"Host": ..., "Score": int}]``, scores 0..10."""
     if len(names) != len(scores):
         raise ValueError(f"{len(names)} names but {len(scores)} scores")
-    if len(scores) and (min(scores) < 0 or max(scores) > MAX_EXTENDER_PRIORITY):
-        scores = np.clip(np.asarray(scores, dtype=np.int64), 0, MAX_EXTENDER_PRIORITY).tolist()
+    if len(scores) and (min(scores) < 0 or max(scores) > MAX_SCORE):
+        scores = np.clip(np.asarray(scores, dtype=np.int64), 0, MAX_SCORE).tolist()
     return dumps(
         [{"Host": name, "Score": score} for name, score in zip(names, scores, strict=True)]
     )

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from lepton.core.hints import GROUP, VERSION
+from lepton.core.names import GROUP, VERSION
 
 from .cache import ClusterCache
 from .protocol import loads

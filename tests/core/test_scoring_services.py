@@ -8,9 +8,6 @@ import pytest
 
 from lepton.core.energy import service_power_watts, service_utilization
 from lepton.core.hints import (
-    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
-    ANNOTATION_WORKLOAD_KIND,
-    LABEL_JOB_NAME,
     EnergyPolicy,
     HintError,
     JobHints,
@@ -18,6 +15,11 @@ from lepton.core.hints import (
     hints_from_pod_metadata,
     hints_to_annotations,
     workload_name,
+)
+from lepton.core.names import (
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+    ANNOTATION_WORKLOAD_KIND,
+    LABEL_JOB_NAME,
 )
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import CandidateNode, filter_nodes, score_nodes
@@ -210,8 +212,8 @@ def test_unreadable_service_hints_say_what_to_fix(key: str, value: str, fix: str
 def test_the_service_examples_parse_and_carry_service_hints() -> None:
     import yaml
 
+    from lepton.api.jobspec import estimate_energy, job_hints
     from lepton.api.v1alpha1 import LeptonJobSpec
-    from lepton.core.jobspec import estimate_energy, job_hints
 
     folder = EXAMPLES_DIR / "services"
     deployment = yaml.safe_load((folder / "inference-deployment.yaml").read_text())

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from lepton.api import crd_dir
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
-from lepton.core.jobspec import estimate_energy
 from lepton.demo import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[2]

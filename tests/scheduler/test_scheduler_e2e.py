@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from lepton_scheduler.events import EVENT_REASON
 from lepton_scheduler.watch import load_kube_config
 from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
+from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.names import EVENT_REASON_SCORED, LABEL_JOB_NAME
 from lepton.core.predictor import PredictorConfig, Series
 from lepton.demo import SERVICE_EXAMPLE
 
@@ -132,7 +132,7 @@ def test_efficiency_job_lands_on_the_gpu_model_with_least_energy(live: Live, awa
     # and the decision is on the pod for `kubectl describe`
     wait_for(
         lambda: (
-            EVENT_REASON
+            EVENT_REASON_SCORED
             in live.cluster.kubectl(
                 "get", "events", "-n", awake, "--field-selector", "involvedObject.name=frugal-0"
             ).stdout

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from sdk_fake_nvml import A40_DEFAULT_LIMIT_WATTS, FakeNvml, median_a40_curve
 
+from lepton.hw.fake_nvml import A40_DEFAULT_LIMIT_WATTS, FakeNvml, curve_fleet, median_a40_curve
 from lepton.sdk.gpucheck import (
     EXIT_NO_NVML,
     EXIT_NO_PERMISSION,
@@ -27,7 +27,7 @@ def test_check_reports_energy_per_step_at_every_limit_and_the_choice(
     shipped_data: Path, tmp_path: Path
 ) -> None:
     curve = median_a40_curve(shipped_data)
-    fake = FakeNvml(curve)
+    fake = curve_fleet(curve)
     out, err = io.StringIO(), io.StringIO()
     code = run_check(
         minutes=3,
@@ -62,7 +62,7 @@ def test_check_reports_energy_per_step_at_every_limit_and_the_choice(
 
 
 def test_check_without_nvml_exits_non_zero_and_says_why(shipped_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data), library_present=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), library_present=False)
     err = io.StringIO()
     code = run_check(nvml=fake, workload_factory=lambda: fake_workload(fake), err=err)
     assert code == EXIT_NO_NVML
@@ -73,7 +73,7 @@ def test_check_without_nvml_exits_non_zero_and_says_why(shipped_data: Path) -> N
 def test_check_without_permission_exits_non_zero_and_says_how_to_fix_it(
     shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data), can_set_limits=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), can_set_limits=False)
     err = io.StringIO()
     code = run_check(nvml=fake, workload_factory=lambda: fake_workload(fake), err=err)
     assert code == EXIT_NO_PERMISSION
@@ -84,7 +84,7 @@ def test_check_without_permission_exits_non_zero_and_says_how_to_fix_it(
 def test_check_without_pytorch_exits_non_zero_and_says_what_to_install(
     shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data))
+    fake = curve_fleet(median_a40_curve(shipped_data))
 
     def no_torch() -> Workload:
         raise WorkloadUnavailableError("PyTorch is not installed: pip install torch")

@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdk_fake_nvml import (
+
+from lepton.hw.fake_nvml import (
     A40_DEFAULT_LIMIT_WATTS,
     FakeNvml,
     PowerCurve,
     a40_sweeps,
+    curve_fleet,
     median_a40_curve,
     workload_curve,
 )
-
 from lepton.sdk import LeptonEngine, OptimizeReport, OptimizerSettings
 from lepton.sdk.optimizer import (
     LimitMeasurement,
@@ -50,7 +51,7 @@ def train(
     measured_limits: bool = False,
     min_window_seconds: float = 2.0,
 ) -> tuple[FakeNvml, LeptonEngine, OptimizeReport]:
-    fake = FakeNvml(curve)
+    fake = curve_fleet(curve)
     engine = engine_over(fake)
     # Some workloads were swept at five limits only: profile exactly those, so the
     # fake never has to interpolate between measurements.
@@ -135,7 +136,7 @@ def test_gpu_limit_is_restored_after_training(shipped_data: Path) -> None:
 
 
 def test_limit_is_restored_when_the_training_step_raises(shipped_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data))
+    fake = curve_fleet(median_a40_curve(shipped_data))
     engine = engine_over(fake)
 
     def step(index: int) -> None:
@@ -151,7 +152,7 @@ def test_limit_is_restored_when_the_training_step_raises(shipped_data: Path) -> 
 
 def test_every_gpu_gets_the_same_limit_and_energy_adds_up(shipped_data: Path) -> None:
     curve = median_a40_curve(shipped_data)
-    fake = FakeNvml(curve, gpu_count=2)
+    fake = curve_fleet(curve, gpu_count=2)
     engine = engine_over(fake)
     report = engine.optimize(lambda _: fake.run_step(), 2000)
     want = expected_limit(curve.points, 0.05)
@@ -167,7 +168,7 @@ def test_every_gpu_gets_the_same_limit_and_energy_adds_up(shipped_data: Path) ->
 def test_without_nvml_training_runs_unchanged_and_says_no_limit_was_tuned(
     shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data), library_present=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), library_present=False)
     engine = engine_over(fake)
     seen: list[int] = []
     report = engine.optimize(seen.append, 25)
@@ -183,7 +184,7 @@ def test_without_nvml_training_runs_unchanged_and_says_no_limit_was_tuned(
 def test_without_permission_training_runs_unchanged_and_the_reason_says_how_to_fix_it(
     shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data), can_set_limits=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), can_set_limits=False)
     engine = engine_over(fake)
     report = engine.optimize(lambda _: fake.run_step(), 200)
 
@@ -196,7 +197,7 @@ def test_without_permission_training_runs_unchanged_and_the_reason_says_how_to_f
 def test_too_short_a_run_is_not_tuned_and_says_how_many_steps_profiling_needs(
     shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shipped_data))
+    fake = curve_fleet(median_a40_curve(shipped_data))
     report = engine_over(fake).optimize(lambda _: fake.run_step(), 20)
     assert not report.tuned
     assert "before profiling finished" in report.reason
@@ -207,7 +208,7 @@ def test_a_run_ending_mid_profile_chooses_among_the_limits_it_measured(
     shipped_data: Path,
 ) -> None:
     curve = median_a40_curve(shipped_data)
-    fake = FakeNvml(curve)
+    fake = curve_fleet(curve)
     settings = OptimizerSettings(profile_steps=10, min_window_seconds=0.0, settle_steps=0)
     report = engine_over(fake).optimize(
         lambda _: fake.run_step(), settings.warmup_steps + 4 * 10, settings=settings
@@ -221,7 +222,7 @@ def test_a_run_ending_mid_profile_chooses_among_the_limits_it_measured(
 
 def test_optimizer_state_machine_drives_a_plain_loop_with_warmup_zero(shipped_data: Path) -> None:
     curve = median_a40_curve(shipped_data)
-    fake = FakeNvml(curve)
+    fake = curve_fleet(curve)
     engine = engine_over(fake)
     optimizer = engine.power_limit_optimizer(
         OptimizerSettings(warmup_steps=0, settle_steps=0, profile_steps=5, min_window_seconds=0)
