@@ -19,7 +19,7 @@ ARG PIP_CERT
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 # Dependencies first, so that a code change reuses this layer.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE NOTICE ./
 RUN mkdir -p lepton operator scheduler exporter \
     && printf '__version__ = "0"\n' > lepton/__init__.py \
     && /opt/venv/bin/pip install --prefer-binary . \

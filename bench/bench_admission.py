@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lepton.api import crd_dir
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
-from lepton.core.jobspec import estimate_energy
 
 REPO = Path(__file__).resolve().parents[1]
 APPLY_CLIENTS = 8
@@ -47,7 +48,7 @@ def lepton_job(name: str) -> dict[str, Any]:
 def measure(cluster: LocalCluster, jobs: int, admit: int) -> dict[str, Any]:
     estimate = estimate_energy(LeptonJobSpec.model_validate(lepton_job("x")["spec"])).watt_hours
     limit = math.ceil(admit * estimate)
-    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "-f", str(crd_dir()))
     for crd in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NAMESPACE)

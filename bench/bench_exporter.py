@@ -26,13 +26,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton_exporter.kube import PodIdentity
 from lepton_exporter.main import Exporter
 from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.procs import ProcPodResolver
 from lepton_exporter.readings import PodRef
 from prometheus_client import generate_latest, start_http_server
+
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 
 GPUS = 8
 PODS = 50

@@ -12,6 +12,14 @@ For each run the pods are created while that scheduler is stopped, then the
 scheduler is started, and throughput is the number of pods over the time from
 the first to the last pod seen bound (start-up excluded, the same way for both).
 
+Each run also reads the scheduler's own ``/metrics``: its scheduling attempts
+(``scheduler_scheduling_attempt_duration_seconds``, binding included) and its
+scheduling algorithm (``scheduler_scheduling_algorithm_duration_seconds``:
+filter and score, extenders included), count and mean; for the extender run,
+the extender's per-stage means (``lepton_scheduler_phase_duration_seconds``)
+and its share of the algorithm's time (the extender's filter + prioritize
+seconds over kube-scheduler's algorithm seconds).
+
     python -m bench.bench_throughput [--pods 500] [--nodes 500] [--out results]
 """
 
@@ -27,11 +35,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.scrape import (
+    ALGORITHM_METRIC,
+    ATTEMPT_METRIC,
+    EXTENSION_POINT_METRIC,
+    fetch,
+    histogram_totals,
+    phase_breakdown,
+)
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LocalCluster
+from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
 from lepton.cluster.stack import LeptonStack
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME
 
 GOAL_RATIO = 0.8
 
@@ -104,6 +121,45 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
     }
 
 
+def scheduler_metrics(cluster: LocalCluster, process: str) -> dict[str, Any]:
+    """kube-scheduler's own count and mean of scheduling attempts (by result: these include
+    binding, which queues in a burst) and of the scheduling algorithm (filter and score,
+    extenders included: what the extender adds to)."""
+    port = cluster.state.processes[process].port
+    try:
+        text = fetch(f"https://127.0.0.1:{port}/metrics")
+    except OSError as error:  # the pods/s figures stand without it
+        return {"error": f"could not read kube-scheduler's /metrics: {error}"}
+
+    def summary(totals: dict[str, float]) -> dict[str, Any]:
+        count = totals["count"]
+        return {
+            "count": int(count),
+            "sum_seconds": round(totals["sum_seconds"], 4),
+            "mean_ms": round(1000 * totals["sum_seconds"] / count, 3) if count else None,
+        }
+
+    attempts = histogram_totals(text, ATTEMPT_METRIC, by="result")
+    algorithm = histogram_totals(text, ALGORITHM_METRIC, by="")
+    # kube-scheduler's own plugins per extension point (Filter, Score, ...): extenders excluded
+    points = histogram_totals(text, EXTENSION_POINT_METRIC, by="extension_point")
+    return {
+        ATTEMPT_METRIC: {result: summary(t) for result, t in attempts.items()},
+        ALGORITHM_METRIC: summary(algorithm.get("", {"count": 0, "sum_seconds": 0.0})),
+        EXTENSION_POINT_METRIC: {point: summary(t) for point, t in sorted(points.items())},
+    }
+
+
+def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float | None:
+    """The extender's filter + prioritize seconds over kube-scheduler's algorithm seconds."""
+    algorithm_seconds = scheduler.get(ALGORITHM_METRIC, {}).get("sum_seconds", 0.0)
+    ours = sum(
+        phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
+        for verb in ("filter", "prioritize")
+    )
+    return round(ours / 1000 / algorithm_seconds, 3) if algorithm_seconds else None
+
+
 def run(pods: int, nodes: int) -> dict[str, Any]:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     with tempfile.TemporaryDirectory(prefix="lepton-throughput-") as tmp:
@@ -127,6 +183,9 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 pods,
                 cluster.start_default_scheduler,
             )
+            results["default_scheduler"]["kube_scheduler"] = scheduler_metrics(
+                cluster, "kube-scheduler"
+            )
             # lepton-scheduler with the extender, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
@@ -138,6 +197,12 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 "lepton",
                 pods,
                 lambda: cluster.start_lepton_scheduler(stack.extender_url),
+            )
+            ours = results["lepton_scheduler_with_extender"]
+            ours["kube_scheduler"] = scheduler_metrics(cluster, LEPTON_SCHEDULER)
+            ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
+            ours["extender_share_of_algorithm"] = extender_share(
+                ours["kube_scheduler"], ours["extender_phases"]
             )
         finally:
             cluster.down()

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from lepton import __version__
+from lepton.core.names import SCHEDULER_NAME
 
 
 class _JsonFormatter(logging.Formatter):
@@ -123,21 +124,28 @@ def cluster() -> None:
 @click.option(
     "--extender-url",
     default=None,
-    help="Also start a second kube-scheduler, profile lepton-scheduler, calling this extender.",
+    help=f"Also start a second kube-scheduler, profile {SCHEDULER_NAME}, calling this extender.",
 )
 @click.option("--build/--no-build", default=True, help="Build missing tools first (default: yes).")
+@click.option(
+    "--crds/--no-crds",
+    default=True,
+    help="Install Lepton's CRDs, shipped in the package, once it is up (default: yes).",
+)
 def cluster_up(
     state_dir: Path | None,
     fleet_file: Path | None,
     fleet_limit: int | None,
     extender_url: str | None,
     build: bool,
+    crds: bool,
 ) -> None:
-    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, and create
-    the GPU fleet; prints the kubeconfig path when everything is healthy."""
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, create
+    the GPU fleet and install the CRDs; prints the kubeconfig path when everything is healthy."""
     from lepton.cluster import tools as t
     from lepton.cluster.fleet import DEFAULT_FLEET, FleetError, load_fleet
     from lepton.cluster.local import ClusterError, LocalCluster
+    from lepton.cluster.stack import LeptonStack
 
     try:
         if build:
@@ -145,6 +153,8 @@ def cluster_up(
         fleet = load_fleet(fleet_file, limit=fleet_limit) if fleet_file else DEFAULT_FLEET
         local = LocalCluster(state_dir, progress=_progress)
         local.up(fleet)
+        if crds:
+            LeptonStack(local).install_crds()
         if extender_url:
             local.start_lepton_scheduler(extender_url)
     except (t.ToolBuildError, FleetError, ClusterError) as error:
@@ -241,7 +251,7 @@ prometheus_option = click.option(
 @click.option("--namespace", default=None, help="Watch one namespace only (default: all).")
 @click.option(
     "--scheduler-name",
-    default="lepton-scheduler",
+    default=SCHEDULER_NAME,
     show_default=True,
     help="schedulerName set on LeptonJob pods.",
 )
@@ -426,6 +436,21 @@ def exporter_command(
     )
 
 
+# --- crds --------------------------------------------------------------------
+
+
+@main.command("crds")
+def crds_command() -> None:
+    """Print the EnergyBudget and LeptonJob CRDs shipped in the package, one YAML stream:
+    `lepton crds | kubectl apply --server-side -f -`."""
+    from lepton.api import crd_dir
+
+    files = sorted(crd_dir().glob("*.yaml"))
+    if not files:
+        raise click.ClickException(f"no CRDs in {crd_dir()}: the package is incomplete")
+    click.echo("---\n".join(path.read_text() for path in files), nl=False)
+
+
 # --- simulate ----------------------------------------------------------------
 
 
@@ -434,13 +459,13 @@ def exporter_command(
     "--pods",
     "pods_path",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Pod trace CSV (default: the shared openb_pod_list_default.csv).",
+    help="Pod trace CSV (default: the shipped openb_pod_list_default.csv, lepton/data).",
 )
 @click.option(
     "--nodes",
     "nodes_path",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Node list CSV (default: the shared openb_node_list_gpu_node.csv).",
+    help="Node list CSV (default: the shipped openb_node_list_gpu_node.csv, lepton/data).",
 )
 @click.option(
     "--out",
@@ -611,9 +636,13 @@ def simulate(
         )
     except ValueError as error:  # TraceError included: both name the fix
         raise click.ClickException(str(error)) from None
+    from lepton.sim.report import CHART_HINT
+
     click.echo(outcome.table)
     for path in outcome.files:
         click.echo(f"wrote {path}")
+    if not any(path.suffix == ".png" for path in outcome.files):
+        click.echo(CHART_HINT)
 
 
 # --- demo --------------------------------------------------------------------

@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lepton.cluster import tools
-from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_LEPTON_MODEL, Fleet
+from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.energy import (
@@ -43,10 +44,18 @@ from lepton.core.energy import (
     service_power_watts,
     service_utilization,
 )
-from lepton.core.hints import LABEL_JOB_NAME, hints_from_pod_metadata, owner_name
+from lepton.core.hints import hints_from_pod_metadata, owner_name
+from lepton.core.names import (
+    EVENT_REASON_SCORED,
+    LABEL_JOB_NAME,
+    LABEL_LEPTON_GPU_MODEL,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
 from lepton.core.profiles import get_profile
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# The example manifests ship in the package (lepton/examples/), so `lepton demo` runs from a wheel.
+EXAMPLES_DIR = Path(str(resources.files("lepton").joinpath("examples")))
 SERVICE_EXAMPLE = EXAMPLES_DIR / "services" / "inference-deployment.yaml"
 NAMESPACE = "demo"
 BASELINE_NAMESPACE = "demo-default-scheduler"
@@ -135,8 +144,8 @@ class Demo:
         """Each node's GPU model and GPU count: the demo's fleet does not change, read it once."""
         return {
             n["metadata"]["name"]: (
-                n["metadata"]["labels"][LABEL_LEPTON_MODEL],
-                int(n["status"]["capacity"].get("nvidia.com/gpu", 0)),
+                n["metadata"]["labels"][LABEL_LEPTON_GPU_MODEL],
+                int(n["status"]["capacity"].get(RESOURCE_GPU, 0)),
             )
             for n in self._json("get", "nodes")["items"]
         }
@@ -181,7 +190,7 @@ class Demo:
     def _scored_lines(self, namespace: str) -> dict[str, str]:
         """Per pod, the extender's LeptonScored Event message (why it went where it went)."""
         events = self._json(
-            "get", "events", "-n", namespace, "--field-selector", "reason=LeptonScored"
+            "get", "events", "-n", namespace, "--field-selector", f"reason={EVENT_REASON_SCORED}"
         )["items"]
         return {e["involvedObject"]["name"]: str(e.get("message", "")) for e in events}
 
@@ -296,14 +305,14 @@ class Demo:
     def run_lepton(self) -> tuple[list[PodRun], list[ServiceRun]]:
         self.cluster.kubectl("create", "namespace", NAMESPACE)
         self.echo(
-            f"[demo] kubectl apply -n {NAMESPACE} -f examples/services/inference-deployment.yaml"
-            "  (a Deployment placed as a service)"
+            f"[demo] kubectl apply -n {NAMESPACE} -f "
+            "lepton/examples/services/inference-deployment.yaml  (a Deployment placed as a service)"
         )
         services = self._apply_service(NAMESPACE, lepton=True)
         for run in services:
             self.echo(f"[demo]   {run.pod} → {run.node} ({run.gpu_model}): {run.why}")
         docs = sorted(EXAMPLES_DIR.glob("*.yaml"))
-        self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f examples/  ({len(docs)} files)")
+        self.echo(f"[demo] kubectl apply -n {NAMESPACE} -f lepton/examples/  ({len(docs)} files)")
         for path in docs:
             self.cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
 
@@ -561,9 +570,9 @@ less by placement). A faster GPU does not shorten a service: a big GPU only idle
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Lepton demo report</h1>
-<p>The same workload — the jobs in <code>examples/</code> — ran twice on the same local cluster of
-kwok GPU nodes: first placed by Lepton's extender through the <code>lepton-scheduler</code> profile,
-then as plain Jobs through the default kube-scheduler.</p>
+<p>The same workload — the jobs in <code>lepton/examples/</code> — ran twice on the same local
+cluster of kwok GPU nodes: first placed by Lepton's extender through the
+<code>{SCHEDULER_NAME}</code> profile, then as plain Jobs through the default kube-scheduler.</p>
 <h2>What the numbers mean</h2>
 <ul>
 <li><b>Every energy figure here is an estimate from Lepton's energy model</b> (GPU profiles:

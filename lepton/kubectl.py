@@ -18,8 +18,7 @@ from typing import Any
 
 import click
 
-GROUP, VERSION = "lepton.dev", "v1alpha1"
-SCORED_REASON = "LeptonScored"
+from lepton.core.names import EVENT_REASON_SCORED, GROUP, SCHEDULER_NAME, VERSION
 
 
 def _apis(kubeconfig: str | None, context: str | None) -> tuple[Any, Any]:
@@ -49,7 +48,7 @@ def _list(api: Any, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         if error.status == 404:
             raise click.ClickException(
                 f"the {plural}.{GROUP} CRD is not installed: `helm install lepton "
-                "deploy/helm/lepton` or `kubectl apply -f crds/`"
+                "deploy/helm/lepton` or `lepton crds | kubectl apply -f -`"
             ) from None
         raise click.ClickException(f"listing {plural}: {error.reason}") from None
     return list(result.get("items", []))
@@ -210,7 +209,7 @@ def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
             raise click.ClickException(f"pod {pod!r} not found in namespace {ns!r}") from None
         raise click.ClickException(f"reading pod {ns}/{pod}: {error.reason}") from None
     events = core.list_namespaced_event(
-        ns, field_selector=f"involvedObject.name={pod},reason={SCORED_REASON}"
+        ns, field_selector=f"involvedObject.name={pod},reason={EVENT_REASON_SCORED}"
     ).items
     click.echo(f"Pod {ns}/{pod}")
     click.echo(f"  scheduler: {placed.spec.scheduler_name}")
@@ -218,11 +217,11 @@ def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
     if not events:
         click.echo(
             "  no scoring recorded: the pod is not a LeptonJob pod, was not scheduled by "
-            "lepton-scheduler, or the extender has not seen it yet"
+            f"{SCHEDULER_NAME}, or the extender has not seen it yet"
         )
         sys.exit(1)
     latest = max(events, key=lambda e: (e.last_timestamp or e.event_time or "", e.metadata.name))
-    click.echo("  the extender's scoring (LeptonScored event):")
+    click.echo(f"  the extender's scoring ({EVENT_REASON_SCORED} event):")
     for line in str(latest.message).split("; "):
         click.echo(f"    {line}")
 

@@ -4,7 +4,7 @@ The dashboards are written here as code, not exported from a Grafana UI, so
 that every panel's query sits beside the metric it reads (docs/metrics.md,
 lepton_scheduler/metrics.py) and a review sees the PromQL, not 2,000 lines of
 layout. Helm cannot package files outside the chart's folder, so the chart
-carries copies of ``crds/*.yaml`` and ``deploy/dashboards/*.json``; this script
+carries copies of ``lepton/api/crds/*.yaml`` and ``deploy/dashboards/*.json``; this script
 writes them, and ``--check`` (run by the tests) fails when a copy drifts.
 
     python scripts/deploy_assets.py           # write deploy/dashboards and the chart copies
@@ -19,14 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lepton.api import crd_dir
+
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "deploy" / "dashboards"
 CHART_DIR = REPO / "deploy" / "helm" / "lepton"
-CRDS_DIR = REPO / "crds"
+CRDS_DIR = crd_dir()
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 # Pods of a Job are named <job>-<5 random chars>, or <job>-<index>-<5 chars> when Indexed;
-# a LeptonJob's Job carries the LeptonJob's name (lepton/core/jobspec.py).
+# a LeptonJob's Job carries the LeptonJob's name (lepton/api/jobspec.py).
 LEPTONJOB_FROM_POD = '"leptonjob", "$1", "pod", "(.+?)(?:-[0-9]+)?-[a-z0-9]{5}"'
 J_PER_WH = 3600
 

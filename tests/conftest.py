@@ -24,14 +24,10 @@ from lepton.data import data_dir
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def shared_data_dir() -> Path:
-    """The public data the package ships (``lepton/data``, or ``$LEPTON_DATA_DIR``)."""
-    return data_dir()
-
-
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = shared_data_dir()
+def shipped_data() -> Path:
+    """The public data the package ships (``lepton/data``, or ``$LEPTON_DATA_DIR``)."""
+    path = data_dir()
     assert (path / "traces").is_dir(), f"the data folder {path} has no traces/: see lepton/data"
     return path
 

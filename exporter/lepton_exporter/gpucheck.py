@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton.core.metering import integrate_power_joules
+from lepton.hw.nvml import LIMIT_TOLERANCE_WATTS, as_text
 
 # A matrix-multiply loop on the GPU named by CUDA_VISIBLE_DEVICES, with
 # whichever of PyTorch or CuPy is installed.
@@ -63,7 +64,6 @@ while time.monotonic() < end:
 """
 
 ENERGY_TOLERANCE = 0.05  # the issue's acceptance bound
-LIMIT_TOLERANCE_WATTS = 1.0
 EXIT_OK, EXIT_FAILED, EXIT_NO_NVML = 0, 1, 2
 
 LoadStarter = Callable[[], Callable[[], bool]]
@@ -288,7 +288,7 @@ def _mig_handle(nvml: Any, handle: Any, uuid: str) -> Any:
             mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
         except nvml.NVMLError:
             continue
-        if str(nvml.nvmlDeviceGetUUID(mig)) == uuid:
+        if as_text(nvml.nvmlDeviceGetUUID(mig)) == uuid:
             return mig
     raise RuntimeError(f"MIG device {uuid} disappeared during the check")
 
@@ -372,8 +372,8 @@ def run_check(
         return EXIT_NO_NVML
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        uuid = str(nvml.nvmlDeviceGetUUID(handle))
-        name = str(nvml.nvmlDeviceGetName(handle))
+        uuid = as_text(nvml.nvmlDeviceGetUUID(handle))
+        name = as_text(nvml.nvmlDeviceGetName(handle))
         out(f"GPU {index}: {name} {uuid}, {nvml.nvmlDeviceGetPowerUsage(handle) / 1000:.1f} W")
         try:
             energy = measure_energy(nvml, handle, start_load(uuid), **measure)

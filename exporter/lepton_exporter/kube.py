@@ -18,7 +18,8 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from lepton_exporter.model import LABEL_GPU_PRODUCT, RESOURCE_GPU, FleetNode, FleetPod
+from lepton.core.names import LABEL_GPU_PRODUCT, RESOURCE_GPU
+from lepton_exporter.model import FleetNode, FleetPod
 from lepton_exporter.podresources.client import uuid_in_device_name
 from lepton_exporter.readings import PodRef
 

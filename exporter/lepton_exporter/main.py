@@ -176,9 +176,10 @@ def build_exporter(
         origin = time.monotonic()
         exporter.clock = lambda: origin + (time.monotonic() - origin) * time_compression
     if "nvml" in names:
-        from lepton_exporter.nvml import NvmlBackend, default_nvml
+        from lepton.hw.nvml import import_nvml
+        from lepton_exporter.nvml import NvmlBackend
 
-        nvml_module = nvml if nvml is not None else default_nvml()
+        nvml_module = nvml if nvml is not None else import_nvml()
         nvml_backend = NvmlBackend(nvml_module, node)
         nvml_backend.start()
         stoppers.append(nvml_backend.stop)
@@ -196,9 +197,10 @@ def build_exporter(
 
             exporter.annotations_for = annotations_for
     if "rapl" in names:
+        from lepton.hw.rapl import powercap_dir
         from lepton_exporter.rapl import RaplBackend
 
-        backends.append(RaplBackend(sysfs_root, node))
+        backends.append(RaplBackend(powercap_dir(sysfs_root), node))
     if "model" in names:
         from lepton_exporter.model import ModelBackend
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lepton.core.hints import ANNOTATION_GPU_UTILIZATION, ANNOTATION_POWER_CAP
+from lepton.core.names import ANNOTATION_GPU_UTILIZATION, ANNOTATION_POWER_CAP
 from lepton.core.profiles import get_profile
 from lepton_exporter.readings import SOURCE_MODEL, GpuReading, PodRef, Sample
 
 # Optional pod annotation: the fraction of its GPUs' time a pod keeps busy
 # (0..1). Without it a pod holding a GPU counts as fully busy, the
 # conservative estimate for training jobs.
-LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
-RESOURCE_GPU = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The NVML backend: reads each GPU's own meters through ``nvidia-ml-py``.
 
+The NVML pitfalls (units, error codes, names as bytes or text, the setter) are
+handled once, in :mod:`lepton.hw.nvml`; this module turns a node's devices into
+the exporter's readings.
+
 A GPU node loses devices (Xid errors, "GPU is lost"), runs old parts without
 an energy counter, and denies calls to unprivileged containers. None of that
 may take the exporter down or blank the other GPUs: every call is wrapped, a
@@ -17,29 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from lepton.core.profiles import get_profile
-from lepton_exporter.readings import (
-    SOURCE_NVML,
-    DeviceError,
-    GpuReading,
-    MigSlice,
-    Sample,
-    error_label,
-)
+from lepton.hw.nvml import NvmlUnavailableError, as_text, error_code, error_label, start_nvml
+from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, MigSlice, Sample
 
 log = logging.getLogger(__name__)
 
-# NVML error codes (nvml.h) that mean "this device cannot tell you this", never "retry".
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_NOT_FOUND = 6
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_LIBRARY_NOT_FOUND = 12
-NVML_ERROR_GPU_IS_LOST = 15
-# nvml.h: NVML_TEMPERATURE_GPU = 0, NVML_CLOCK_SM = 1.
-NVML_TEMPERATURE_GPU = 0
-NVML_CLOCK_SM = 1
-# nvml.h: NVML_DEVICE_MIG_ENABLE = 1 (nvmlDeviceGetMigMode's current mode).
-NVML_DEVICE_MIG_ENABLE = 1
 # A100 and H100 have 7 compute slices; used where the driver cannot say.
 DEFAULT_MIG_SLICES = 7
 # Calls most parts do not support by design: not an error worth a series.
@@ -47,19 +33,8 @@ _EXPECTED_UNSUPPORTED = frozenset({"nvmlDeviceGetMigMode"})
 _MIG_PROFILE = re.compile(r"(\d+g\.\d+gb(?:\+\w+)?)")
 
 
-class NvmlUnavailableError(RuntimeError):
-    """NVML cannot be loaded on this machine (no driver, no library)."""
-
-
 class _DeviceLostError(Exception):
     """Internal: the device failed as a whole; stop reading it this pass."""
-
-
-def default_nvml() -> Any:
-    """The real ``pynvml`` module (nvidia-ml-py)."""
-    import pynvml
-
-    return pynvml
 
 
 def profile_idle_watts(model: str) -> float:
@@ -86,15 +61,7 @@ class NvmlBackend:
     # --- life cycle ---------------------------------------------------------------
     def start(self) -> None:
         """Initialise NVML; raises NvmlUnavailableError with the fix when there is no GPU stack."""
-        try:
-            self.nvml.nvmlInit()
-        except self.nvml.NVMLError as error:
-            raise NvmlUnavailableError(
-                f"NVML could not be initialised ({error_label(error)}: {error}). "
-                "Run the nvml backend on a node with an NVIDIA driver and mount "
-                "libnvidia-ml.so into the container (the NVIDIA container toolkit does), "
-                "or use --backend model on nodes without GPUs."
-            ) from error
+        start_nvml(self.nvml, remedy="; or use --backend model on nodes without GPUs")
         self.initialized = True
 
     def stop(self) -> None:
@@ -150,7 +117,7 @@ class NvmlBackend:
 
         try:
             handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
-            uuid = str(self.nvml.nvmlDeviceGetUUID(handle))
+            uuid = as_text(self.nvml.nvmlDeviceGetUUID(handle))
         except self.nvml.NVMLError as error:
             fail("nvmlDeviceGetHandleByIndex", error)
             sample.down_devices.append((self.node, device_id))
@@ -167,16 +134,16 @@ class NvmlBackend:
             try:
                 return getattr(self.nvml, call)(handle, *args)
             except self.nvml.NVMLError as error:
-                value = getattr(error, "value", None)
-                if value == NVML_ERROR_NOT_FOUND and call == "nvmlDeviceGetProcessUtilization":
+                value, nvml = error_code(error), self.nvml
+                if value == nvml.NVML_ERROR_NOT_FOUND and call == "nvmlDeviceGetProcessUtilization":
                     return []  # no process sampled since the last call: nothing ran
-                if value == NVML_ERROR_NOT_SUPPORTED and call in _EXPECTED_UNSUPPORTED:
+                if value == nvml.NVML_ERROR_NOT_SUPPORTED and call in _EXPECTED_UNSUPPORTED:
                     unsupported.add(call)
                     return None
                 fail(call, error)
-                if value == NVML_ERROR_NOT_SUPPORTED:
+                if value == nvml.NVML_ERROR_NOT_SUPPORTED:
                     unsupported.add(call)
-                if value == NVML_ERROR_GPU_IS_LOST:
+                if value == nvml.NVML_ERROR_GPU_IS_LOST:
                     raise _DeviceLostError from error
                 return None
 
@@ -184,7 +151,7 @@ class NvmlBackend:
             model = self._model_by_uuid.get(uuid)
             if model is None:
                 name = ask("nvmlDeviceGetName")
-                model = str(name) if name is not None else "unknown"
+                model = as_text(name) if name is not None else "unknown"
                 self._model_by_uuid[uuid] = model
             reading = GpuReading(
                 node=self.node,
@@ -209,9 +176,11 @@ class NvmlBackend:
             if utilization is not None:
                 reading.utilization_ratio = float(utilization.gpu) / 100.0
             reading.temperature_celsius = _scaled(
-                ask("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU), 1.0
+                ask("nvmlDeviceGetTemperature", self.nvml.NVML_TEMPERATURE_GPU), 1.0
             )
-            reading.sm_clock_hertz = _scaled(ask("nvmlDeviceGetClockInfo", NVML_CLOCK_SM), 1e6)
+            reading.sm_clock_hertz = _scaled(
+                ask("nvmlDeviceGetClockInfo", self.nvml.NVML_CLOCK_SM), 1e6
+            )
             last_seen = self._last_process_timestamp.get(uuid, 0)
             processes = ask("nvmlDeviceGetProcessUtilization", last_seen)
             if processes:
@@ -223,7 +192,7 @@ class NvmlBackend:
                 self._last_process_timestamp[uuid] = last_seen
                 reading.process_sm_shares = shares
             mig_mode = ask("nvmlDeviceGetMigMode")
-            if mig_mode is not None and int(mig_mode[0]) == NVML_DEVICE_MIG_ENABLE:
+            if mig_mode is not None and int(mig_mode[0]) == self.nvml.NVML_DEVICE_MIG_ENABLE:
                 total = ask("nvmlDeviceGetMaxMigDeviceCount")
                 reading.mig_total_slices = int(total) if total else DEFAULT_MIG_SLICES
                 reading.mig_slices = self._read_mig(handle, uuid, reading.mig_total_slices, fail)
@@ -249,17 +218,17 @@ class NvmlBackend:
             try:
                 mig = self.nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
             except self.nvml.NVMLError as error:
-                if getattr(error, "value", None) != NVML_ERROR_NOT_FOUND:
+                if error_code(error) != self.nvml.NVML_ERROR_NOT_FOUND:
                     fail("nvmlDeviceGetMigDeviceHandleByIndex", error)
                 self._mig_by_slot.pop((parent, slot), None)
                 continue
             try:
-                mig_uuid = str(self.nvml.nvmlDeviceGetUUID(mig))
+                mig_uuid = as_text(self.nvml.nvmlDeviceGetUUID(mig))
                 known = self._mig_by_slot.get((parent, slot))
                 if known is None or known.uuid != mig_uuid:
                     instance = int(self.nvml.nvmlDeviceGetGpuInstanceId(mig))
                     size = int(self.nvml.nvmlDeviceGetAttributes(mig).gpuInstanceSliceCount)
-                    match = _MIG_PROFILE.search(str(self.nvml.nvmlDeviceGetName(mig)))
+                    match = _MIG_PROFILE.search(as_text(self.nvml.nvmlDeviceGetName(mig)))
                     profile = match.group(1) if match else f"{size}g"
                     known = MigSlice(mig_uuid, instance, size, profile)
                     self._mig_by_slot[(parent, slot)] = known

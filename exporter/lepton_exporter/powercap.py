@@ -4,10 +4,10 @@ A LeptonJob's ``powerCap`` (copied to its pods as ``lepton.dev/power-cap``)
 and an exhausted budget's ``CapPower`` (the operator writes
 ``lepton.dev/power-limit-watts`` on the budget's running pods) both end here,
 on the node that holds the GPUs. NVML limits need root or CAP_SYS_ADMIN, so
-this is opt-in. nvidia-ml-py's ``_v2`` setter ignores NVML's return code
-(notes/energy-metering.md): every limit is set with the v1 call and read back,
-and only a limit that reads back is reported as applied. Limits do not
-survive a driver reload and Lepton only restores limits it set itself.
+this is opt-in. Every limit is set through :func:`lepton.hw.nvml.set_power_limit_mw`
+(the v1 setter, then read back), and only a limit that reads back is reported
+as applied. Limits do not survive a driver reload and Lepton only restores
+limits it set itself.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lepton.core.hints import ANNOTATION_POWER_CAP, ANNOTATION_POWER_LIMIT_WATTS
+from lepton.core.names import ANNOTATION_POWER_CAP, ANNOTATION_POWER_LIMIT_WATTS
 from lepton.core.profiles import get_profile
+from lepton.hw.nvml import LIMIT_TOLERANCE_WATTS, PowerLimitError, error_label, set_power_limit_mw
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, PodRef, error_label
+from lepton_exporter.readings import SOURCE_NVML, DeviceError, GpuReading, PodRef
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_BUDGET_POWER_CAP = ANNOTATION_POWER_LIMIT_WATTS
-# NVML limits are integers in milliwatts; readings within a watt are the same limit.
-LIMIT_TOLERANCE_WATTS = 1.0
 
 AnnotationsFor = Callable[[PodRef], Mapping[str, str]]
 
@@ -46,7 +44,7 @@ def requested_cap_watts(annotations: Mapping[str, str], gpu_model: str) -> float
             caps.append(float(job_cap))
         except ValueError:
             log.warning("unreadable power cap", extra={"value": job_cap})
-    budget_cap = annotations.get(ANNOTATION_BUDGET_POWER_CAP)
+    budget_cap = annotations.get(ANNOTATION_POWER_LIMIT_WATTS)
     if budget_cap is not None:
         try:
             caps.append(float(budget_cap))
@@ -147,23 +145,22 @@ class PowerCapper:
         self, handle: Any, uuid: str, limit_mw: int, accountant: Accountant
     ) -> bool:
         try:
-            self.nvml.nvmlDeviceSetPowerManagementLimit(handle, limit_mw)
-        except self.nvml.NVMLError as error:
-            self._fail(accountant, uuid, "nvmlDeviceSetPowerManagementLimit", error)
-            return False
-        try:
-            read_back = int(self.nvml.nvmlDeviceGetPowerManagementLimit(handle))
-        except self.nvml.NVMLError as error:
-            self._fail(accountant, uuid, "nvmlDeviceGetPowerManagementLimit", error)
-            return False
-        if abs(read_back - limit_mw) >= LIMIT_TOLERANCE_WATTS * 1000:
+            set_power_limit_mw(self.nvml, handle, limit_mw, uuid=uuid)
+        except PowerLimitError as error:
             accountant.count_error(
-                DeviceError(self.node, uuid, SOURCE_NVML, "verify_power_limit", "mismatch")
+                DeviceError(self.node, uuid, SOURCE_NVML, error.call, error.label)
             )
-            log.warning(
-                "power limit did not take",
-                extra={"gpu_uuid": uuid, "asked_mw": limit_mw, "read_back_mw": read_back},
-            )
+            if error.read_back_mw is not None:
+                log.warning(
+                    "power limit did not take",
+                    extra={
+                        "gpu_uuid": uuid,
+                        "asked_mw": limit_mw,
+                        "read_back_mw": error.read_back_mw,
+                    },
+                )
+            else:
+                log.warning("power limit call failed", extra={"gpu_uuid": uuid, "call": error.call})
             return False
         return True
 

@@ -7,7 +7,6 @@ swapped or faked without touching what users scrape.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 SOURCE_NVML = "nvml"
@@ -107,16 +106,3 @@ class Sample:
     errors: list[DeviceError] = field(default_factory=list)
     # Devices that failed as a whole this pass (lost GPU), by node and device id.
     down_devices: list[tuple[str, str]] = field(default_factory=list)
-
-
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def error_label(error: BaseException) -> str:
-    """A short snake_case label for an error: ``NVMLError_GpuIsLost`` -> ``gpu_is_lost``."""
-    name = type(error).__name__
-    if name.startswith("NVMLError_"):
-        name = name[len("NVMLError_") :]
-    elif name == "NVMLError":
-        return f"nvml_{getattr(error, 'value', 'unknown')}"
-    return _CAMEL.sub("_", name).lower()

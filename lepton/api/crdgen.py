@@ -1,12 +1,12 @@
-"""Generate the CustomResourceDefinitions in ``crds/`` from the pydantic models.
+"""Generate the CustomResourceDefinitions in ``lepton/api/crds/`` from the pydantic models.
 
 pydantic writes JSON Schema (2020-12); the apiserver wants a *structural* OpenAPI v3 schema:
 no ``$ref``, no ``anyOf`` with ``null``, no ``additionalProperties: false`` beside
 ``properties``, no titles. This module rewrites one into the other and adds what only a CRD
 has: the status subresource, printer columns, short names and categories.
 
-Run ``python -m lepton.api.crdgen`` to rewrite ``crds/``; ``--check`` exits non-zero when the
-checked-in files differ (the drift test calls :func:`render_all`).
+Run ``python -m lepton.api.crdgen`` to rewrite ``lepton/api/crds/``; ``--check`` exits non-zero
+when the checked-in files differ (the drift test calls :func:`render_all`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from lepton.api.v1alpha1 import GROUP, VERSION, EnergyBudget, LeptonJob
+from lepton.api import crd_dir
+from lepton.api.v1alpha1 import EnergyBudget, LeptonJob
+from lepton.core.names import GROUP, VERSION
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRD_DIR = crd_dir()
 
 # Keys of a JSON Schema that a structural CRD schema keeps as they are.
 _KEPT = {
@@ -173,9 +175,9 @@ def render_all() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write (or with --check, compare) the CRDs in ``crds/``."""
+    """Write (or with --check, compare) the CRDs in ``lepton/api/crds/``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="fail when crds/ is out of date")
+    parser.add_argument("--check", action="store_true", help="fail when the CRDs are out of date")
     parser.add_argument("--out", type=Path, default=CRD_DIR)
     args = parser.parse_args(argv)
     stale = []

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from lepton.core.hints import GROUP, VERSION, EnergyPolicy, WorkloadKind
+from lepton.core.hints import EnergyPolicy, WorkloadKind
+from lepton.core.names import ANNOTATION_PHASES, GROUP, VERSION
 
 __all__ = [
     "GPU_MODELS",
@@ -476,7 +477,7 @@ class LeptonJobStatus(_Model):
     phases: list[Phase] = Field(
         default_factory=list,
         description="Per-phase energy reported by the Lepton SDK inside the job's pods "
-        "(annotation lepton.dev/phases).",
+        f"(annotation {ANNOTATION_PHASES}).",
     )
     conditions: list[Condition] = Field(
         default_factory=list,

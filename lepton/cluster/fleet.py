@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lepton.core.hints import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
 
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_ZONE = "topology.kubernetes.io/zone"
@@ -165,7 +165,7 @@ def _int(entry: dict[str, Any], key: str, where: str, default: int | None = None
 
 
 def fleet_from_dict(data: dict[str, Any]) -> Fleet:
-    """Read a fleet description (see ``docs`` and ``examples/fleets``)."""
+    """Read a fleet description: a fleet YAML file, or a trace node list ``.csv``."""
     groups_raw = data.get("nodeGroups")
     if not isinstance(groups_raw, list) or not groups_raw:
         raise FleetError("a fleet file needs a non-empty list 'nodeGroups'")

@@ -40,10 +40,10 @@ from typing import Any
 from lepton.cluster.fleet import Fleet, NodeGroup
 from lepton.cluster.local import ClusterError, LocalCluster
 from lepton.cluster.stack import LeptonStack
+from lepton.core.names import RESOURCE_GPU
 from lepton.sim.engine import fleet_mean_speed
 from lepton.sim.policies import PolicyName
 from lepton.sim.replay import (
-    GPU_RESOURCE,
     MOST_ALLOCATED_SCHEDULER_NAME,
     ObservedRun,
     ReplayAutoscaler,
@@ -111,7 +111,7 @@ def most_allocated_scheduler_config() -> dict[str, Any]:
                                 "type": "MostAllocated",
                                 "resources": [
                                     {"name": name, "weight": 1}
-                                    for name in ("cpu", "memory", GPU_RESOURCE)
+                                    for name in ("cpu", "memory", RESOURCE_GPU)
                                 ],
                             }
                         },

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from lepton.api import crd_dir
 from lepton.cluster.local import ClusterError, LocalCluster, Process, free_port
-
-CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 
 def _lepton_argv(*args: str) -> list[str]:
@@ -49,8 +48,9 @@ class LeptonStack:
     def prometheus_url(self) -> str:
         return self._url("prometheus")
 
-    def install_crds(self, crds_dir: Path = CRDS_DIR) -> None:
-        """Apply the generated CRDs and wait until the apiserver serves them."""
+    def install_crds(self, crds_dir: Path | None = None) -> None:
+        """Apply the CRDs (the package's, by default) and wait until the apiserver serves them."""
+        crds_dir = crds_dir or crd_dir()
         files = sorted(crds_dir.glob("*.yaml"))
         if not files:
             raise ClusterError(
@@ -58,11 +58,12 @@ class LeptonStack:
             )
         for path in files:
             self.cluster.kubectl("apply", "--server-side", "-f", str(path))
-        for path in files:
-            name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in files]
+        for name in names:
             self.cluster.kubectl(
                 "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", timeout=70
             )
+        self.cluster.progress(f"[cluster] CRDs {', '.join(names)} established, from {crds_dir}")
 
     def start_extender(self, prometheus_url: str | None = None, port: int | None = None) -> Process:
         """The extender (``lepton scheduler``) and the ``lepton-scheduler`` kube-scheduler."""

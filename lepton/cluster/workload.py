@@ -23,7 +23,8 @@ from typing import Any
 
 from lepton.cluster.fleet import LABEL_LEPTON_MODEL
 from lepton.core.energy import chosen_power_limit_watts, job_duration_seconds
-from lepton.core.hints import LABEL_GPU_PRODUCT, LABEL_JOB_NAME, HintError, hints_from_pod_metadata
+from lepton.core.hints import HintError, hints_from_pod_metadata
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_JOB_NAME
 from lepton.core.profiles import get_profile
 
 log = logging.getLogger(__name__)

@@ -21,46 +21,25 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-GROUP = "lepton.dev"
-VERSION = "v1alpha1"
-
-# The node label GPU feature discovery writes, e.g. "NVIDIA-A40"; the profiles map it to a model.
-LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
-
-# Labels tying pods and Jobs to their LeptonJob.
-LABEL_JOB_NAME = f"{GROUP}/job-name"
-LABEL_JOB_UID = f"{GROUP}/job-uid"
-LABEL_BUDGET_NAME = f"{GROUP}/budget-name"
-
-# Annotations carrying the hints.
-ANNOTATION_ENERGY_POLICY = f"{GROUP}/energy-policy"
-ANNOTATION_WORK_GPU_HOURS = f"{GROUP}/work-reference-gpu-hours"
-ANNOTATION_GPU_MODELS = f"{GROUP}/gpu-models"
-ANNOTATION_GPUS_PER_REPLICA = f"{GROUP}/gpus-per-replica"
-ANNOTATION_REPLICAS = f"{GROUP}/replicas"
-ANNOTATION_DEADLINE_TIME = f"{GROUP}/deadline-time"
-ANNOTATION_SPREAD_ACROSS = f"{GROUP}/spread-across"
-ANNOTATION_MAX_REPLICAS_PER_DOMAIN = f"{GROUP}/max-replicas-per-domain"
-ANNOTATION_SPARES = f"{GROUP}/spares"
-ANNOTATION_POWER_CAP = f"{GROUP}/power-cap"
-ANNOTATION_BUDGET_PRESSURE = f"{GROUP}/budget-pressure"
-ANNOTATION_WORKLOAD_KIND = f"{GROUP}/workload-kind"
-ANNOTATION_REFERENCE_UTILIZATION_PERCENT = f"{GROUP}/reference-utilization-percent"
-ANNOTATION_LIFETIME_SECONDS = f"{GROUP}/lifetime-seconds"
-ANNOTATION_GPU_MILLI = f"{GROUP}/gpu-milli"
-# The workload a pod belongs to, for pods without a LeptonJob (default: the pod's owner).
-ANNOTATION_WORKLOAD_NAME = f"{GROUP}/workload-name"
-# Per-node fact: the host's idle draw without its GPUs (watts), overriding the default.
-LABEL_HOST_IDLE_WATTS = f"{GROUP}/host-idle-watts"
-
-# Written by the operator on running pods when an exhausted CapPower budget lowers their
-# GPU power limit (watts); the exporter applies the lower of this and the job's powerCap.
-ANNOTATION_POWER_LIMIT_WATTS = f"{GROUP}/power-limit-watts"
-# How busy a pod keeps its GPUs (0..1, default 1.0): read by the exporter's model backend.
-ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
-# The SDK's phase table (compact JSON), written by the SDK on its own pod.
-ANNOTATION_PHASES = f"{GROUP}/phases"
-
+from lepton.core.names import (
+    ANNOTATION_BUDGET_PRESSURE,
+    ANNOTATION_DEADLINE_TIME,
+    ANNOTATION_ENERGY_POLICY,
+    ANNOTATION_GPU_MILLI,
+    ANNOTATION_GPU_MODELS,
+    ANNOTATION_GPUS_PER_REPLICA,
+    ANNOTATION_LIFETIME_SECONDS,
+    ANNOTATION_MAX_REPLICAS_PER_DOMAIN,
+    ANNOTATION_POWER_CAP,
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+    ANNOTATION_REPLICAS,
+    ANNOTATION_SPARES,
+    ANNOTATION_SPREAD_ACROSS,
+    ANNOTATION_WORK_GPU_HOURS,
+    ANNOTATION_WORKLOAD_KIND,
+    ANNOTATION_WORKLOAD_NAME,
+    LABEL_JOB_NAME,
+)
 
 _E = TypeVar("_E", bound=StrEnum)
 

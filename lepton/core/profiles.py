@@ -26,6 +26,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from lepton.data import data_dir
 
 logger = logging.getLogger(__name__)
 
-PROFILES_DIR = Path(__file__).with_name("gpu_profiles")
+PROFILES_DIR = Path(str(resources.files("lepton.core").joinpath("gpu_profiles")))
 REFERENCE_MODEL = "A40"
 DEFAULT_SLOWDOWN_ALLOWANCE = 0.05
 UNKNOWN_MODEL = "Unknown"
@@ -381,6 +382,23 @@ def default_data_dir() -> Path:
     return data_dir()
 
 
+def read_sweep(
+    model: str, data_dir: Path | None = None
+) -> dict[tuple[str, ...], dict[float, tuple[float, float]]]:
+    """A model's Zeus sweep per training workload (dataset, network, batch size, optimizer):
+    power limit (W) -> (seconds per epoch, average power W)."""
+    path = (data_dir or default_data_dir()) / SWEEPS[model][0]
+    runs: dict[tuple[str, ...], dict[float, tuple[float, float]]] = defaultdict(dict)
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            key = (row["dataset"], row["network"], row["batch_size"], row["optimizer"])
+            runs[key][float(row["power_limit"])] = (
+                float(row["time_per_epoch"]),
+                float(row["average_power"]),
+            )
+    return dict(runs)
+
+
 def derive_sweep(
     model: str,
     data_dir: Path | None = None,
@@ -395,14 +413,7 @@ def derive_sweep(
     """
     relative, default_limit = SWEEPS[model]
     path = (data_dir or default_data_dir()) / relative
-    runs: dict[tuple[str, ...], dict[float, tuple[float, float]]] = defaultdict(dict)
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["dataset"], row["network"], row["batch_size"], row["optimizer"])
-            runs[key][float(row["power_limit"])] = (
-                float(row["time_per_epoch"]),
-                float(row["average_power"]),
-            )
+    runs = read_sweep(model, data_dir)
     limits = sorted({limit for run in runs.values() for limit in run})
     if default_limit not in limits:
         raise ValueError(f"{path}: no run at the {model}'s default limit {default_limit} W")

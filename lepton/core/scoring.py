@@ -66,9 +66,9 @@ from .energy import (
     service_utilization,
 )
 from .hints import EnergyPolicy, JobHints, WorkloadKind
+from .names import MAX_SCORE
 from .profiles import get_profile, is_known
 
-MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 # A million reference GPU-hours (over a century on a thousand GPUs) bounds any real job.
 MAX_WORK_REFERENCE_GPU_HOURS = 1e6
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lepton.core.hints import ANNOTATION_PHASES
+from lepton.core.names import ANNOTATION_PHASES
 
 log = logging.getLogger(__name__)
 

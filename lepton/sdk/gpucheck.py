@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton.hw.nvml import NvmlGpu, NvmlUnavailableError, PowerLimitError, open_gpus
 from lepton.sdk.engine import LeptonEngine
 from lepton.sdk.meters import CpuModelMeter, Meter, NvmlEnergyMeter
-from lepton.sdk.nvml import NvmlGpu, NvmlUnavailableError, PowerLimitError, open_gpus
 from lepton.sdk.optimizer import OptimizerSettings, candidate_power_limits
 
 EXIT_NO_NVML = 2

@@ -19,8 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from lepton.sdk.nvml import NvmlGpu, NvmlUnavailableError, open_gpus
-from lepton.sdk.rapl import RaplCounter, find_package_zones
+from lepton.hw.nvml import NvmlGpu, NvmlUnavailableError, open_gpus
+from lepton.hw.rapl import RaplCounter, find_package_zones
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A GPU at its default (highest) power limit rarely spends its last watts well:
 Zeus (NSDI'23) measured on the A40 that a limit around 175-225 W keeps nearly
-all the throughput and saves 10-20 % of the energy (``shared/data/gpu-power/``).
+all the throughput and saves 10-20 % of the energy (``lepton/data/gpu-power/``).
 The best limit depends on the model, so it is measured, not guessed: like
 Zeus's ``GlobalPowerLimitOptimizer``, the first steps of the job itself run a
 few steps at each candidate limit, time and energy per step are measured, and
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from lepton.sdk.nvml import PowerLimitError
+from lepton.hw.nvml import PowerLimitError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def choose_power_limit(
 
 
 class PowerLimitedGpu(Protocol):
-    """What the optimizer needs of a GPU (``lepton.sdk.nvml.NvmlGpu`` provides it)."""
+    """What the optimizer needs of a GPU (``lepton.hw.nvml.NvmlGpu`` provides it)."""
 
     @property
     def uuid(self) -> str: ...

@@ -203,6 +203,7 @@ class SimResult:
     wall_seconds: float
     # (node, on, off, idle watts): when each node was up (scale in; always on: all)
     power_intervals: list[tuple[str, float, float, float]] = field(default_factory=list)
+    node_gpus: dict[str, int] = field(default_factory=dict)  # GPUs per node, by name
 
     def window_end(self) -> float:
         """Where this run's measurement window ends (``SimConfig.window``)."""
@@ -217,8 +218,11 @@ class SimResult:
 
         ``end`` is ``common_horizon_seconds`` or the configured window
         (:meth:`window_end`): the same for every compared policy on one trace.
-        Energy, node-hours and GPU allocation are clipped to the window (a
-        steady-state measurement); completion times, queueing and service
+        Idle energy, service energy, node-hours and GPU allocation are clipped
+        to the window (a steady-state measurement); a batch pod that arrived in
+        the window is charged its dynamic energy to completion (the window's
+        work, done wherever and whenever it ran: ``energyKWhClipped`` is the
+        figure with that tail cut off); completion times, queueing and service
         utilisation count every pod. Always on, every node draws idle power
         over the whole window; scale in, a node draws it while the autoscaler
         had it (from its request to its removal).
@@ -246,9 +250,23 @@ class SimResult:
             p.gpu_share * (p.end_seconds - p.start_seconds) for p in services if p.above_target
         )
         held = sum(p.gpu_share * overlap(p.start_seconds, p.end_seconds) for p in self.placements)
-        dynamic = sum(
-            p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in self.placements
+        # What each kind costs the window's load: a service draws its watts while the
+        # window lasts (clipped: its lifetime is the same wherever it runs); a batch pod
+        # that arrived in the window is charged its dynamic energy to completion, even
+        # the part after the window, so that finishing work later (or on a slow GPU,
+        # past the window's end) is not counted as a saving.
+        service_dynamic = sum(
+            p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in services
         )
+        batch_dynamic = sum(
+            p.dynamic_watts * (p.end_seconds - p.start_seconds)
+            for p in batch
+            if begin <= self.creation_seconds[p.pod] <= end
+        )
+        batch_clipped = sum(
+            p.dynamic_watts * overlap(p.start_seconds, p.end_seconds) for p in batch
+        )
+        dynamic = service_dynamic + batch_dynamic
 
         def pct(values: np.ndarray[Any, Any], q: float) -> float:
             return float(np.percentile(values, q)) if len(values) else 0.0
@@ -256,10 +274,15 @@ class SimResult:
         if self.config.regime == "always_on":
             idle_joules = self.fleet_idle_watts * span
             node_seconds = self.nodes * span
+            powered_gpu_seconds = self.gpus * span
         else:
             idle_joules = sum(w * overlap(a, b) for _, a, b, w in self.power_intervals)
             node_seconds = sum(overlap(a, b) for _, a, b, _ in self.power_intervals)
+            powered_gpu_seconds = sum(
+                self.node_gpus.get(n, 0) * overlap(a, b) for n, a, b, _ in self.power_intervals
+            )
         total_kwh = (idle_joules + dynamic) / 3.6e6
+        clipped_kwh = (idle_joules + service_dynamic + batch_clipped) / 3.6e6
         return {
             "policy": str(self.policy),
             "regime": self.config.regime,
@@ -276,10 +299,16 @@ class SimResult:
             "energyKWh": total_kwh,
             "idleKWh": idle_joules / 3.6e6,
             "dynamicKWh": dynamic / 3.6e6,
+            "batchDynamicKWh": batch_dynamic / 3.6e6,
+            "serviceDynamicKWh": service_dynamic / 3.6e6,
+            # every pod's draw clipped to the window (batch work past its end uncounted)
+            "energyKWhClipped": clipped_kwh,
             "whPerGpuHour": total_kwh * 1000 / (held / 3600) if held else math.nan,
             "nodeHoursPowered": node_seconds / SECONDS_PER_HOUR,
             "nodesAdded": self.nodes_added,
             "meanGpuAllocation": held / (self.gpus * span) if self.gpus and span else 0.0,
+            # held GPU-time over powered GPU-time: what consolidation could still win
+            "gpuFillOfPowered": held / powered_gpu_seconds if powered_gpu_seconds else 0.0,
             "batchPods": len(batch),
             "servicePods": len(services),
             "meanBatchCompletionSeconds": float(jct.mean()) if len(jct) else 0.0,
@@ -331,18 +360,21 @@ def fleet_mean_speed(nodes: Sequence[TraceNode], model_map: Mapping[str, str]) -
 
 
 @dataclass(frozen=True)
-class _ModelRun:
+class ModelRun:
+    """How fast one GPU model runs and what it draws above idle, at a policy's power limit."""
+
     speed: float
     dynamic_watts_per_gpu: float  # P_busy at the limit minus P_idle
     limit_watts: float = 0.0
 
 
-def _model_runs(models: set[str], power_cap: str) -> dict[str, _ModelRun]:
+def model_runs(models: set[str], power_cap: str) -> dict[str, ModelRun]:
+    """Each model's run at the limit ``power_cap`` chooses (the replay uses it too)."""
     runs = {}
     for model in models:
         profile = get_profile(model)
         limit = chosen_power_limit_watts(profile, power_cap)
-        runs[model] = _ModelRun(
+        runs[model] = ModelRun(
             speed=profile.speed_at(limit),
             dynamic_watts_per_gpu=profile.active_power_watts(1.0, limit) - profile.idle_watts,
             limit_watts=limit,
@@ -399,7 +431,7 @@ def simulate(
         policy.forecast = config.forecast
     rng = np.random.default_rng([config.seed, 1])  # the expander's own tie-breaker
     trace_speed = config.trace_speed or fleet_mean_speed(nodes, config.model_map)
-    runs = _model_runs(set(table.models), POWER_CAP[policy_name])
+    runs = model_runs(set(table.models), POWER_CAP[policy_name])
     idle_watts = node_idle_watts_of(table)
     req = _Requests(pods, table.trace_models)
     kinds = [workload_kind(p, config.kind_map) for p in pods]
@@ -724,4 +756,5 @@ def simulate(
         power_intervals=[
             (table.names[n], on, off, float(idle_watts[n])) for n, on, off in intervals
         ],
+        node_gpus={n.name: n.gpus for n in nodes},
     )

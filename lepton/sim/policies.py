@@ -48,6 +48,7 @@ from lepton.core.hints import (
     JobHints,
     WorkloadKind,
 )
+from lepton.core.names import MAX_SCORE
 from lepton.core.scoring import CandidateTable
 
 from .trace import BATCH, SERVICE
@@ -315,7 +316,7 @@ class KubeSchedulerPolicy:
 # kube-scheduler adds extender_score * (MaxNodeScore / MaxExtenderPriority) * weight
 # to the plugins' weighted sum (pkg/scheduler/schedule_one.go, prioritizeNodes).
 EXTENDER_WEIGHT = 10
-EXTENDER_SCALE = MAX_NODE_SCORE // scoring.MAX_SCORE
+EXTENDER_SCALE = MAX_NODE_SCORE // MAX_SCORE
 
 
 @dataclass

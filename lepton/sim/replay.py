@@ -41,12 +41,8 @@ from typing import Any
 import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
-from lepton.core.hints import (
-    LABEL_JOB_NAME,
-    EnergyPolicy,
-    JobHints,
-    hints_to_annotations,
-)
+from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
 from lepton.core.profiles import get_profile
 
 from .energy_account import account_powered
@@ -55,8 +51,8 @@ from .engine import (
     DEFAULT_SCALE_IN_GRACE_SECONDS,
     Placement,
     SimConfig,
-    _model_runs,
     fleet_mean_speed,
+    model_runs,
     simulate,
 )
 from .policies import POWER_CAP, LeptonPolicy, PodRequest, PolicyName
@@ -72,10 +68,8 @@ REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.LEPTON_BALANCED,
     PolicyName.LEPTON_EFFICIENCY,
 )
-LEPTON_SCHEDULER_NAME = "lepton-scheduler"
 MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
 LABEL_REPLAY = "lepton.dev/replay"
-GPU_RESOURCE = "nvidia.com/gpu"
 # Real pods of a slice arrive in bursts; the extender on a 2-core machine places
 # 20-50 pods/s, so a slice's busiest second should stay well below that.
 MAX_PEAK_ARRIVALS_PER_SECOND = 20
@@ -256,7 +250,7 @@ def pod_manifest(
         "requests": {"cpu": f"{pod.cpu_milli}m", "memory": f"{pod.memory_mib}Mi"}
     }
     if pod.num_gpu > 0:
-        resources["limits"] = {GPU_RESOURCE: str(pod.num_gpu)}
+        resources["limits"] = {RESOURCE_GPU: str(pod.num_gpu)}
     metadata: dict[str, Any] = {
         "name": pod.name,
         "namespace": namespace,
@@ -271,7 +265,7 @@ def pod_manifest(
         hints = hints_for(policy, request_for(pod, config, trace_speed), epoch)
         metadata["labels"][LABEL_JOB_NAME] = pod.name
         metadata["annotations"] = hints_to_annotations(hints)
-        spec["schedulerName"] = LEPTON_SCHEDULER_NAME
+        spec["schedulerName"] = SCHEDULER_NAME
     elif policy is PolicyName.MOST_ALLOCATED:
         spec["schedulerName"] = MOST_ALLOCATED_SCHEDULER_NAME
     elif policy is not PolicyName.DEFAULT_SCHEDULER:
@@ -301,7 +295,7 @@ def placement_for(
     (compressed) scaled by the trace's GPU speed over this GPU's speed under the
     policy's power limit, and ``share x (P_busy - P_idle)`` of that GPU.
     """
-    run = _model_runs({model}, POWER_CAP[policy])[model]
+    run = model_runs({model}, POWER_CAP[policy])[model]
     run_seconds = pod.trace_run_seconds / (config.time_compression or 1.0)
     if pod.num_gpu > 0:
         run_seconds = run_seconds * trace_speed / run.speed

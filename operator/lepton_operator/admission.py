@@ -21,6 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lepton.api.jobspec import (
+    EnergyEstimate,
+    build_job,
+    estimate_energy,
+    estimated_consumption_watt_hours,
+)
 from lepton.api.v1alpha1 import (
     EnergyBudgetSpec,
     LeptonJobSpec,
@@ -38,20 +44,14 @@ from lepton.core.budget import (
     release,
     roll_over,
 )
-from lepton.core.hints import (
+from lepton.core.names import (
     ANNOTATION_PHASES,
     ANNOTATION_POWER_LIMIT_WATTS,
     GROUP,
     LABEL_JOB_UID,
     VERSION,
 )
-from lepton.core.jobspec import (
-    DEFAULT_SCHEDULER_NAME,
-    EnergyEstimate,
-    build_job,
-    estimate_energy,
-    estimated_consumption_watt_hours,
-)
+from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
 from lepton.core.profiles import get_profile
 
 from . import translate as tr

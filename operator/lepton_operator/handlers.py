@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import kopf
 
-from lepton.core.hints import GROUP, VERSION
-from lepton.core.jobspec import build_job
+from lepton.api.jobspec import build_job
+from lepton.core.names import GROUP, VERSION
 
 from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
 from .kube import ConflictError, KubeApi

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from lepton.core.hints import GROUP, LABEL_BUDGET_NAME, LABEL_GPU_PRODUCT, VERSION
+from lepton.core.names import GROUP, LABEL_BUDGET_NAME, LABEL_GPU_PRODUCT, VERSION
 from lepton.core.profiles import get_profile
 
 

@@ -10,7 +10,7 @@ import threading
 import kopf
 from prometheus_client import start_http_server
 
-from lepton.core.jobspec import DEFAULT_SCHEDULER_NAME
+from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
 
 from .admission import OperatorConfig
 from .handlers import OperatorMemo, registry

@@ -13,16 +13,30 @@ This module translates and does I/O; every decision is
 :func:`lepton.core.scoring.filter_nodes` / :func:`~lepton.core.scoring.score_nodes`,
 the same functions the simulator calls.
 
-One race needs care: kube-scheduler binds a pod asynchronously and may ask
-about the job's next replica before the watch has seen the first one bound,
-which would let two replicas into one domain. For jobs that spread, the
-extender therefore waits (briefly, bounded) until the siblings it let through
-are seen bound before filtering the next one.
+No call waits: kube-scheduler calls an extender serially, so every
+millisecond here is a millisecond of the whole cluster's scheduling. Hence:
+
+* **Siblings.** kube-scheduler binds a pod asynchronously and asks about the
+  job's next replica before the watch has seen the first one bound. Rather
+  than wait for the watch, the extender records where it let each replica of
+  a spreading job go (:mod:`lepton_scheduler.assumed`): that node counts for
+  its siblings at once, until the watch sees the pod bound or deleted, or the
+  record expires. So that kube-scheduler's choice cannot land in another
+  domain than the one counted, filter lets a replica of a job with
+  ``maxReplicasPerDomain`` into one domain only, the domain of its best node.
+* **One computation per pod.** filter keeps the candidates' table it built,
+  keyed by the pod's UID, the node names it answered and the cache's
+  generation; prioritize for the same pod reuses it.
+* **Nothing else on the path.** Explanations are kept as the scorer's columns
+  and only turned into rows when read; Events are built and posted by a
+  background thread, batched and rate-limited; pods without Lepton hints are
+  answered without touching the cache.
+
+Every stage of a request is timed into ``lepton_scheduler_phase_duration_seconds``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import gc
 import json
@@ -35,37 +49,39 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lepton.core.hints import (
-    ANNOTATION_WORK_GPU_HOURS,
-    HintError,
-    JobHints,
-    hints_from_pod_metadata,
-    is_lepton_pod,
-)
+from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,
+    CandidateTable,
     Explanation,
+    ScoreResult,
     ScoringConfig,
     filter_nodes,
     replicas_per_domain,
     score_nodes,
 )
 
+from .assumed import AssumedPlacements
 from .cache import ClusterCache
-from .events import EVENT_REASON, EventRecorder, event_body
+from .events import EventRecorder, event_body
 from .metrics import ExtenderMetrics
 from .protocol import (
     ExtenderArgs,
     ProtocolError,
     decode_extender_args,
+    dumps,
     encode_filter_result,
     encode_host_priorities,
+    loads,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +90,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 # Failures a preemption could cure (too few free GPUs) go to FailedNodes; the rest
 # (wrong model, redundancy, deadline) cannot be fixed by evicting pods.
 RESOLVABLE_MARKER = "free GPUs"
+UNKNOWN_DOMAIN = "not in the extender's cache yet: its domain for spreadAcross is unknown"
 
 
 @dataclass(frozen=True)
@@ -81,9 +98,14 @@ class ExtenderConfig:
     """How the extender behaves; the defaults are what ships."""
 
     max_body_bytes: int = MAX_BODY_BYTES
-    sibling_wait_seconds: float = 1.0
-    sibling_ttl_seconds: float = 3.0
+    # How long a pod counts where it was let through without the watch seeing it bound.
+    assumed_ttl_seconds: float = 30.0
     explanations_kept: int = 10_000
+    # Explanations hold every candidate's terms (~170 bytes a node): at most this many node
+    # rows over all kept (~170 MB; 10,000 decisions over 5,000 nodes would be 8 GB).
+    explanation_rows_kept: int = 1_000_000
+    # LeptonScored Events: at most this many a second (a burst of twice as many).
+    events_per_second: float = 50.0
     forecast_interval_seconds: float = 60.0
     retrain_interval_seconds: float = 900.0
     history_seconds: float = 86_400.0
@@ -95,6 +117,42 @@ class ExtenderConfig:
 class _Decision:
     explanation: Explanation
     time: datetime
+    rows: int = 0
+
+
+@dataclass(slots=True)
+class _Computation:
+    """What filter built for a pod, for prioritize on the nodes filter let through."""
+
+    names: tuple[str, ...]  # the node names filter answered, in order
+    generation: tuple[int, int]  # the cache's and the assumed record's, when it was built
+    hints: JobHints
+    table: CandidateTable  # the known ones among ``names``
+    unknown: list[str]
+    placed: dict[str, int]
+    # A replica held to one domain: filter scored all the nodes it passed, and these are the
+    # rows of ``names`` among them. prioritize answers from that (the pod's real candidates).
+    scored: ScoreResult | None = None
+    rows: list[int] | None = None
+
+
+COMPUTATIONS_KEPT = 16  # kube-scheduler asks prioritize right after filter: a few suffice
+
+
+class _Stopwatch:
+    """Times the stages of one request into the phase histogram."""
+
+    __slots__ = ("_children", "_last", "_verb")
+
+    def __init__(self, metrics: ExtenderMetrics, verb: str, started: float) -> None:
+        self._children = metrics.phase
+        self._verb = verb
+        self._last = started
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self._children[(self._verb, phase)].observe(now - self._last)
+        self._last = now
 
 
 class Extender:
@@ -118,7 +176,9 @@ class Extender:
         self.require_sync = require_sync
         self.metrics = ExtenderMetrics()
         self.decisions: OrderedDict[str, _Decision] = OrderedDict()
-        self._in_flight: dict[tuple[str, str], dict[str, float]] = {}
+        self._decision_rows = 0
+        self.assumed = AssumedPlacements(self.config.assumed_ttl_seconds)
+        self._computed: OrderedDict[str, _Computation] = OrderedDict()
         self._handled: OrderedDict[str, None] = OrderedDict()
         self._seen_pending: set[str] = set()
         # UIDs of pods scored by an earlier run (from its Events); None when unknown.
@@ -169,6 +229,8 @@ class Extender:
         pod with no ``LeptonScored`` event was placed while we were away.
         """
         metadata = obj.get("metadata") or {}
+        if (obj.get("spec") or {}).get("nodeName"):  # bound: the cache now says where
+            self.assumed.forget(str(metadata.get("uid") or ""))
         if not is_lepton_pod(metadata.get("labels"), metadata.get("annotations")):
             return
         key = f"{metadata.get('namespace')}/{metadata.get('name')}"
@@ -190,6 +252,10 @@ class Extender:
             created = _parse_time(metadata.get("creationTimestamp"))
             if created and self.clock() - created < timedelta(hours=1):
                 self.metrics.unscored_pods.inc()
+
+    def forget_pod(self, obj: Mapping[str, Any]) -> None:
+        """The watch saw a pod deleted: it counts for its siblings no more."""
+        self.assumed.forget(str((obj.get("metadata") or {}).get("uid") or ""))
 
     # ------------------------------------------------------------------ decisions
 
@@ -219,33 +285,41 @@ class Extender:
         return hints
 
     def _placed(self, args: ExtenderArgs, hints: JobHints) -> dict[str, int]:
+        """The job's other pods per domain: those the cache has bound, and those assumed."""
         if not hints.spread_across:
             return {}
-        nodes = self.cache.placed_nodes(args.namespace, hints.job_name, exclude_uid=args.uid)
+        bound = self.cache.placed_pods(args.namespace, hints.job_name, exclude_uid=args.uid)
+        nodes = list(bound.values())
+        nodes += self.assumed.nodes(args.namespace, hints.job_name, args.uid, known=bound.keys())
         return replicas_per_domain(nodes, self.cache.node_labels(nodes), hints.spread_across)
 
-    async def _await_siblings(self, args: ExtenderArgs, hints: JobHints) -> None:
-        """Wait until the job's pods let through just before are seen bound (bounded)."""
-        flights = self._in_flight.get((args.namespace, hints.job_name))
-        if not flights:
-            return
-        deadline = time.monotonic() + self.config.sibling_wait_seconds
-        me = f"{args.namespace}/{args.name}"
-        while True:
-            now = time.monotonic()
-            for key, since in list(flights.items()):
-                info = self.cache.pods.get(key)
-                bound = info is not None and bool(info.node_name)
-                if key == me or bound or now - since > self.config.sibling_ttl_seconds:
-                    flights.pop(key, None)
-            if not flights:
-                self._in_flight.pop((args.namespace, hints.job_name), None)
-                return
-            if now >= deadline:
-                return
-            await asyncio.sleep(0.005)
+    def _generation(self) -> tuple[int, int]:
+        return (self.cache.generation, self.assumed.version)
 
-    async def filter(self, args: ExtenderArgs) -> tuple[dict[str, Any], str]:
+    def _pin(
+        self, passed: CandidateTable, hints: JobHints, placed: Mapping[str, int], now: datetime
+    ) -> tuple[ScoreResult, list[int], dict[str, str]]:
+        """Scores of the passed nodes, the rows in the domain of the best one, and why the
+        others are left out: kube-scheduler's pick then lands in the domain the siblings count."""
+        key = hints.spread_across
+        assert key
+        scored = score_nodes(passed, hints, placed, now, self.config.scoring)
+        scores = scored.score_list
+        best = max(range(len(scores)), key=scores.__getitem__) if len(scores) else 0
+        values, ids = passed.domain_ids(key)
+        keep = ids == ids[best]
+        domain = values[int(ids[best])]
+        reason = (
+            f"this replica goes to {key}={domain}, where its best node is: one domain per "
+            "replica keeps maxReplicasPerDomain exact while its siblings are being bound"
+        )
+        out = {n: reason for n, k in zip(passed.names, keep.tolist(), strict=True) if not k}
+        rows = [i for i, k in enumerate(keep.tolist()) if k]
+        return scored, rows, out
+
+    def filter(
+        self, args: ExtenderArgs, watch: _Stopwatch | None = None
+    ) -> tuple[dict[str, Any], str]:
         hints = self._hints(args)
         if hints is None:
             return encode_filter_result(args, args.node_names, {}, {}), "passthrough"
@@ -253,49 +327,132 @@ class Extender:
             return encode_filter_result(args, args.node_names, {}, {}), "fail_open"
         key = f"{args.namespace}/{args.name}"
         self._remember(key)
-        if hints.spread_across:
-            await self._await_siblings(args, hints)
         spread = (hints.spread_across,) if hints.spread_across else ()
         known, unknown = self.cache.table(args.node_names, spread)
-        result = filter_nodes(
-            known, hints, self._placed(args, hints), self.clock(), self.config.scoring
-        )
-        passed = result.passed_names + unknown  # unknown to the cache: fail open
+        placed = self._placed(args, hints)
+        if watch:
+            watch.lap("table")
+        now = self.clock()
+        result = filter_nodes(known, hints, placed, now, self.config.scoring)
+        passed = result.passed
+        assert isinstance(passed, CandidateTable)
         failed = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER in r}
         unresolvable = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER not in r}
-        if passed and hints.spread_across:
-            flights = self._in_flight.setdefault((args.namespace, hints.job_name), {})
-            flights[key] = time.monotonic()
-        outcome = "scored" if passed else "no_fit"
-        return encode_filter_result(args, passed, failed, unresolvable), outcome
-
-    def prioritize(self, args: ExtenderArgs) -> tuple[str, str]:
-        hints = self._hints(args)
-        if hints is None:
-            return encode_host_priorities(
-                args.node_names, [0] * len(args.node_names)
-            ), "passthrough"
-        if not self.synced:
-            return encode_host_priorities(args.node_names, [0] * len(args.node_names)), "fail_open"
-        key = f"{args.namespace}/{args.name}"
-        self._remember(key)
-        spread = (hints.spread_across,) if hints.spread_across else ()
-        known, unknown = self.cache.table(args.node_names, spread)
-        now = self.clock()
-        result = score_nodes(known, hints, self._placed(args, hints), now, self.config.scoring)
-        self.decisions[key] = _Decision(result.explanation, now)
-        self.decisions.move_to_end(key)
-        while len(self.decisions) > self.config.explanations_kept:
-            self.decisions.popitem(last=False)
-        if self.recorder is not None:
-            self.recorder.record(
-                event_body(args.namespace, args.name, args.uid, event_message(result.explanation))
+        scored: ScoreResult | None = None
+        rows: list[int] | None = None
+        if hints.spread_across and len(passed):
+            if hints.max_replicas_per_domain is not None:
+                scored, rows, pinned_out = self._pin(passed, hints, placed, now)
+                unresolvable.update(pinned_out)
+                # nodes the cache does not know have no known domain: not for this job
+                unresolvable.update(dict.fromkeys(unknown, UNKNOWN_DOMAIN))
+                unknown = []
+                best = self._best(scored)
+                self.assumed.assume(args.namespace, hints.job_name, args.uid, passed.names[best])
+            elif len(passed) == 1 and not unknown:  # kube-scheduler will not ask prioritize
+                self.assumed.assume(args.namespace, hints.job_name, args.uid, passed.names[0])
+        # unknown to the cache: fail open
+        names = list(passed.names) + unknown if rows is None else [passed.names[r] for r in rows]
+        if watch:
+            watch.lap("scoring")
+        if names and args.uid:
+            self._computed[args.uid] = _Computation(
+                tuple(names), self._generation(), hints, passed, unknown, placed, scored, rows
             )
-        if unknown:  # nodes the cache has not seen yet score 0, in the order asked
+            self._computed.move_to_end(args.uid)
+            while len(self._computed) > COMPUTATIONS_KEPT:
+                self._computed.popitem(last=False)
+        outcome = "scored" if names else "no_fit"
+        return encode_filter_result(args, names, failed, unresolvable), outcome
+
+    def prioritize(self, args: ExtenderArgs, watch: _Stopwatch | None = None) -> tuple[bytes, str]:
+        done = self._computed.pop(args.uid, None) if args.uid else None
+        if (
+            done is not None
+            and done.names == args.node_names
+            and done.generation == self._generation()
+        ):
+            self.metrics.reused.labels("hit").inc()
+            hints, known, unknown, placed = done.hints, done.table, done.unknown, done.placed
+            if done.scored is not None and done.rows is not None:  # scored by filter
+                if watch:
+                    watch.lap("table")
+                return self._answer(args, hints, known, done.scored, done.rows, watch)
+        else:
+            parsed = self._hints(args)
+            if parsed is None:
+                return encode_host_priorities(
+                    args.node_names, [0] * len(args.node_names)
+                ), "passthrough"
+            if not self.synced:
+                scores = [0] * len(args.node_names)
+                return encode_host_priorities(args.node_names, scores), "fail_open"
+            self.metrics.reused.labels("miss").inc()
+            hints = parsed
+            spread = (hints.spread_across,) if hints.spread_across else ()
+            known, unknown = self.cache.table(args.node_names, spread)
+            placed = self._placed(args, hints)
+        self._remember(f"{args.namespace}/{args.name}")
+        if watch:
+            watch.lap("table")
+        result = score_nodes(known, hints, placed, self.clock(), self.config.scoring)
+        return self._answer(args, hints, known, result, None, watch, by_name=bool(unknown))
+
+    @staticmethod
+    def _best(result: ScoreResult) -> int:
+        """The row of the first best-scored node."""
+        listed = result.score_list
+        return max(range(len(listed)), key=listed.__getitem__)
+
+    def _answer(
+        self,
+        args: ExtenderArgs,
+        hints: JobHints,
+        known: CandidateTable,
+        result: ScoreResult,
+        rows: list[int] | None,
+        watch: _Stopwatch | None,
+        by_name: bool = False,
+    ) -> tuple[bytes, str]:
+        """The scores of the asked nodes: ``rows`` of ``result`` (all when None), or by name with
+        0 for nodes the cache does not know; the decision kept, its Event queued, the pick
+        assumed."""
+        if watch:
+            watch.lap("scoring")
+        key = f"{args.namespace}/{args.name}"
+        now = self.clock()
+        self._keep_decision(key, _Decision(result.explanation, now, len(known)))
+        if watch:
+            watch.lap("explanation")
+        if self.recorder is not None:
+            build = partial(
+                _scored_event, args.namespace, args.name, args.uid, result.explanation, now
+            )
+            self.recorder.record(args.uid or key, build)
+        if watch:
+            watch.lap("event")
+        listed = result.score_list
+        if by_name:  # nodes the cache has not seen yet score 0, in the order asked
             scores = [result.scores.get(name, 0) for name in args.node_names]
         else:
-            scores = list(result.score_list)
+            scores = list(listed) if rows is None else [listed[r] for r in rows]
+        if hints.spread_across and len(known):
+            best = self._best(result)
+            self.assumed.assume(args.namespace, hints.job_name, args.uid, known.names[best])
         return encode_host_priorities(args.node_names, scores), "scored"
+
+    def _keep_decision(self, key: str, decision: _Decision) -> None:
+        old = self.decisions.pop(key, None)
+        if old is not None:
+            self._decision_rows -= old.rows
+        self.decisions[key] = decision
+        self._decision_rows += decision.rows
+        while self.decisions and (
+            len(self.decisions) > self.config.explanations_kept
+            or self._decision_rows > self.config.explanation_rows_kept
+        ):
+            _, dropped = self.decisions.popitem(last=False)
+            self._decision_rows -= dropped.rows
 
     def explain(self, pod: str) -> dict[str, Any]:
         namespace, sep, name = pod.partition("/")
@@ -357,6 +514,13 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _scored_event(
+    namespace: str, name: str, uid: str, explanation: Explanation, now: datetime
+) -> dict[str, Any]:
+    """The LeptonScored Event; built by the recorder's thread, off the request path."""
+    return event_body(namespace, name, uid, event_message(explanation), now)
+
+
 def event_message(explanation: Explanation, top: int = 3) -> str:
     """One line per top node with its terms, for a human reading ``kubectl describe pod``."""
     parts = [t.summary() for t in explanation.top(top)]
@@ -389,7 +553,7 @@ async def _read_args(request: web.Request, extender: Extender) -> ExtenderArgs:
     if not raw:
         raise ProtocolError("empty body: send ExtenderArgs as JSON")
     try:
-        payload = json.loads(raw)
+        payload = loads(raw)
     except (ValueError, RecursionError) as error:
         raise ProtocolError(f"body is not valid JSON: {error}") from None
     return decode_extender_args(payload)
@@ -399,14 +563,17 @@ def _handler(verb: str) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
         extender: Extender = request.app[EXTENDER_KEY]
         started = time.perf_counter()
+        watch = _Stopwatch(extender.metrics, verb, started)
         try:
             args = await _read_args(request, extender)
+            watch.lap("decode")
             if verb == "filter":
-                result, outcome = await extender.filter(args)
-                text = json.dumps(result, separators=(",", ":"))
+                result, outcome = extender.filter(args, watch)
+                body = dumps(result)
             else:
-                text, outcome = extender.prioritize(args)
-            response = web.Response(text=text, content_type="application/json")
+                body, outcome = extender.prioritize(args, watch)
+            response = web.Response(body=body, content_type="application/json")
+            watch.lap("encode")
         except ProtocolError as error:
             outcome = "invalid_hints" if error.status == 422 else "bad_request"
             response = _json_error(error.status, str(error))
@@ -433,6 +600,7 @@ async def _metrics(request: web.Request) -> web.Response:
     extender: Extender = request.app[EXTENDER_KEY]
     for kind, count in extender.cache.stats().items():
         extender.metrics.cache_objects.labels(kind).set(count)
+    extender.metrics.assumed_pods.set(len(extender.assumed))
     extender.metrics.degraded.labels("cache_not_synced").set(0 if extender.synced else 1)
     return web.Response(
         body=generate_latest(extender.metrics.registry),
@@ -478,7 +646,11 @@ def build_app(
         from kubernetes import client
 
         core = client.CoreV1Api(kube_api)
-        recorder = EventRecorder(lambda ns, body: core.create_namespaced_event(ns, body))
+        recorder = EventRecorder(
+            lambda ns, body: core.create_namespaced_event(ns, body),
+            rate=config.events_per_second,
+            burst=int(2 * config.events_per_second),
+        )
         require_sync = ("nodes", "pods")
     extender = Extender(
         cache,
@@ -488,6 +660,8 @@ def build_app(
         history=history,
         require_sync=require_sync,
     )
+    if recorder is not None:
+        recorder.on_drop = extender.metrics.events_dropped.inc
     # aiohttp answers 413 itself past client_max_size; _read_args words the message.
     app = web.Application(client_max_size=config.max_body_bytes)
     app[EXTENDER_KEY] = extender
@@ -532,7 +706,7 @@ def _start_watches(extender: Extender, kube_api: Any) -> None:
         }
     except Exception as error:  # best effort: only refines a metric
         log.info("could not list earlier %s events: %s", EVENT_REASON, error)
-    for kind in kinds(kube_api, extender.cache, extender.observe_pod):
+    for kind in kinds(kube_api, extender.cache, extender.observe_pod, extender.forget_pod):
         Informer(kind, extender.stop, extender.watch_error).start()
 
 

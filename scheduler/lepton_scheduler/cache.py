@@ -17,21 +17,20 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, cast
 
 import numpy as np
 
-from lepton.core.hints import (
+from lepton.core.hints import owner_name, workload_name
+from lepton.core.names import (
     LABEL_BUDGET_NAME,
+    LABEL_GPU_PRODUCT,
     LABEL_HOST_IDLE_WATTS,
-    owner_name,
-    workload_name,
+    LABEL_LEPTON_GPU_MODEL,
+    RESOURCE_GPU,
 )
 from lepton.core.scoring import CandidateNode, CandidateTable
 
-GPU_RESOURCE = "nvidia.com/gpu"
-LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
-LABEL_LEPTON_GPU_MODEL = "lepton.dev/gpu-model"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -88,7 +87,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
     return NodeInfo(
         name=str(metadata.get("name", "")),
         gpu_model=model,
-        allocatable_gpus=_quantity(allocatable.get(GPU_RESOURCE, 0)),
+        allocatable_gpus=_quantity(allocatable.get(RESOURCE_GPU, 0)),
         labels=labels,
         host_idle_watts=host_idle if math.isfinite(host_idle) and host_idle >= 0 else math.nan,
     )
@@ -101,7 +100,7 @@ def pod_gpus(spec: Mapping[str, Any]) -> int:
         resources = container.get("resources") or {}
         limits = resources.get("limits") or {}
         requests = resources.get("requests") or {}
-        return _quantity(limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0)))
+        return _quantity(limits.get(RESOURCE_GPU, requests.get(RESOURCE_GPU, 0)))
 
     main = sum(gpus(c) for c in spec.get("containers") or ())
     init = max((gpus(c) for c in spec.get("initContainers") or ()), default=0)
@@ -147,25 +146,6 @@ def budget_pressure_of(obj: Mapping[str, Any]) -> float | None:
 Ints = np.ndarray[Any, np.dtype[np.int64]]
 
 
-class _Rows(Sequence[Mapping[str, str]]):
-    """Some rows of a column, gathered only when read (labels are rarely read per request)."""
-
-    def __init__(self, column: list[Mapping[str, str]], rows: list[int]) -> None:
-        self._column, self._rows = column, rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @overload
-    def __getitem__(self, i: int) -> Mapping[str, str]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Mapping[str, str]]: ...
-    def __getitem__(self, i: int | slice) -> Mapping[str, str] | Sequence[Mapping[str, str]]:
-        if isinstance(i, slice):
-            return [self._column[r] for r in self._rows[i]]
-        return self._column[self._rows[i]]
-
-
 class ClusterCache:
     """Nodes, pods and budget pressure, with per-node aggregates; safe across threads.
 
@@ -184,6 +164,8 @@ class ClusterCache:
         self.budgets: dict[tuple[str, str], float] = {}
         self.forecasts: dict[str, float] = {}
         self.synced: set[str] = set()
+        # Bumped on every change that can alter an answer (a pod's status-only update does not).
+        self.generation = 0
         # columns, one row per node ever seen since the last full node list
         self._row: dict[str, int] = {}
         self._names: list[str] = []
@@ -274,18 +256,21 @@ class ClusterCache:
     def upsert_node(self, obj: Mapping[str, Any]) -> None:
         info = node_info(obj)
         with self._lock:
+            self.generation += 1
             self.nodes[info.name] = info
             self._set_row(info)
 
     def delete_node(self, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
         with self._lock:
+            self.generation += 1
             if self.nodes.pop(name, None) is not None:
                 self._rebuild_rows()
 
     def replace_nodes(self, items: Iterable[Mapping[str, Any]]) -> None:
         infos = [node_info(o) for o in items]
         with self._lock:
+            self.generation += 1
             self.nodes = {i.name: i for i in infos}
             self._rebuild_rows()
             self.synced.add("nodes")
@@ -315,6 +300,9 @@ class ClusterCache:
     def upsert_pod(self, obj: Mapping[str, Any]) -> PodInfo:
         info = pod_info(obj)
         with self._lock:
+            if self.pods.get(info.key) == info:  # a status update scoring does not see
+                return info
+            self.generation += 1
             self._remove(info.key)
             self._add(info)
         return info
@@ -322,11 +310,13 @@ class ClusterCache:
     def delete_pod(self, obj: Mapping[str, Any]) -> None:
         info = pod_info(obj)
         with self._lock:
+            self.generation += 1
             self._remove(info.key)
 
     def replace_pods(self, items: Iterable[Mapping[str, Any]]) -> None:
         infos = [pod_info(o) for o in items]
         with self._lock:
+            self.generation += 1
             self.pods = {}
             self._gpus_used.clear()
             self._awake.clear()
@@ -340,6 +330,7 @@ class ClusterCache:
     def add_pod_infos(self, infos: Iterable[PodInfo]) -> None:
         """Bulk insert of ready-made PodInfos (benchmarks, simulators)."""
         with self._lock:
+            self.generation += 1
             for info in infos:
                 self._remove(info.key)
                 self._add(info)
@@ -354,6 +345,7 @@ class ClusterCache:
         key = (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
         pressure = budget_pressure_of(obj)
         with self._lock:
+            self.generation += 1
             if pressure is None:
                 self.budgets.pop(key, None)
             else:
@@ -363,6 +355,7 @@ class ClusterCache:
         metadata = obj.get("metadata") or {}
         key = (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
         with self._lock:
+            self.generation += 1
             self.budgets.pop(key, None)
 
     def replace_budgets(self, items: Iterable[Mapping[str, Any]]) -> None:
@@ -379,6 +372,7 @@ class ClusterCache:
 
     def set_forecasts(self, forecasts: Mapping[str, float]) -> None:
         with self._lock:
+            self.generation += 1
             self.forecasts = dict(forecasts)
             for name, row in self._row.items():
                 self._forecast_col[row] = self.forecasts.get(name, 0.0)
@@ -408,14 +402,14 @@ class ClusterCache:
         ``domain_keys`` (a job's ``spreadAcross``) come precomputed as domain ids.
         """
         with self._lock:
-            get = self._row.get
-            rows_or_none = [get(n) for n in names]
-            unknown = [n for n, r in zip(names, rows_or_none, strict=True) if r is None]
-            if unknown:
-                rows = np.array([r for r in rows_or_none if r is not None], dtype=np.int64)
+            rows_or_none = list(map(self._row.get, names))
+            unknown: list[str] = []
+            if None in rows_or_none:  # rare: a node the watch has not delivered yet
+                unknown = [n for n, r in zip(names, rows_or_none, strict=True) if r is None]
+                row_list = [r for r in rows_or_none if r is not None]
             else:
-                rows = np.array(rows_or_none, dtype=np.int64)
-            row_list = rows.tolist()
+                row_list = cast(list[int], rows_or_none)
+            rows = np.array(row_list, dtype=np.int64)
             alloc = self._alloc_col[rows]
             table = CandidateTable(
                 names=list(names) if not unknown else [self._names[r] for r in row_list],
@@ -425,7 +419,8 @@ class ClusterCache:
                 total_gpus=alloc,
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
-                labels=_Rows(self._labels, row_list),
+                # gathered now: filter_nodes takes the passed rows, reading every label
+                labels=list(map(self._labels.__getitem__, row_list)),
                 host_idle_watts=self._host_idle_col[rows],
                 domains={
                     key: (list(values), col[rows])
@@ -440,14 +435,14 @@ class ClusterCache:
         table, unknown = self.table([name])
         return None if unknown else table[0]
 
-    def placed_nodes(self, namespace: str, job_name: str, exclude_uid: str = "") -> list[str]:
-        """Nodes holding the job's other active pods (replicas and spares alike)."""
+    def placed_pods(self, namespace: str, job_name: str, exclude_uid: str = "") -> dict[str, str]:
+        """UID -> node of the job's other active pods on a node (replicas and spares alike)."""
         with self._lock:
-            out = []
+            out = {}
             for key in self._job_pods.get((namespace, job_name), ()):
                 info = self.pods[key]
                 if info.active and info.node_name and info.uid != exclude_uid:
-                    out.append(info.node_name)
+                    out[info.uid or key] = info.node_name
             return out
 
     def job_pods(self, namespace: str, job_name: str) -> list[PodInfo]:

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 TEMPLATE = "kube-scheduler-config.yaml"
-PROFILE = "lepton-scheduler"
 
 
 def template_text() -> str:

@@ -9,7 +9,6 @@ Gone). Errors back off and mark the extender degraded until the next success.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -20,9 +19,10 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from lepton.core.hints import GROUP, VERSION
+from lepton.core.names import GROUP, VERSION
 
 from .cache import ClusterCache
+from .protocol import loads
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,21 @@ def kinds(
     api: client.ApiClient,
     cache: ClusterCache,
     on_pod: Callable[[Mapping[str, Any], bool], None],
+    on_pod_deleted: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[Kind]:
-    """The three kinds the extender watches."""
+    """The three kinds the extender watches; ``on_pod`` and ``on_pod_deleted`` see each pod
+    after the cache has it."""
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
 
     def upsert_pod(obj: Mapping[str, Any]) -> None:
         cache.upsert_pod(obj)
         on_pod(obj, False)
+
+    def delete_pod(obj: Mapping[str, Any]) -> None:
+        cache.delete_pod(obj)
+        if on_pod_deleted is not None:
+            on_pod_deleted(obj)
 
     def replace_pods(items: list[Mapping[str, Any]]) -> None:
         cache.replace_pods(items)
@@ -76,7 +83,7 @@ def kinds(
             partial(core.list_pod_for_all_namespaces, field_selector=ACTIVE_PODS),
             replace_pods,
             upsert_pod,
-            cache.delete_pod,
+            delete_pod,
         ),
         Kind(
             "energybudgets",
@@ -105,7 +112,7 @@ class Informer(threading.Thread):
 
     def _list(self) -> str:
         response = self.kind.list_fn(_preload_content=False)
-        data = json.loads(response.data)
+        data = loads(response.data)
         self.kind.replace(data.get("items") or [])
         self.synced.set()
         return str(data.get("metadata", {}).get("resourceVersion", ""))

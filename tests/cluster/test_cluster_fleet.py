@@ -96,14 +96,14 @@ def test_bad_fleet_files_say_what_to_fix(tmp_path: Path, text: str, message: str
         load_fleet(path)
 
 
-def test_trace_node_list_loads_as_a_fleet(shared_data: Path) -> None:
-    fleet = load_fleet(shared_data / "traces" / "openb_node_list_gpu_node.csv")
+def test_trace_node_list_loads_as_a_fleet(shipped_data: Path) -> None:
+    fleet = load_fleet(shipped_data / "traces" / "openb_node_list_gpu_node.csv")
     nodes = fleet.nodes()
     assert len(nodes) == 1213
     assert sum(int(n["status"]["capacity"]["nvidia.com/gpu"]) for n in nodes) == 6212
     assert nodes[0]["metadata"]["name"] == "openb-node-0000"
     assert {n["metadata"]["labels"][LABEL_ZONE] for n in nodes} == {"zone-a", "zone-b", "zone-c"}
     assert (
-        len(load_fleet(shared_data / "traces" / "openb_node_list_gpu_node.csv", limit=150).nodes())
+        len(load_fleet(shipped_data / "traces" / "openb_node_list_gpu_node.csv", limit=150).nodes())
         == 150
     )

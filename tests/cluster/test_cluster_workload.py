@@ -8,7 +8,8 @@ import pytest
 
 from lepton.cluster.workload import RunningPod, due_for_release, pod_run_seconds
 from lepton.core.energy import job_duration_seconds
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

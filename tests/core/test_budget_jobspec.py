@@ -6,18 +6,14 @@ from typing import Any
 
 import pytest
 
-from lepton.api.v1alpha1 import GPU_MODELS, LeptonJobSpec
-from lepton.core.hints import (
-    LABEL_BUDGET_NAME,
-    LABEL_JOB_NAME,
-    LABEL_JOB_UID,
-    hints_from_pod_metadata,
-)
-from lepton.core.jobspec import (
+from lepton.api.jobspec import (
     build_job,
     estimate_energy,
     estimated_consumption_watt_hours,
 )
+from lepton.api.v1alpha1 import GPU_MODELS, LeptonJobSpec
+from lepton.core.hints import hints_from_pod_metadata
+from lepton.core.names import LABEL_BUDGET_NAME, LABEL_JOB_NAME, LABEL_JOB_UID
 from lepton.core.profiles import is_known
 
 

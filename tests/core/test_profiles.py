@@ -24,9 +24,6 @@ from lepton.core.profiles import (
 )
 
 DATA_DIR = default_data_dir()
-needs_shared_data = pytest.mark.skipif(
-    not (DATA_DIR / profiles.A40_SWEEP).exists(), reason=f"no shared data at {DATA_DIR}"
-)
 NUMBER_FIELDS = (
     "idle_watts",
     "max_power_limit_watts",
@@ -83,15 +80,13 @@ def test_v100_and_p100_curves_are_their_own_measured_sweeps_not_the_a40s(model: 
     ), f"{model} drifted from its sweep: run `python -m lepton.core.profiles derive`"
 
 
-@needs_shared_data
-def test_checked_in_a40_profile_matches_a_fresh_derivation_from_the_shared_sweeps() -> None:
+def test_checked_in_a40_profile_matches_a_fresh_derivation_from_the_shipped_sweeps() -> None:
     assert A40_PROFILE_PATH.read_text() == render_a40_yaml(DATA_DIR), (
         "gpu_profiles/a40.yaml drifted from lepton/data: run "
         "`python -m lepton.core.profiles derive`"
     )
 
 
-@needs_shared_data
 def test_a40_headline_facts_recomputed_from_the_raw_sweep() -> None:
     runs: dict[tuple[str, ...], dict[float, tuple[float, float]]] = defaultdict(dict)
     with (DATA_DIR / profiles.A40_SWEEP).open() as handle:
@@ -197,8 +192,6 @@ def test_unknown_model_gets_a_conservative_default_and_a_warning(
 
 
 def test_derive_cli_check_passes_on_the_checked_in_file() -> None:
-    if not (DATA_DIR / profiles.A40_SWEEP).exists():
-        pytest.skip("no shared data")
     assert profiles.main(["derive", "--check"]) == 0
 
 

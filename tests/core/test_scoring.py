@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.names import MAX_SCORE
 from lepton.core.scoring import (
-    MAX_SCORE,
     CandidateNode,
     CandidateTable,
     filter_nodes,

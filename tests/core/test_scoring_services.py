@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from lepton.core.energy import service_power_watts, service_utilization
 from lepton.core.hints import (
-    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
-    ANNOTATION_WORKLOAD_KIND,
-    LABEL_JOB_NAME,
     EnergyPolicy,
     HintError,
     JobHints,
@@ -20,8 +16,14 @@ from lepton.core.hints import (
     hints_to_annotations,
     workload_name,
 )
+from lepton.core.names import (
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+    ANNOTATION_WORKLOAD_KIND,
+    LABEL_JOB_NAME,
+)
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import CandidateNode, filter_nodes, score_nodes
+from lepton.demo import EXAMPLES_DIR
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -210,10 +212,10 @@ def test_unreadable_service_hints_say_what_to_fix(key: str, value: str, fix: str
 def test_the_service_examples_parse_and_carry_service_hints() -> None:
     import yaml
 
+    from lepton.api.jobspec import estimate_energy, job_hints
     from lepton.api.v1alpha1 import LeptonJobSpec
-    from lepton.core.jobspec import estimate_energy, job_hints
 
-    folder = Path(__file__).resolve().parents[2] / "examples" / "services"
+    folder = EXAMPLES_DIR / "services"
     deployment = yaml.safe_load((folder / "inference-deployment.yaml").read_text())
     template = deployment["spec"]["template"]
     assert template["spec"]["schedulerName"] == "lepton-scheduler"

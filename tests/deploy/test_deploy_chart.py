@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lepton.api import crd_dir
 from lepton.cluster import tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,10 +141,10 @@ def test_chart_crds_and_dashboards_match_their_sources() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    crds = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    crds = sorted(p.name for p in crd_dir().glob("*.yaml"))
     assert crds and crds == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     for name in crds:
-        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes()
+        assert (CHART / "crds" / name).read_bytes() == (crd_dir() / name).read_bytes()
 
 
 def test_scheduler_config_is_the_lepton_scheduler_profile(render: Render) -> None:

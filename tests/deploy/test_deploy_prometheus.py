@@ -27,6 +27,7 @@ from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
 from lepton_exporter.main import build_exporter
 from prometheus_client import start_http_server
 
+from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster, free_port
 
 pytestmark = pytest.mark.e2e
@@ -181,7 +182,7 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
 def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator[str]:
     """`lepton operator` watching the GPU pod's namespace, with a budget to report."""
     namespace, _ = gpu_pod
-    for crd in sorted((REPO / "crds").glob("*.yaml")):
+    for crd in sorted(crd_dir().glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"

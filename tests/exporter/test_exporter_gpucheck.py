@@ -6,8 +6,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from lepton_exporter import fake_nvml
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton_exporter.gpucheck import (
     EXIT_FAILED,
     EXIT_NO_NVML,
@@ -16,6 +14,9 @@ from lepton_exporter.gpucheck import (
     check_sharing,
     run_check,
 )
+
+from lepton.hw import fake_nvml
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 
 
 def fake_load(

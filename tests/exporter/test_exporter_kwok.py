@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 import pytest
 from exporter_helpers import free_port, query, running_prometheus, scrape, series, wait_for_series
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.podresources import api_pb2_grpc
@@ -21,6 +20,7 @@ from test_exporter_sharing import FakeKubelet, write_process
 
 from lepton.cluster.local import LocalCluster
 from lepton.core.profiles import get_profile
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,6 @@ from exporter_helpers import scrape, series
 from hypothesis import example, given
 from hypothesis import strategies as st
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.readings import GpuReading, PodRef, Sample
 
@@ -18,6 +17,7 @@ from lepton.core.metering import (
     split_idle_and_active,
     wrapping_counter_delta,
 )
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 MAX_RANGE_UJ = 262_143_328_850  # a real max_energy_range_uj of an Intel package zone
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from exporter_helpers import scrape, series
-from lepton_exporter import fake_nvml
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
-from lepton_exporter.nvml import NvmlBackend, NvmlUnavailableError
+from lepton_exporter.nvml import NvmlBackend
+
+from lepton.core.profiles import get_profile
+from lepton.hw import fake_nvml
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from lepton.hw.nvml import NvmlUnavailableError
 
 NODE = "gpu-node-1"
 
@@ -205,3 +208,22 @@ def test_the_real_pynvml_without_a_gpu_is_reported_as_unavailable() -> None:
 
     with pytest.raises(NvmlUnavailableError, match="NVIDIA driver"):
         NvmlBackend(pynvml, NODE).start()
+
+
+class BytesNvml(FakeNvml):
+    """Older nvidia-ml-py releases return names and UUIDs as bytes."""
+
+    def nvmlDeviceGetName(self, handle: object) -> bytes:  # noqa: N802 - pynvml's name
+        return super().nvmlDeviceGetName(handle).encode()
+
+    def nvmlDeviceGetUUID(self, handle: object) -> bytes:  # noqa: N802 - pynvml's name
+        return super().nvmlDeviceGetUUID(handle).encode()
+
+
+def test_names_and_uuids_in_bytes_from_older_bindings_are_read_as_text() -> None:
+    # Failed before lepton.hw.nvml.as_text: str(b"NVIDIA A40") is "b'NVIDIA A40'", an
+    # unknown model (the default profile's idle power) and a UUID no pod resource matches.
+    backend, _ = started(BytesNvml([FakeGpu(uuid="GPU-a", name="NVIDIA A40")]))
+    (reading,) = backend.read().gpus
+    assert (reading.uuid, reading.model) == ("GPU-a", "NVIDIA A40")
+    assert reading.idle_watts == get_profile("A40").idle_watts

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from exporter_helpers import scrape, series
-from lepton_exporter import fake_nvml
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.nvml import NvmlBackend
-from lepton_exporter.powercap import ANNOTATION_BUDGET_POWER_CAP, PowerCapper
+from lepton_exporter.powercap import PowerCapper
 from lepton_exporter.readings import PodRef
 
+from lepton.core.names import ANNOTATION_POWER_LIMIT_WATTS
 from lepton.core.profiles import get_profile
+from lepton.hw import fake_nvml
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 NODE = "gpu-node-1"
 JOB_POD = PodRef("ml", "train-0", "trainer")
@@ -67,7 +68,7 @@ def test_auto_means_the_profiles_energy_optimal_limit() -> None:
 
 def test_an_exhausted_budgets_cap_wins_when_lower_and_is_clamped_to_the_gpus_floor() -> None:
     node = Node(FakeGpu(uuid="GPU-a"))
-    node.annotations[JOB_POD] = {"lepton.dev/power-cap": "200", ANNOTATION_BUDGET_POWER_CAP: "60"}
+    node.annotations[JOB_POD] = {"lepton.dev/power-cap": "200", ANNOTATION_POWER_LIMIT_WATTS: "60"}
     node.reconcile({"GPU-a": [JOB_POD]})
     assert node.limit_watts(0) == 100.0  # the A40's floor
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from exporter_helpers import free_port, query, running_prometheus
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton_exporter.main import Exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.model import FleetNode, FleetPod, ModelBackend, static_fleet
@@ -18,6 +17,9 @@ from lepton_exporter.powercap import PowerCapper
 from lepton_exporter.rapl import RaplBackend
 from lepton_exporter.readings import PodRef
 from prometheus_client import start_http_server
+
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
+from lepton.hw.rapl import powercap_dir
 
 NODE = "gpu-node-1"
 TRAINER = PodRef("ml", "train-0", "trainer")
@@ -55,7 +57,7 @@ def exporter_url(tmp_path: Path) -> Iterator[str]:
         [FleetPod("ml", "sim-0", "kwok-a40-0", 1, container="main")],
     )
     exporter = Exporter(
-        backends=[nvml, RaplBackend(tmp_path / "sys", NODE), ModelBackend(fleet)],
+        backends=[nvml, RaplBackend(powercap_dir(tmp_path / "sys"), NODE), ModelBackend(fleet)],
         node=NODE,
         holders=lambda: {"GPU-train": [TRAINER], "MIG-mig-0": [PodRef("ml", "mig-0", "main")]},
         clock=fake.clock,

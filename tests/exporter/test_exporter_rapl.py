@@ -9,6 +9,8 @@ from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.rapl import RaplBackend
 
+from lepton.hw.rapl import powercap_dir
+
 MAX_RANGE_UJ = 262_143_328_850  # max_energy_range_uj of a real Intel package zone
 
 
@@ -38,12 +40,12 @@ def sysfs(tmp_path: Path) -> Path:
 
 
 def test_zones_are_named_by_package_and_subzone(sysfs: Path) -> None:
-    labels = [label for label, _ in RaplBackend(sysfs, "n1").zones()]
+    labels = [zone.name for zone in RaplBackend(powercap_dir(sysfs), "n1").zones()]
     assert labels == ["package-0", "package-0/dram", "package-1", "package-1/dram"]
 
 
 def test_package_and_dram_joules_accumulate_and_survive_a_wrap(sysfs: Path) -> None:
-    backend = RaplBackend(sysfs, "n1")
+    backend = RaplBackend(powercap_dir(sysfs), "n1")
     accountant = Accountant()
     accountant.record(backend.read(), 0.0, "n1")
     powercap = sysfs / "class" / "powercap"
@@ -66,7 +68,7 @@ def test_an_unreadable_zone_is_counted_and_the_others_still_served(sysfs: Path) 
     zone = sysfs / "class" / "powercap" / "intel-rapl:1"
     (zone / "energy_uj").write_text("garbage\n")
     accountant = Accountant()
-    accountant.record(RaplBackend(sysfs, "n1").read(), 0.0, "n1")
+    accountant.record(RaplBackend(powercap_dir(sysfs), "n1").read(), 0.0, "n1")
     got = scrape(accountant)
     assert series(got, "lepton_exporter_device_errors_total", device="package-1") == [1.0]
     assert len(series(got, "lepton_cpu_energy_joules_total")) == 3
@@ -75,7 +77,7 @@ def test_an_unreadable_zone_is_counted_and_the_others_still_served(sysfs: Path) 
 
 def test_a_host_without_powercap_reports_the_backend_down(tmp_path: Path) -> None:
     accountant = Accountant()
-    accountant.record(RaplBackend(tmp_path, "n1").read(), 0.0, "n1")
+    accountant.record(RaplBackend(powercap_dir(tmp_path), "n1").read(), 0.0, "n1")
     got = scrape(accountant)
     assert series(got, "lepton_exporter_up", source="rapl") == [0.0]
     assert series(got, "lepton_exporter_device_errors_total", error="not_found") == [1.0]

@@ -18,9 +18,9 @@ from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budg
 from lepton_operator.kube import ConflictError
 from lepton_operator.prometheus import JobEnergy
 
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
-from lepton.core.hints import LABEL_JOB_UID
-from lepton.core.jobspec import estimate_energy
+from lepton.core.names import LABEL_JOB_UID
 
 NS = "ml"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from lepton.api import crd_dir
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
-from lepton.core.jobspec import estimate_energy
+from lepton.demo import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def crds(cluster: LocalCluster) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "-f", str(crd_dir()))
     for name in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
@@ -256,7 +258,7 @@ def test_examples_run_to_completion_and_the_big_job_waits_until_the_limit_is_rai
     cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
 ) -> None:
     start_operator("default-scheduler")
-    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples"))
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
     fitting = ["train-a40", "finetune", "batch-inference"]
 
     def states() -> dict[str, dict[str, Any]]:
@@ -377,6 +379,6 @@ def test_operator_killed_during_a_burst_admits_each_job_once_and_orphans_nothing
 
 
 def test_examples_parse_as_api_objects() -> None:
-    for path in sorted((REPO / "examples").glob("*.yaml")):
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         assert doc["apiVersion"] == "lepton.dev/v1alpha1", path

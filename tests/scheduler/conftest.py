@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import requests
-from lepton_scheduler.app import EXTENDER_KEY, ExtenderConfig, build_app
+from lepton_scheduler.app import EXTENDER_KEY, build_app
 from lepton_scheduler.cache import ClusterCache
 from scheduler_helpers import NOW, Server, serve
 
@@ -19,7 +19,6 @@ def make_server() -> Iterator[Callable[..., Server]]:
     def make(cache: ClusterCache | None = None, **kw: Any) -> Server:
         cache = cache if cache is not None else ClusterCache()
         kw.setdefault("clock", lambda: NOW)
-        kw.setdefault("config", ExtenderConfig(sibling_wait_seconds=0.5))
         app = build_app(cache, **kw)
         url, stop = serve(app)
         stops.append(stop)

@@ -19,7 +19,8 @@ from lepton_scheduler.cache import ClusterCache
 
 from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster, free_port
-from lepton.core.hints import LABEL_JOB_NAME, JobHints, hints_to_annotations
+from lepton.core.hints import JobHints, hints_to_annotations
+from lepton.core.names import LABEL_JOB_NAME
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ZONE = "topology.kubernetes.io/zone"

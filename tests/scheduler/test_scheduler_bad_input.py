@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from scheduler_helpers import FLEET, Server, extender_args, fleet_cache, lepton_pod
+from lepton_scheduler.app import EXTENDER_KEY, ExtenderConfig, build_app
+from scheduler_helpers import FLEET, Server, extender_args, fleet_cache, lepton_pod, serve
 
-from lepton.core.hints import ANNOTATION_WORK_GPU_HOURS, JobHints
+from lepton.core.hints import JobHints
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
 
 ALL = [n[0] for n in FLEET]
 
@@ -18,6 +22,15 @@ ALL = [n[0] for n in FLEET]
 @pytest.fixture
 def server(make_server: Any) -> Server:
     return make_server(fleet_cache())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[Server]:
+    """One server for all fuzzed cases, with a 4 KiB body limit."""
+    app = build_app(fleet_cache(), config=ExtenderConfig(max_body_bytes=FUZZ_BODY_LIMIT))
+    url, stop = serve(app)
+    yield Server(url, app[EXTENDER_KEY], app[EXTENDER_KEY].cache, requests.Session())
+    stop()
 
 
 def still_serving(server: Server) -> None:
@@ -187,20 +200,29 @@ payloads = st.one_of(
 )
 
 
+FUZZ_BODY_LIMIT = 4096  # a small limit, so that over-long bodies are cheap to send
+bodies = st.one_of(
+    payloads.map(lambda p: json.dumps(p).encode()),
+    st.binary(max_size=64),  # not JSON at all (or by chance)
+    payloads.map(lambda p: json.dumps(p).encode()[:-1]),  # cut short
+    st.binary(min_size=FUZZ_BODY_LIMIT + 1, max_size=FUZZ_BODY_LIMIT + 64),  # over the limit
+)
+
+
 @settings(
-    max_examples=1100,
+    max_examples=5000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(verb=st.sampled_from(["filter", "prioritize"]), payload=payloads)
-def test_fuzzed_requests_never_get_a_5xx(server: Server, verb: str, payload: Any) -> None:
-    response = server.post_raw(verb, json.dumps(payload).encode())
-    assert response.status_code < 500, (payload, response.text)
+@given(verb=st.sampled_from(["filter", "prioritize"]), body=bodies)
+def test_fuzzed_requests_never_get_a_5xx(small_server: Server, verb: str, body: bytes) -> None:
+    response = small_server.post_raw(verb, body)
+    assert response.status_code < 500, (body, response.text)
     event(f"{verb} {response.status_code}")
     if response.status_code == 200:
-        body = response.json()
+        answer = response.json()
         if verb == "prioritize":
-            assert all(type(e["Score"]) is int and 0 <= e["Score"] <= 10 for e in body)
+            assert all(type(e["Score"]) is int and 0 <= e["Score"] <= 10 for e in answer)
     else:
         assert response.json()["Error"]
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from aiohttp import web
 from lepton_scheduler.app import build_app
-from lepton_scheduler.config import PROFILE, kube_scheduler_config, render_kube_scheduler_config
+from lepton_scheduler.config import kube_scheduler_config, render_kube_scheduler_config
+
+from lepton.core.names import SCHEDULER_NAME
 
 
 def test_the_profile_calls_the_extender_by_name_only_and_fails_open() -> None:
@@ -14,7 +16,7 @@ def test_the_profile_calls_the_extender_by_name_only_and_fails_open() -> None:
     assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
     assert config["kind"] == "KubeSchedulerConfiguration"
     assert config["clientConnection"]["kubeconfig"] == "/tmp/kubeconfig"
-    assert [p["schedulerName"] for p in config["profiles"]] == [PROFILE]
+    assert [p["schedulerName"] for p in config["profiles"]] == [SCHEDULER_NAME]
     assert config["percentageOfNodesToScore"] == 100
     (extender,) = config["extenders"]
     assert extender["urlPrefix"] == "http://127.0.0.1:8888"

@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,16 +25,15 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from lepton_scheduler.events import EVENT_REASON
 from lepton_scheduler.watch import load_kube_config
 from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
-from lepton.core.hints import LABEL_JOB_NAME, EnergyPolicy, JobHints
+from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.names import EVENT_REASON_SCORED, LABEL_JOB_NAME
 from lepton.core.predictor import PredictorConfig, Series
-
-REPO = Path(__file__).resolve().parents[2]
+from lepton.demo import SERVICE_EXAMPLE
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def test_efficiency_job_lands_on_the_gpu_model_with_least_energy(live: Live, awa
     # and the decision is on the pod for `kubectl describe`
     wait_for(
         lambda: (
-            EVENT_REASON
+            EVENT_REASON_SCORED
             in live.cluster.kubectl(
                 "get", "events", "-n", awake, "--field-selector", "involvedObject.name=frugal-0"
             ).stdout
@@ -156,6 +156,36 @@ def test_three_replicas_spread_one_per_zone(live: Live, awake: str) -> None:
     labels = node_labels(live.cluster)
     zones = sorted(labels[nodes[n]][LABEL_ZONE] for n in names)
     assert zones == ["zone-a", "zone-b", "zone-c"], nodes
+
+
+def _free_gpus_per_zone(live: Live) -> dict[str, int]:
+    table, _ = live.extender.cache.table(FLEET_NODES, (LABEL_ZONE,))
+    values, ids = table.domain_ids(LABEL_ZONE)
+    free: Counter[str] = Counter()
+    for i, zone in enumerate(ids.tolist()):
+        free[values[zone]] += int(table.free_gpus[i])
+    return dict(free)
+
+
+def test_a_burst_of_thirty_replicas_fills_three_zones_ten_each(live: Live, awake: str) -> None:
+    wait_for(
+        lambda: all(f >= 10 for f in _free_gpus_per_zone(live).values()),
+        60,
+        "10 free GPUs in every zone (earlier tests' pods gone)",
+    )
+    hints = JobHints(
+        job_name="burst",
+        replicas=30,
+        spread_across=LABEL_ZONE,
+        max_replicas_per_domain=10,
+        energy_policy=EnergyPolicy.EFFICIENCY,
+    )
+    names = [f"burst-{i}" for i in range(30)]
+    apply(live.cluster, awake, *(gpu_pod(n, hints) for n in names))
+    nodes = placed(live.cluster, awake, names, timeout=120)
+    labels = node_labels(live.cluster)
+    zones = Counter(labels[nodes[n]][LABEL_ZONE] for n in names)
+    assert zones == {"zone-a": 10, "zone-b": 10, "zone-c": 10}, nodes
 
 
 def test_nodes_whose_history_predicts_high_load_are_avoided(live: Live, awake: str) -> None:
@@ -231,7 +261,7 @@ def test_the_lepton_scheduler_command_serves_and_gets_ready(cluster: LocalCluste
 def test_a_deployment_with_service_hints_lands_on_small_efficient_gpus(
     live: Live, awake: str
 ) -> None:
-    example = REPO / "examples" / "services" / "inference-deployment.yaml"
+    example = SERVICE_EXAMPLE
     live.cluster.kubectl("apply", "-n", awake, "-f", str(example))
 
     def pods() -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -126,27 +125,31 @@ def test_placed_replicas_count_against_max_replicas_per_domain(make_server: Any)
     assert "maxReplicasPerDomain" in body["FailedAndUnresolvableNodes"]["a40-0"]
 
 
-def test_a_replica_waits_for_its_sibling_to_be_seen_bound_before_filtering(
+def _zone(node: str) -> str:
+    return {n[0]: n[3] for n in FLEET}[node]
+
+
+def test_a_replica_never_waits_for_its_unbound_sibling_and_counts_it_where_ranked(
     make_server: Any,
 ) -> None:
     cache = fleet_cache()
     server = make_server(cache)
     hints = JobHints(job_name="train", replicas=2, spread_across=ZONE, max_replicas_per_domain=1)
     first = lepton_pod(hints, name="train-0")
-    cache.upsert_pod(first)
-    assert server.post("filter", extender_args(first, ALL)).json()["NodeNames"]
-
-    def bind_later() -> None:  # kube-scheduler binds asynchronously; the watch sees it later
-        time.sleep(0.15)
-        bound = json.loads(json.dumps(first))
-        bound["spec"]["nodeName"] = "h100-0"
-        cache.upsert_pod(bound)
-
-    threading.Thread(target=bind_later).start()
-    started = time.monotonic()
-    body = server.post("filter", extender_args(lepton_pod(hints, name="train-1"), ALL)).json()
-    assert time.monotonic() - started >= 0.1
-    assert "h100-0" not in body["NodeNames"] and "a40-0" not in body["NodeNames"]
+    cache.upsert_pod(first)  # pending, and never seen bound during this test
+    passed = server.post("filter", extender_args(first, ALL)).json()["NodeNames"]
+    ranked = server.post("prioritize", extender_args(first, passed)).json()
+    top = max(ranked, key=lambda e: e["Score"])["Host"]
+    second = extender_args(lepton_pod(hints, name="train-1"), ALL)
+    server.post("filter", second)  # warm the connection
+    for _ in range(20):
+        started = time.monotonic()
+        body = server.post("filter", second).json()
+        assert time.monotonic() - started < 0.05
+        # the sibling counts in the zone of the node it was ranked best on
+        assert {_zone(n) for n in body["NodeNames"]} and _zone(top) not in {
+            _zone(n) for n in body["NodeNames"]
+        }
 
 
 def test_deadline_only_fast_gpus_meet_filters_the_rest(make_server: Any) -> None:

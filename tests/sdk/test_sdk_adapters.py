@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sdk_fake_nvml import A40_DEFAULT_LIMIT_WATTS, FakeNvml, median_a40_curve
 
+from lepton.hw.fake_nvml import A40_DEFAULT_LIMIT_WATTS, FakeNvml, curve_fleet, median_a40_curve
 from lepton.sdk import LeptonEngine
 from lepton.sdk.adapters import keras_fit, torch_step, torch_synchronize
 
@@ -43,9 +43,9 @@ def engine_over(fake: FakeNvml) -> LeptonEngine:
     return LeptonEngine(nvml=fake, clock=fake.clock, powercap_root=Path("/nonexistent"))
 
 
-def test_keras_fit_tunes_the_limit_through_its_callback(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
-    fake = FakeNvml(curve)
+def test_keras_fit_tunes_the_limit_through_its_callback(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
+    fake = curve_fleet(curve)
     engine = engine_over(fake)
     user_callback = CallbackBaseRecorder()
     history, report = keras_fit(
@@ -81,8 +81,8 @@ class CallbackBaseRecorder:
     def on_train_end(self) -> None: ...
 
 
-def test_keras_fit_that_raises_still_restores_the_limit(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_keras_fit_that_raises_still_restores_the_limit(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data))
     engine = engine_over(fake)
     with pytest.raises(RuntimeError, match="out of memory"):
         keras_fit(
@@ -98,8 +98,8 @@ def test_keras_fit_that_raises_still_restores_the_limit(shared_data: Path) -> No
     assert engine.optimize_reports and engine.records[0].name == "train"
 
 
-def test_keras_adapter_without_keras_says_what_to_install(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_keras_adapter_without_keras_says_what_to_install(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data))
     with pytest.raises(ImportError, match="pip install keras"):
         keras_fit(engine_over(fake), FakeKerasModel(fake), epochs=1, steps_per_epoch=1)
 

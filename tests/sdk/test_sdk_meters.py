@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdk_fake_nvml import FakeClock, FakeNvml, median_a40_curve
 
 from lepton.core.profiles import get_profile
+from lepton.hw.fake_nvml import ERROR_NO_PERMISSION, FakeClock, curve_fleet, median_a40_curve
+from lepton.hw.nvml import NvmlUnavailableError, PowerLimitError, open_gpus
+from lepton.hw.rapl import RaplCounter, find_package_zones
 from lepton.sdk.meters import (
     CpuModelMeter,
     GpuModelMeter,
@@ -16,8 +18,6 @@ from lepton.sdk.meters import (
     RaplMeter,
     discover_meters,
 )
-from lepton.sdk.nvml import NvmlUnavailableError, PowerLimitError, open_gpus
-from lepton.sdk.rapl import RaplCounter, find_package_zones
 
 NO_RAPL = Path("/nonexistent/powercap")
 
@@ -82,8 +82,8 @@ def test_cpu_model_charges_the_cpu_time_used_at_the_per_core_power() -> None:
     assert "model, not measured" in meter.description
 
 
-def test_nvml_meter_reads_the_millijoule_counter(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_nvml_meter_reads_the_millijoule_counter(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data))
     meter = NvmlEnergyMeter(open_gpus(fake)[0], fake.clock)
     fake.run_step()
     want_joules = fake.gpus[0].energy_mj / 1e3
@@ -93,8 +93,8 @@ def test_nvml_meter_reads_the_millijoule_counter(shared_data: Path) -> None:
     assert "NVIDIA A40" in meter.description  # bytes from old bindings are decoded
 
 
-def test_nvml_counter_reset_by_a_driver_reload_is_not_negative(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_nvml_counter_reset_by_a_driver_reload_is_not_negative(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data))
     meter = NvmlEnergyMeter(open_gpus(fake)[0], fake.clock)
     fake.idle(10)  # 30 W x 10 s = 300 J
     assert meter.energy_joules_total() == pytest.approx(300)
@@ -103,9 +103,9 @@ def test_nvml_counter_reset_by_a_driver_reload_is_not_negative(shared_data: Path
     assert meter.energy_joules_total() == pytest.approx(330)
 
 
-def test_nvml_without_energy_counter_integrates_sampled_power(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
-    fake = FakeNvml(curve, energy_counter=False)
+def test_nvml_without_energy_counter_integrates_sampled_power(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
+    fake = curve_fleet(curve, energy_counter=False)
     meter = NvmlEnergyMeter(open_gpus(fake)[0], fake.clock)
     assert meter.needs_polling
     for _ in range(10):
@@ -115,28 +115,28 @@ def test_nvml_without_energy_counter_integrates_sampled_power(shared_data: Path)
     assert meter.energy_joules_total() == pytest.approx(want, rel=1e-3)
 
 
-def test_missing_nvml_library_says_what_to_do(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), library_present=False)
+def test_missing_nvml_library_says_what_to_do(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data), library_present=False)
     with pytest.raises(NvmlUnavailableError, match=r"nvidia.com/gpu|--gpus"):
         open_gpus(fake)
 
 
 def test_setting_a_limit_reads_it_back_and_explains_missing_permission(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+    fake = curve_fleet(median_a40_curve(shipped_data))
     gpu = open_gpus(fake)[0]
     assert gpu.set_power_limit_watts(200) == 200
     assert gpu.power_limit_range_watts() == (100, 300)
     with pytest.raises(PowerLimitError, match="nvidia-smi"):
         gpu.set_power_limit_watts(50)
-    fake.can_set_limits = False
+    fake.gpus[0].failing_calls["nvmlDeviceSetPowerManagementLimit"] = ERROR_NO_PERMISSION
     with pytest.raises(PowerLimitError, match="CAP_SYS_ADMIN"):
         gpu.set_power_limit_watts(250)
 
 
-def test_discovery_prefers_nvml_and_hands_its_gpus_to_the_optimizer(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), gpu_count=2)
+def test_discovery_prefers_nvml_and_hands_its_gpus_to_the_optimizer(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data), gpu_count=2)
     found = discover_meters(nvml=fake, powercap_root=NO_RAPL, gpu_model="A40")
     gpu_meters = [m for m in found.meters if m.device == "gpu"]
     assert [m.source for m in gpu_meters] == [MeterSource.NVML, MeterSource.NVML]

@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdk_fake_nvml import (
+
+from lepton.hw.fake_nvml import (
     A40_DEFAULT_LIMIT_WATTS,
     FakeNvml,
     PowerCurve,
     a40_sweeps,
+    curve_fleet,
     median_a40_curve,
     workload_curve,
 )
-
 from lepton.sdk import LeptonEngine, OptimizeReport, OptimizerSettings
 from lepton.sdk.optimizer import (
     LimitMeasurement,
@@ -50,7 +51,7 @@ def train(
     measured_limits: bool = False,
     min_window_seconds: float = 2.0,
 ) -> tuple[FakeNvml, LeptonEngine, OptimizeReport]:
-    fake = FakeNvml(curve)
+    fake = curve_fleet(curve)
     engine = engine_over(fake)
     # Some workloads were swept at five limits only: profile exactly those, so the
     # fake never has to interpolate between measurements.
@@ -64,8 +65,8 @@ def train(
     return fake, engine, report
 
 
-def test_profiler_picks_the_limit_the_median_a40_curve_implies(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
+def test_profiler_picks_the_limit_the_median_a40_curve_implies(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
     fake, _, report = train(curve)
     want = expected_limit(curve.points, 0.05)
 
@@ -83,8 +84,8 @@ def test_profiler_picks_the_limit_the_median_a40_curve_implies(shared_data: Path
     assert fake.gpus[0].limit_history_watts[len(tried)] == want
 
 
-def test_profiler_picks_each_measured_workloads_own_limit(shared_data: Path) -> None:
-    sweeps = a40_sweeps(shared_data)
+def test_profiler_picks_each_measured_workloads_own_limit(shipped_data: Path) -> None:
+    sweeps = a40_sweeps(shipped_data)
     assert len(sweeps) > 40, "the A40 sweep should hold dozens of workloads"
     wrong = {}
     for name, run in sweeps.items():
@@ -102,9 +103,9 @@ def test_profiler_picks_each_measured_workloads_own_limit(shared_data: Path) -> 
 
 @pytest.mark.parametrize("max_slowdown", [0.0, 0.02, 0.05, 0.10, 0.25, 1.0])
 def test_chosen_limit_is_never_slower_than_the_allowed_slowdown(
-    shared_data: Path, max_slowdown: float
+    shipped_data: Path, max_slowdown: float
 ) -> None:
-    curve = median_a40_curve(shared_data)
+    curve = median_a40_curve(shipped_data)
     _, _, report = train(curve, max_slowdown=max_slowdown)
     chosen = report.chosen_power_limit_watts
 
@@ -116,8 +117,8 @@ def test_chosen_limit_is_never_slower_than_the_allowed_slowdown(
     assert report.energy_saved_fraction >= 0
 
 
-def test_a_looser_slowdown_never_spends_more_energy(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
+def test_a_looser_slowdown_never_spends_more_energy(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
     energies = [
         curve.joules_per_step(train(curve, max_slowdown=s)[2].chosen_power_limit_watts)
         for s in (0.0, 0.05, 0.5)
@@ -126,16 +127,16 @@ def test_a_looser_slowdown_never_spends_more_energy(shared_data: Path) -> None:
     assert energies[0] > energies[-1]
 
 
-def test_gpu_limit_is_restored_after_training(shared_data: Path) -> None:
-    fake, _, report = train(median_a40_curve(shared_data))
+def test_gpu_limit_is_restored_after_training(shipped_data: Path) -> None:
+    fake, _, report = train(median_a40_curve(shipped_data))
     assert report.tuned
     assert fake.gpus[0].limit_watts == A40_DEFAULT_LIMIT_WATTS
     assert report.steps_at_chosen_limit > 0
     assert report.projected_energy_saved_joules > 0
 
 
-def test_limit_is_restored_when_the_training_step_raises(shared_data: Path) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+def test_limit_is_restored_when_the_training_step_raises(shipped_data: Path) -> None:
+    fake = curve_fleet(median_a40_curve(shipped_data))
     engine = engine_over(fake)
 
     def step(index: int) -> None:
@@ -149,9 +150,9 @@ def test_limit_is_restored_when_the_training_step_raises(shared_data: Path) -> N
     assert fake.gpus[0].limit_watts == A40_DEFAULT_LIMIT_WATTS
 
 
-def test_every_gpu_gets_the_same_limit_and_energy_adds_up(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
-    fake = FakeNvml(curve, gpu_count=2)
+def test_every_gpu_gets_the_same_limit_and_energy_adds_up(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
+    fake = curve_fleet(curve, gpu_count=2)
     engine = engine_over(fake)
     report = engine.optimize(lambda _: fake.run_step(), 2000)
     want = expected_limit(curve.points, 0.05)
@@ -165,9 +166,9 @@ def test_every_gpu_gets_the_same_limit_and_energy_adds_up(shared_data: Path) -> 
 
 
 def test_without_nvml_training_runs_unchanged_and_says_no_limit_was_tuned(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), library_present=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), library_present=False)
     engine = engine_over(fake)
     seen: list[int] = []
     report = engine.optimize(seen.append, 25)
@@ -181,9 +182,9 @@ def test_without_nvml_training_runs_unchanged_and_says_no_limit_was_tuned(
 
 
 def test_without_permission_training_runs_unchanged_and_the_reason_says_how_to_fix_it(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data), can_set_limits=False)
+    fake = curve_fleet(median_a40_curve(shipped_data), can_set_limits=False)
     engine = engine_over(fake)
     report = engine.optimize(lambda _: fake.run_step(), 200)
 
@@ -194,9 +195,9 @@ def test_without_permission_training_runs_unchanged_and_the_reason_says_how_to_f
 
 
 def test_too_short_a_run_is_not_tuned_and_says_how_many_steps_profiling_needs(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    fake = FakeNvml(median_a40_curve(shared_data))
+    fake = curve_fleet(median_a40_curve(shipped_data))
     report = engine_over(fake).optimize(lambda _: fake.run_step(), 20)
     assert not report.tuned
     assert "before profiling finished" in report.reason
@@ -204,10 +205,10 @@ def test_too_short_a_run_is_not_tuned_and_says_how_many_steps_profiling_needs(
 
 
 def test_a_run_ending_mid_profile_chooses_among_the_limits_it_measured(
-    shared_data: Path,
+    shipped_data: Path,
 ) -> None:
-    curve = median_a40_curve(shared_data)
-    fake = FakeNvml(curve)
+    curve = median_a40_curve(shipped_data)
+    fake = curve_fleet(curve)
     settings = OptimizerSettings(profile_steps=10, min_window_seconds=0.0, settle_steps=0)
     report = engine_over(fake).optimize(
         lambda _: fake.run_step(), settings.warmup_steps + 4 * 10, settings=settings
@@ -219,9 +220,9 @@ def test_a_run_ending_mid_profile_chooses_among_the_limits_it_measured(
     assert report.chosen_power_limit_watts in measured
 
 
-def test_optimizer_state_machine_drives_a_plain_loop_with_warmup_zero(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
-    fake = FakeNvml(curve)
+def test_optimizer_state_machine_drives_a_plain_loop_with_warmup_zero(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
+    fake = curve_fleet(curve)
     engine = engine_over(fake)
     optimizer = engine.power_limit_optimizer(
         OptimizerSettings(warmup_steps=0, settle_steps=0, profile_steps=5, min_window_seconds=0)
@@ -263,8 +264,8 @@ def test_settings_reject_a_negative_slowdown() -> None:
         OptimizerSettings(max_slowdown=-0.1)
 
 
-def test_measured_time_and_energy_per_step_follow_the_curve(shared_data: Path) -> None:
-    curve = median_a40_curve(shared_data)
+def test_measured_time_and_energy_per_step_follow_the_curve(shipped_data: Path) -> None:
+    curve = median_a40_curve(shipped_data)
     _, _, report = train(curve)
     for m in report.measurements:
         assert m.seconds_per_step == pytest.approx(curve.seconds_per_step(m.power_limit_watts))

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sdk_fake_nvml import FakeClock
 
+from lepton.hw.fake_nvml import FakeClock
 from lepton.sdk import LeptonEngine
 from lepton.sdk.annotate import ANNOTATION_PHASES, PodAnnotator, pod_identity
 from lepton.sdk.meters import MeterSource

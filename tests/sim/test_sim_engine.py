@@ -73,12 +73,27 @@ def test_a_shared_gpu_batch_pod_draws_its_share_of_active_power() -> None:
     assert result.dynamic_joules == pytest.approx(0.25 * A40_DYNAMIC_WATTS * 3600)
 
 
-def test_the_window_clips_energy_to_the_steady_state() -> None:
+def test_the_window_clips_idle_but_charges_the_windows_batch_work_to_completion() -> None:
     pods = [pod("a", 0, 7200), pod("b", 3600, 3700)]
     cfg = config(regime="always_on", window="arrivals")
     m = simulate(pods, [node("n")], PolicyName.DEFAULT_SCHEDULER, cfg).metrics()
     assert m["windowHours"] == pytest.approx(1.0)  # to the last arrival
-    assert m["dynamicKWh"] == pytest.approx(A40_DYNAMIC_WATTS * 3600 / 3.6e6)
+    assert m["idleKWh"] == pytest.approx(A40_NODE_IDLE_WATTS * 3600 / 3.6e6)
+    # both batch pods arrived in the window: each is charged its whole run (7,200 s + 100 s),
+    # so a policy that pushes work past the window's end saves nothing by it
+    assert m["dynamicKWh"] == pytest.approx(A40_DYNAMIC_WATTS * 7300 / 3.6e6)
+    assert m["batchDynamicKWh"] == pytest.approx(m["dynamicKWh"])
+    # the clipped figure counts only the first hour of "a"
+    assert m["energyKWhClipped"] == pytest.approx(
+        (A40_NODE_IDLE_WATTS + A40_DYNAMIC_WATTS) * 3600 / 3.6e6
+    )
+
+
+def test_a_batch_pod_that_arrived_before_the_window_is_not_charged_to_it() -> None:
+    pods = [pod("warm", 0, 7200)] + [pod(f"p{i}", 3600 + i, 3700 + i) for i in range(9)]
+    cfg = config(regime="always_on", window="arrivals", warmup_fraction=0.1)
+    m = simulate(pods, [node("n", gpus=8)], PolicyName.DEFAULT_SCHEDULER, cfg).metrics()
+    assert m["batchDynamicKWh"] == pytest.approx(9 * A40_DYNAMIC_WATTS * 100 / 3.6e6)
 
 
 # --------------------------------------------------------------------------- autoscaler

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lepton.core.energy import node_idle_watts
-from lepton.core.hints import (
+from lepton.core.hints import hints_from_pod_metadata
+from lepton.core.names import (
     ANNOTATION_DEADLINE_TIME,
     ANNOTATION_ENERGY_POLICY,
     ANNOTATION_WORK_GPU_HOURS,
     LABEL_JOB_NAME,
-    hints_from_pod_metadata,
 )
 from lepton.core.profiles import get_profile
 from lepton.sim import PolicyName, SimConfig, TraceNode, TracePod, simulate

@@ -38,9 +38,9 @@ def _progress(message: str) -> None:
 
 
 def test_a_trace_slice_replays_through_every_scheduler_and_agrees_with_the_simulator(
-    shared_data: Path, tmp_path: Path
+    shipped_data: Path, tmp_path: Path
 ) -> None:
-    traces = shared_data / "traces"
+    traces = shipped_data / "traces"
     pods = whole_gpu_pods(trace_slice(load_pods(traces / DEFAULT_POD_LIST, limit=200), 50, 40))
     nodes = sample_nodes(load_nodes(traces / DEFAULT_NODE_LIST), 20)
     settings = ReplaySettings(

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from lepton.sim import SimConfig, TraceNode, TracePod
-from lepton.sim.report import goals, headline, markdown_table, run_study, write_outputs
+from lepton.sim.report import (
+    decomposition,
+    goals,
+    headline,
+    markdown_table,
+    run_study,
+    write_outputs,
+)
 
 
 def _trace() -> tuple[list[TracePod], list[TraceNode]]:
@@ -90,3 +97,29 @@ def test_always_on_idle_is_the_same_for_every_policy_over_the_window() -> None:
         if r["regime"] == "always_on" and r["load"] == "60%" and r["seed"] == 0
     }
     assert len(idle) == 1
+
+
+def test_the_decomposition_chains_from_the_default_scheduler_to_lepton() -> None:
+    pods, nodes = _trace()
+    report = run_study(
+        pods, nodes, SimConfig(trace_speed=1.0), loads={"60%": 1.0}, seeds=(0,), node_count=4
+    )
+    runs = {(r["regime"], r["policy"]): r["energyKWh"] for r in report["runs"]}
+    for regime in ("scale_in", "always_on"):
+        steps = decomposition(report, "60%", regime)
+        assert [s["to"] for s in steps] == [
+            "most-allocated",
+            "most-allocated-capped",
+            "lepton-efficiency",
+        ]
+        kept = 1.0
+        for s in steps:
+            kept *= 1 - s["saving"]
+        # one seed: the steps' savings compose to lepton-efficiency against the default
+        total = 1 - runs[(regime, "lepton-efficiency")] / runs[(regime, "default-scheduler")]
+        assert 1 - kept == pytest.approx(total)
+    share = report["trace"]["gpuShareByModel"]  # type: ignore[index]
+    assert sum(share.values()) == pytest.approx(1.0) and set(share) <= {"A40", "T4"}
+    table = markdown_table(report)
+    assert "Where the saving comes from (60%, scale-in)" in table
+    assert "What bounds Lepton's placement" in table

@@ -17,15 +17,14 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
+from lepton.core.names import RESOURCE_GPU, RESOURCE_MIG_PREFIX
 from lepton_exporter.podresources import api_pb2, api_pb2_grpc
 from lepton_exporter.readings import PodRef
 
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 # The resource names GPU device plugins register (NVIDIA's device plugin;
 # its time-slicing and MPS modes keep the same name).
-GPU_RESOURCE_NAMES = frozenset({"nvidia.com/gpu"})
-# The device plugin's MIG resources under its "mixed" strategy: nvidia.com/mig-3g.40gb, ...
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+GPU_RESOURCE_NAMES = frozenset({RESOURCE_GPU})
 # The time-slicing device plugin hands out replicas of a GPU as "<uuid>::<n>".
 REPLICA_SEPARATOR = "::"
 # DRA drivers whose devices are NVIDIA GPUs or MIG devices.
@@ -41,7 +40,7 @@ def uuid_in_device_name(driver: str, pool: str, device: str) -> str | None:
 
 
 def is_gpu_resource(resource_name: str) -> bool:
-    return resource_name in GPU_RESOURCE_NAMES or resource_name.startswith(MIG_RESOURCE_PREFIX)
+    return resource_name in GPU_RESOURCE_NAMES or resource_name.startswith(RESOURCE_MIG_PREFIX)
 
 
 class PodResourcesError(RuntimeError):
@@ -130,9 +129,9 @@ def fake_response(
         gpus = [d for d in device_ids if not d.startswith("MIG-")]
         migs = [d for d in device_ids if d.startswith("MIG-")]
         if gpus:
-            entry.devices.add(resource_name="nvidia.com/gpu", device_ids=gpus)
+            entry.devices.add(resource_name=RESOURCE_GPU, device_ids=gpus)
         if migs:
-            entry.devices.add(resource_name="nvidia.com/mig-1g.10gb", device_ids=migs)
+            entry.devices.add(resource_name=f"{RESOURCE_MIG_PREFIX}1g.10gb", device_ids=migs)
     return response
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lepton.api.v1alpha1 import GROUP, VERSION, LeptonJobSpec
+from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.core.energy import (
     SECONDS_PER_HOUR,
     chosen_power_limit_watts,
@@ -24,21 +24,17 @@ from lepton.core.energy import (
     job_energy_watt_hours,
     service_power_watts,
 )
-from lepton.core.hints import (
-    DEFAULT_REFERENCE_UTILIZATION_PERCENT,
+from lepton.core.hints import DEFAULT_REFERENCE_UTILIZATION_PERCENT, JobHints, hints_to_annotations
+from lepton.core.names import (
+    API_VERSION,
     LABEL_BUDGET_NAME,
+    LABEL_GPU_PRODUCT,
     LABEL_JOB_NAME,
     LABEL_JOB_UID,
-    JobHints,
-    hints_to_annotations,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
 )
 from lepton.core.profiles import get_profile, known_models
-
-DEFAULT_SCHEDULER_NAME = "lepton-scheduler"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-# The GPU power limit the budget decided under CapPower, on the LeptonJob's pods; the exporter
-# applies it through NVML. (A candidate for lepton.core.hints, beside the other pod hints.)
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,7 @@ def _product_names(spec: LeptonJobSpec) -> list[str]:
 
 
 def _with_gpu_affinity(pod_spec: dict[str, Any], products: list[str]) -> None:
-    expression = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": products}
+    expression = {"key": LABEL_GPU_PRODUCT, "operator": "In", "values": products}
     affinity = pod_spec.setdefault("affinity", {})
     node_affinity = affinity.setdefault("nodeAffinity", {})
     required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
@@ -169,7 +165,7 @@ def child_job_labels(name: str, uid: str, budget_name: str) -> dict[str, str]:
 def build_job(
     lepton_job: Mapping[str, Any],
     *,
-    scheduler_name: str = DEFAULT_SCHEDULER_NAME,
+    scheduler_name: str = SCHEDULER_NAME,
     budget_pressure: float = 0.0,
 ) -> dict[str, Any]:
     """The child ``batch/v1`` Job of a LeptonJob (a full object as the API returns it).
@@ -200,7 +196,7 @@ def build_job(
             "that runs the job"
         )
     limits = containers[0].setdefault("resources", {}).setdefault("limits", {})
-    limits[GPU_RESOURCE] = spec.gpus_per_replica
+    limits[RESOURCE_GPU] = spec.gpus_per_replica
     _with_gpu_affinity(pod_spec, _product_names(spec))
 
     return {
@@ -212,7 +208,7 @@ def build_job(
             "labels": labels,
             "ownerReferences": [
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": API_VERSION,
                     "kind": "LeptonJob",
                     "name": name,
                     "uid": uid,

@@ -1,19 +1,41 @@
-"""A stand-in for the ``pynvml`` module, so the NVML backend is tested without a GPU.
+"""A testing module: the one stand-in for ``pynvml``, for the exporter's and the SDK's tests.
 
-It implements the calls the exporter makes, with NVML's units (mW, mJ, MHz)
-and NVML's own exception classes from ``nvidia-ml-py``, so the code under test
-catches exactly what it would catch on a real node. Tests script failures per
-device and per call (a lost GPU, an unsupported reading, a missing
-permission), advance a fake clock that drives the energy counter, and reload
-the "driver" to reset counters. The benchmark and the GPU check's tests use it too.
+**Not for production paths** (an import-linter contract keeps every component
+and the SDK from importing it); tests, benchmarks and demos use it to run the
+NVML code without a GPU.
+
+It implements the calls Lepton makes, with NVML's units (mW, mJ, MHz), NVML's
+return types as current ``nvidia-ml-py`` gives them (``str`` names and UUIDs),
+and ``pynvml``'s own exception classes and constants (every ``NVML_*`` and
+``NVMLError*`` of the real module is an attribute of :class:`FakeNvml`), so the
+code under test catches exactly what it would catch on a real node.
+
+Two ways to drive it:
+
+- **Scripted devices** (the exporter's tests): a list of :class:`FakeGpu` with
+  their power, processes and MIG layout; failures per device and per call (a
+  lost GPU, an unsupported reading, a missing permission); :meth:`FakeNvml.advance`
+  moves the fake clock and the energy counters, :meth:`FakeNvml.reload_driver`
+  resets them.
+- **A measured power curve** (the SDK's tests, :func:`curve_fleet`): each GPU
+  follows a :class:`PowerCurve`, at each power limit a training step lasts the
+  measured time and draws the measured power (the Zeus A40 sweeps in
+  ``lepton/data/gpu-power/summary_power_a40.csv``); :meth:`FakeNvml.run_step`
+  and :meth:`FakeNvml.idle` move the clock, so a test "trains" for minutes in
+  milliseconds.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pynvml
+
+from lepton.core.profiles import SWEEPS, get_profile, read_sweep
 
 NVMLError = pynvml.NVMLError
 NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
@@ -27,6 +49,114 @@ ERROR_DRIVER_NOT_LOADED = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
 ERROR_LIBRARY_NOT_FOUND = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
 ERROR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
 ERROR_UNKNOWN = pynvml.NVML_ERROR_UNKNOWN
+
+
+A40_DEFAULT_LIMIT_WATTS = SWEEPS["A40"][1]
+# One "epoch" of the sweep is cut into this many fake steps; any number works, it
+# only sets the fake step time (tens of milliseconds, like a small real model).
+STEPS_PER_EPOCH = 5000
+
+
+@dataclass(frozen=True)
+class PowerCurve:
+    """Per power limit (W): seconds per step and average board power (W) while training."""
+
+    points: dict[float, tuple[float, float]]
+
+    @property
+    def limits_watts(self) -> list[float]:
+        return sorted(self.points)
+
+    def _at(self, limit_watts: float) -> tuple[float, float]:
+        limits = self.limits_watts
+        limit_watts = min(max(limit_watts, limits[0]), limits[-1])
+        if limit_watts in self.points:
+            return self.points[limit_watts]
+        upper = next(limit for limit in limits if limit > limit_watts)
+        lower = max(limit for limit in limits if limit < limit_watts)
+        t = (limit_watts - lower) / (upper - lower)
+        (s0, w0), (s1, w1) = self.points[lower], self.points[upper]
+        return s0 + t * (s1 - s0), w0 + t * (w1 - w0)
+
+    def seconds_per_step(self, limit_watts: float) -> float:
+        return self._at(limit_watts)[0]
+
+    def watts(self, limit_watts: float) -> float:
+        return self._at(limit_watts)[1]
+
+    def joules_per_step(self, limit_watts: float) -> float:
+        seconds, watts = self._at(limit_watts)
+        return seconds * watts
+
+
+def a40_sweeps(data_dir: Path) -> dict[str, dict[float, tuple[float, float]]]:
+    """Every A40 workload of the sweep: limit -> (time per epoch s, average power W)."""
+    return {"/".join(key): run for key, run in read_sweep("A40", data_dir).items()}
+
+
+def workload_curve(run: dict[float, tuple[float, float]]) -> PowerCurve:
+    """One measured workload as a per-step curve."""
+    return PowerCurve(
+        {limit: (seconds / STEPS_PER_EPOCH, watts) for limit, (seconds, watts) in run.items()}
+    )
+
+
+def median_a40_curve(data_dir: Path) -> PowerCurve:
+    """The A40 curve: at each limit, the median over fully swept workloads of time and power.
+
+    Both are normalised to each workload's own run at the default limit before
+    the median, then scaled by the median workload's time and power there.
+    """
+    runs = a40_sweeps(data_dir)
+    limits = sorted({limit for run in runs.values() for limit in run})
+    complete = [run for run in runs.values() if all(limit in run for limit in limits)]
+    base = A40_DEFAULT_LIMIT_WATTS
+    base_seconds = statistics.median(run[base][0] for run in complete) / STEPS_PER_EPOCH
+    base_watts = statistics.median(run[base][1] for run in complete)
+    points = {}
+    for limit in limits:
+        time_ratio = statistics.median(run[limit][0] / run[base][0] for run in complete)
+        power_ratio = statistics.median(run[limit][1] / run[base][1] for run in complete)
+        points[limit] = (base_seconds * time_ratio, base_watts * power_ratio)
+    return PowerCurve(points)
+
+
+def profile_curve(
+    model: str, *, a40_seconds_per_step: float = 0.05, step_watts: float = 25.0
+) -> PowerCurve:
+    """A GPU profile's response to its power limit (lepton/core/gpu_profiles) as a curve.
+
+    At every ``step_watts`` between the profile's lowest and highest limit (both
+    included, and its energy-optimal limit), a step lasts ``a40_seconds_per_step``
+    over the profile's speed there and the board draws the profile's busy power there.
+    """
+    profile = get_profile(model)
+    low, high = profile.min_power_limit_watts, profile.max_power_limit_watts
+    limits = {low, high, profile.energy_optimal_power_limit_watts}
+    watts = math.ceil(low / step_watts) * step_watts
+    while watts < high:
+        limits.add(watts)
+        watts += step_watts
+    return PowerCurve(
+        {
+            limit: (a40_seconds_per_step / profile.speed_at(limit), profile.busy_power_at(limit))
+            for limit in sorted(limits)
+        }
+    )
+
+
+class FakeClock:
+    """Monotonic seconds that move only when told to; call it for the time."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
 
 
 @dataclass
@@ -114,36 +244,86 @@ class FakeGpu:
     # A real driver rejects limits outside the constraints; this one can also
     # be told to accept a limit and silently keep the old one (the _v2 setter's bug).
     ignore_set_limit: bool = False
+    # A measured response to the power limit (curve_fleet): power follows the curve at the
+    # current limit instead of power_mw, and run_step() lasts the curve's step time.
+    curve: PowerCurve | None = None
+    # Drawn between steps by FakeNvml.idle().
+    idle_watts: float = 30.0
+    # Every limit set, in watts, in order.
+    limit_history_watts: list[float] = field(default_factory=list)
     # Fractional millijoules not yet visible in the integer counter.
     _energy_remainder_mj: float = 0.0
 
+    @property
+    def limit_watts(self) -> float:
+        return self.power_limit_mw / 1e3
+
+    @property
+    def power_watts(self) -> float:
+        """What the board draws now: the curve's power at the current limit, else power_mw."""
+        if self.curve is not None:
+            return self.curve.watts(self.limit_watts)
+        return self.power_mw / 1e3
+
+    def add_energy(self, joules: float) -> None:
+        """Move the integer millijoule counter by ``joules``, keeping the fraction for later."""
+        exact = joules * 1e3 + self._energy_remainder_mj
+        whole = int(exact)
+        self._energy_remainder_mj = exact - whole
+        self.energy_mj += whole
+
 
 class FakeNvml:
-    """The subset of ``pynvml`` the exporter uses, over a list of ``FakeGpu``."""
+    """The subset of ``pynvml`` Lepton uses, over a list of ``FakeGpu`` on a fake clock.
+
+    Every ``NVML_*`` constant and ``NVMLError*`` class of the real ``pynvml`` is an
+    attribute too (set below the class), as on the module.
+    """
 
     NVMLError = pynvml.NVMLError
-    NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
-    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
 
-    def __init__(self, gpus: list[FakeGpu], *, init_error: int | None = None) -> None:
+    def __init__(
+        self,
+        gpus: list[FakeGpu],
+        *,
+        init_error: int | None = None,
+        clock: FakeClock | None = None,
+    ) -> None:
         self.gpus = gpus
         self.init_error = init_error
         self.initialized = False
-        self.now_seconds = 1_000.0
+        # Callable: pass ``fake.clock`` wherever the code under test takes a clock.
+        self.clock = clock or FakeClock()
         self.set_limit_calls: list[tuple[str, int]] = []
+        self.steps = 0
+
+    @property
+    def now_seconds(self) -> float:
+        return self.clock.now
 
     # --- test controls -------------------------------------------------
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass at each GPU's current power, advancing energy counters."""
-        self.now_seconds += seconds
+        self.clock.advance(seconds)
         for gpu in self.gpus:
             if gpu.processes and seconds > 0:
                 gpu.samples.append((int(self.now_seconds * 1e6), dict(gpu.processes)))
                 del gpu.samples[:-200]
-            exact = gpu.power_mw * seconds + gpu._energy_remainder_mj
-            whole = int(exact)
-            gpu._energy_remainder_mj = exact - whole
-            gpu.energy_mj += whole
+            gpu.add_energy(gpu.power_watts * seconds)
+
+    def run_step(self) -> None:
+        """One training step on every GPU: time passes at the slowest GPU's curve."""
+        seconds = max(gpu.curve.seconds_per_step(gpu.limit_watts) for gpu in self.gpus if gpu.curve)
+        for gpu in self.gpus:
+            gpu.add_energy(gpu.power_watts * seconds)
+        self.clock.advance(seconds)
+        self.steps += 1
+
+    def idle(self, seconds: float) -> None:
+        """``seconds`` with nothing running: every GPU draws its ``idle_watts``."""
+        for gpu in self.gpus:
+            gpu.add_energy(gpu.idle_watts * seconds)
+        self.clock.advance(seconds)
 
     def reload_driver(self) -> None:
         """A driver reload: energy counters restart at zero and limits return to default."""
@@ -151,10 +331,6 @@ class FakeNvml:
             gpu.energy_mj = 0
             gpu._energy_remainder_mj = 0.0
             gpu.power_limit_mw = gpu.default_limit_mw
-
-    def clock(self) -> float:
-        """The fake monotonic clock, for the backend's ``clock`` argument."""
-        return self.now_seconds
 
     # --- helpers ----------------------------------------------------------
     def _check(self) -> None:
@@ -211,13 +387,13 @@ class FakeNvml:
         return self._gpu(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:  # noqa: N802
-        return self._gpu(handle, "nvmlDeviceGetPowerUsage").power_mw
+        return round(self._gpu(handle, "nvmlDeviceGetPowerUsage").power_watts * 1e3)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:  # noqa: N802
         gpu = self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")
         if not gpu.has_energy_counter:
             raise pynvml.NVMLError(ERROR_NOT_SUPPORTED)
-        return gpu.energy_mj
+        return int(gpu.energy_mj)
 
     def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:  # noqa: N802
         return self._gpu(handle, "nvmlDeviceGetPowerManagementLimit").power_limit_mw
@@ -239,6 +415,7 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         if not gpu.ignore_set_limit:
             gpu.power_limit_mw = int(limit_mw)
+            gpu.limit_history_watts.append(gpu.limit_watts)
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Utilization:  # noqa: N802
         gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
@@ -335,6 +512,68 @@ def mig_gpu(
     return FakeGpu(uuid=uuid, name=name, mig_mode=1, mig_devices=devices, power_mw=80_000)
 
 
+for _name in dir(pynvml):
+    if _name.startswith(("NVML_", "NVMLError")):
+        setattr(FakeNvml, _name, getattr(pynvml, _name))
+
+
 def a40_fleet(count: int, *, prefix: str = "GPU-fake") -> FakeNvml:
     """``count`` idle fake A40s with energy counters, UUIDs ``{prefix}-0000`` and on."""
     return FakeNvml([FakeGpu(uuid=f"{prefix}-{i:04d}") for i in range(count)])
+
+
+def curve_fleet(
+    curve: PowerCurve,
+    gpu_count: int = 1,
+    *,
+    clock: FakeClock | None = None,
+    energy_counter: bool = True,
+    can_set_limits: bool = True,
+    library_present: bool = True,
+    default_limit_watts: float = A40_DEFAULT_LIMIT_WATTS,
+    name: str = "NVIDIA A40",
+    idle_watts: float = 30.0,
+) -> FakeNvml:
+    """``gpu_count`` A40s that follow ``curve``, at ``default_limit_watts``, on a fake clock.
+
+    Their limits range over the curve's; ``can_set_limits=False`` makes the setter
+    answer NoPermission, ``library_present=False`` makes nvmlInit answer LibraryNotFound.
+    """
+    limits = curve.limits_watts
+    gpus = [
+        FakeGpu(
+            uuid=f"GPU-0000000{i}-fake-a40",
+            name=name,
+            idle_watts=idle_watts,
+            curve=curve,
+            has_energy_counter=energy_counter,
+            power_limit_mw=round(default_limit_watts * 1e3),
+            default_limit_mw=round(default_limit_watts * 1e3),
+            min_limit_mw=round(limits[0] * 1e3),
+            max_limit_mw=round(limits[-1] * 1e3),
+            failing_calls=(
+                {} if can_set_limits else {"nvmlDeviceSetPowerManagementLimit": ERROR_NO_PERMISSION}
+            ),
+        )
+        for i in range(gpu_count)
+    ]
+    init_error = None if library_present else ERROR_LIBRARY_NOT_FOUND
+    return FakeNvml(gpus, init_error=init_error, clock=clock)
+
+
+def profile_fleet(model: str, gpu_count: int = 1, *, clock: FakeClock | None = None) -> FakeNvml:
+    """``gpu_count`` GPUs of a profiled model that follow :func:`profile_curve`.
+
+    They start at the profile's default (highest) limit, are named as NVML names the
+    model's boards (``NVIDIA H100 80GB HBM3``, from the profile's first product label)
+    and idle at the profile's idle power.
+    """
+    profile = get_profile(model)
+    return curve_fleet(
+        profile_curve(model),
+        gpu_count,
+        clock=clock,
+        default_limit_watts=profile.max_power_limit_watts,
+        name=profile.product_names[0].replace("-", " "),
+        idle_watts=profile.idle_watts,
+    )
