@@ -248,8 +248,9 @@ prometheus_option = click.option(
 @click.option(
     "--prometheus-query",
     default=None,
-    help="PromQL template for a job's joules; placeholders {namespace}, {job_name}, "
-    "{range_seconds} (default: the exporter's per-pod active-energy counter).",
+    help="PromQL template for a job's joules; placeholders {namespace}, {pods} (the job's "
+    'pods, for pod=~"{pods}"), {range_seconds} (default: the exporter\'s per-pod counters, '
+    "reset-safe).",
 )
 @click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
 @click.option(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,12 +124,21 @@ class Usage:
     measured: bool
 
 
+def pod_names(lj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The job's pods: those listed under its UID label now, and those its status remembers
+    (a suspended or retried job's earlier pods are gone from the API, not from the meter)."""
+    remembered = [p.get("pod") for p in (lj.get("status") or {}).get("placements") or []]
+    listed = [p["metadata"]["name"] for p in pods]
+    return sorted({n for n in (*remembered, *listed) if n})
+
+
 def measure(
     lj: Mapping[str, Any],
     observation: tr.JobObservation,
     estimate: EnergyEstimate | None,
     config: OperatorConfig,
     now: datetime,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> Usage | None:
     """The job's energy so far: from the exporters via Prometheus when it has the job's
     series (labelled Estimated when those come from the exporter's model backend), else
@@ -141,7 +150,7 @@ def measure(
         range_seconds = int((now - admitted).total_seconds()) + 60
         try:
             reported = config.energy_source.job_energy(
-                lj["metadata"]["namespace"], lj["metadata"]["name"], range_seconds
+                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds
             )
         except Exception as error:  # a Prometheus outage must not stop admission
             log.warning("prometheus query failed, estimating instead: %s", error)
@@ -161,6 +170,7 @@ class JobPlan:
 
     lj: dict[str, Any]
     observation: tr.JobObservation
+    pods: list[dict[str, Any]] = field(default_factory=list)
     estimate: EnergyEstimate | None = None
     usage: Usage | None = None
     released: bool = False
@@ -192,10 +202,19 @@ def reconcile_budget(
         (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j
         for j in api.list_jobs(namespace, name)
     }
+    pods_by_uid: dict[str, list[dict[str, Any]]] = {}
+    for pod in api.list_pods(namespace, LABEL_JOB_UID):
+        owner = (pod["metadata"].get("labels") or {}).get(LABEL_JOB_UID)
+        if owner:
+            pods_by_uid.setdefault(owner, []).append(pod)
     plans: dict[str, JobPlan] = {}
     for lj in lepton_jobs:
         uid = lj["metadata"]["uid"]
-        plans[uid] = JobPlan(lj=lj, observation=tr.observe_job(jobs_by_uid.get(uid)))
+        plans[uid] = JobPlan(
+            lj=lj,
+            observation=tr.observe_job(jobs_by_uid.get(uid)),
+            pods=pods_by_uid.get(uid, []),
+        )
 
     events: list[EventNote] = []
     state: BudgetState = roll_over(tr.budget_state(budget, now), now)
@@ -227,7 +246,7 @@ def reconcile_budget(
             plan.estimate = _estimate(plan.lj, memory)
         except (ValidationError, ValueError):
             plan.estimate = None
-        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now)
+        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
         if plan.usage is not None:
             state = consume(state, reservation.job_uid, plan.usage.watt_hours)
         if plan.observation.finished:
@@ -305,11 +324,15 @@ def reconcile_budget(
     return events
 
 
-def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
+def _placements(
+    api: KubeApi, pods: Sequence[Mapping[str, Any]], previous: Mapping[str, Any]
+) -> dict[str, Any]:
     """Where the job's pods run (pod → node → GPU model), the GPU model(s) they got, and the
-    phases the SDK reported from inside them."""
+    phases the SDK reported from inside them. Placements of pods that are gone are kept: they
+    name the pods whose energy the meter still reports."""
     placed = []
-    pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
+    listed = {p["metadata"]["name"] for p in pods}
+    kept = [p for p in previous.get("placements") or [] if p.get("pod") not in listed]
     phases = tr.sum_phases(
         ((p.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PHASES) for p in pods
     )
@@ -318,6 +341,7 @@ def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
         if node:
             model = api.node_gpu_model(node) or ""
             placed.append({"pod": pod["metadata"]["name"], "node": node, "gpuModel": model})
+    placed.extend(kept)
     found: dict[str, Any] = {"phases": phases} if phases else {}
     if not placed:
         return found
@@ -377,7 +401,7 @@ def _act_on_job(
             return []
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
-        desired.update(_placements(api, namespace, uid))
+        desired.update(_placements(api, plan.pods, current))
         consumed = round(usage.watt_hours, 6) if usage else 0.0
         source = tr.source_label(usage.measured if usage else False)
         desired.update(
@@ -442,9 +466,8 @@ def _act_on_job(
             )
         limit_watts = _power_limit_watts(reservation.gpu_model, spec.capped_power_percent)
         if cap != (current.get("powerLimitWatts") is not None):
-            pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
             value: Any = str(limit_watts) if cap else None
-            for pod in pods:
+            for pod in plan.pods:
                 api.annotate_pod(
                     namespace, pod["metadata"]["name"], {ANNOTATION_POWER_LIMIT_WATTS: value}
                 )
@@ -459,7 +482,7 @@ def _act_on_job(
                 )
         running_now = observation.active > 0 and not evict
         if running_now:
-            desired.update(_placements(api, namespace, uid))
+            desired.update(_placements(api, plan.pods, current))
         usage = plan.usage
         desired.update(
             state=tr.job_state(observation, True, evict).value,

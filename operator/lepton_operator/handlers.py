@@ -108,6 +108,15 @@ def budget_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **_: A
         memo.metrics.observe(body)
 
 
+@kopf.on.event(GROUP, VERSION, "leptonjobs", registry=registry)
+def lepton_job_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    """Keep the LeptonJob's energy gauge equal to its status (the dashboards read it)."""
+    if type == "DELETED":
+        memo.metrics.forget_job(body.metadata.namespace or "", body.metadata.uid or "")
+    else:
+        memo.metrics.observe_job(body)
+
+
 @kopf.on.create(GROUP, VERSION, "leptonjobs", registry=registry)
 @kopf.on.resume(GROUP, VERSION, "leptonjobs", registry=registry)
 async def lepton_job_created(

@@ -10,6 +10,7 @@ import copy
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -320,7 +321,9 @@ class FakeMeter:
     def __init__(self, estimated: bool = False) -> None:
         self.estimated = estimated
 
-    def job_energy(self, namespace: str, job_name: str, range_seconds: int) -> JobEnergy | None:
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int
+    ) -> JobEnergy | None:
         return JobEnergy(12.5, self.estimated)
 
 
@@ -384,12 +387,17 @@ class FakeApiWithPods(FakeApi):
             return {
                 "metadata": {
                     "name": name,
+                    "labels": {LABEL_JOB_UID: "uid-a"},
                     "annotations": {"lepton.dev/phases": json.dumps(phases)},
                 },
                 "spec": {"nodeName": "a100-0"},
             }
 
-        return [pod("a-x1", 10.0), pod("a-x2", 12.5), {"metadata": {"name": "a-x3"}, "spec": {}}]
+        return [
+            pod("a-x1", 10.0),
+            pod("a-x2", 12.5),
+            {"metadata": {"name": "a-x3", "labels": {LABEL_JOB_UID: "uid-a"}}, "spec": {}},
+        ]
 
     def node_gpu_model(self, name: str) -> str | None:
         return "A100"
