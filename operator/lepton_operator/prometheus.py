@@ -23,8 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# The exporter's per-pod counters a budget is charged from.
-CHARGED_METRICS = ("lepton_pod_gpu_active_energy_joules_total",)
+# What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
+# the pod plus the idle draw of what the pod holds — the basis of the estimate it reserved.
+CHARGED_METRICS = (
+    "lepton_pod_gpu_active_energy_joules_total",
+    "lepton_pod_gpu_idle_energy_joules_total",
+)
 DEFAULT_QUERY_TEMPLATE = "default"
 JOULES_PER_WATT_HOUR = 3600.0
 MODEL_SOURCE = "model"

@@ -6,6 +6,7 @@ A job's series are chosen by its pods' exact names, so ``train`` never counts th
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -15,6 +16,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from lepton_exporter.accounting import Accountant
+from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
+from lepton_exporter.metrics import LeptonCollector
+from lepton_exporter.nvml import NvmlBackend
+from lepton_exporter.readings import PodRef
 from lepton_operator.prometheus import (
     JOULES_PER_WATT_HOUR,
     PrometheusEnergySource,
@@ -25,6 +31,10 @@ from lepton_operator.prometheus import (
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from lepton.api.v1alpha1 import LeptonJobSpec
+from lepton.core.energy import SECONDS_PER_HOUR
+from lepton.core.jobspec import estimate_energy, estimated_consumption_watt_hours
 
 ACTIVE = "lepton_pod_gpu_active_energy_joules_total"
 IDLE = "lepton_pod_gpu_idle_energy_joules_total"
@@ -147,3 +157,48 @@ def test_reset_safe_total_counts_every_increase_once() -> None:
     assert reset_safe_total([]) == 0.0
     assert reset_safe_total([5.0, 7.0, 7.0, 10.0]) == 10.0
     assert reset_safe_total([5.0, 9.0, 2.0, 4.0, 1.0]) == 9.0 + 4.0 + 1.0
+
+
+def test_the_meter_charges_what_the_estimate_reserves_for_the_same_pod_at_the_same_power(
+    scraping: tuple[str, CollectorRegistry],
+) -> None:
+    """One basis: the GPUs' active draw plus the idle draw of what the pod holds."""
+    url, registry = scraping
+    for model, gpu_name in (("A40", "NVIDIA A40"), ("L4", "NVIDIA L4")):
+        spec = LeptonJobSpec.model_validate(
+            {
+                "budgetName": "team",
+                "gpuModels": [model],
+                "work": {"referenceGpuSeconds": 3600},
+                "template": {},
+            }
+        )
+        estimate = estimate_energy(spec)
+        watts = estimate.watt_hours * SECONDS_PER_HOUR / estimate.duration_seconds
+        pod = PodRef("ml", f"train-{model.lower()}-abcde", "main")
+        gpu = FakeGpu(uuid=f"GPU-{model}", name=gpu_name, power_mw=int(watts * 1000))
+        gpu.processes = {7: 100}
+        fake = FakeNvml([gpu])
+        backend = NvmlBackend(fake, "n1")
+        backend.start()
+        accountant = Accountant()
+        seconds = 120
+        for _ in range(seconds + 1):
+            accountant.record(
+                backend.read(),
+                now=fake.clock(),
+                node="n1",
+                holders={gpu.uuid: [pod]},
+                resolve_pid={7: pod}.get,
+            )
+            fake.advance(1.0)
+        registry.register(LeptonCollector(accountant))
+        deadline = time.monotonic() + 30
+        metered = None
+        while metered is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # Prometheus is still starting
+                metered = PrometheusEnergySource(url).job_energy("ml", [pod.pod], 600)
+            time.sleep(0.2)
+        assert metered is not None, "Prometheus never scraped the exporter"
+        reserved_basis = estimated_consumption_watt_hours(estimate, seconds)
+        assert metered.watt_hours == pytest.approx(reserved_basis, rel=0.02), model
