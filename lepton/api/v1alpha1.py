@@ -229,6 +229,12 @@ class EnergyBudgetStatus(_Model):
         default_factory=list,
         json_schema_extra=_map_list("jobUid"),
     )
+    settled_job_uids: list[str] = Field(
+        default_factory=list,
+        description="LeptonJobs (by metadata.uid) whose energy is settled in the books: never "
+        "admitted again. A UID is dropped once its LeptonJob is deleted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra=_map_list("type"),

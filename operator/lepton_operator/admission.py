@@ -34,6 +34,7 @@ from lepton.core.budget import (
     WaitReason,
     budget_pressure,
     consume,
+    forget_settled,
     plan_admissions,
     release,
     roll_over,
@@ -253,10 +254,28 @@ def reconcile_budget(
             state = release(state, reservation.job_uid)
             plan.released = True
 
+    # Settled jobs are never reconsidered; the set forgets jobs that no longer exist. A job
+    # settled by a pass that died before writing the job's final status gets it now.
+    state = forget_settled(state, plans)
+    for uid, plan in plans.items():
+        current = (plan.lj.get("status") or {}).get("state")
+        if (
+            uid in state.settled_job_uids
+            and not plan.released
+            and plan.observation.finished
+            and current not in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value)
+        ):
+            with contextlib.suppress(ValidationError, ValueError):
+                plan.estimate = _estimate(plan.lj, memory)
+            plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
+            plan.released = True
+
     # Admission: every job without a reservation that has not ended queues, in order.
     candidates: list[Candidate] = []
     for uid, plan in plans.items():
         if state.reservation(uid) is not None or plan.released:
+            continue
+        if uid in state.settled_job_uids or plan.observation.finished:
             continue
         current = (plan.lj.get("status") or {}).get("state")
         if current in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value):

@@ -74,6 +74,7 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
         period_start=start,
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
+        settled_job_uids=frozenset(status.get("settledJobUids") or ()),
     )
 
 
@@ -137,6 +138,7 @@ def budget_status(
             }
             for r in state.reservations
         ],
+        "settledJobUids": sorted(state.settled_job_uids),
         "conditions": [
             condition(
                 ACTIVE,

@@ -258,6 +258,34 @@ def test_finished_job_records_its_watt_hours_and_frees_room_for_the_next() -> No
     assert api.state("second") == "Admitted"
 
 
+def test_a_crash_right_after_a_job_finishes_never_admits_it_again() -> None:
+    api = FakeApi()
+    estimate = one_estimate()
+    api.add_budget("team", math.ceil(estimate * 2.5))  # room to re-admit "first" by mistake
+    api.add_job("first", offset=0)
+    api.add_job("second", offset=1)
+    run_pass(api)
+    api.finish("first", T0, T0 + timedelta(seconds=600))
+    # The pass releases "first" in the budget's status, then dies before the job's own status.
+    calls_before_budget_write = 4  # get budget, list LeptonJobs, list Jobs, write budget
+    api.calls, api.crash_after_calls = 0, calls_before_budget_write
+    with pytest.raises(SimulatedCrashError):
+        run_pass(api, now=T0 + timedelta(seconds=601))
+    api.crash_after_calls = None
+    for second in range(602, 606):  # a restarted operator, several passes
+        run_pass(api, now=T0 + timedelta(seconds=second), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert admitted(api) == ["second"], "the finished job was reserved again"
+    assert api.state("first") == "Finished"
+    used = api.lepton_jobs["first"]["status"]["consumedWattHours"]
+    assert status["settledWattHours"] == pytest.approx(used, rel=1e-5), "counted twice"
+    assert status["settledJobUids"] == ["uid-first"]
+    # The UID is forgotten with its LeptonJob: the list stays as small as the namespace.
+    del api.lepton_jobs["first"]
+    run_pass(api, now=T0 + timedelta(seconds=607))
+    assert api.budgets["team"]["status"]["settledJobUids"] == []
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)
