@@ -356,7 +356,12 @@ class LeptonJobSpec(_Model):
                 "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
                 "spec.budgetName must be the name of an EnergyBudget in this namespace "
                 "(lower-case letters, digits and '-')",
-            )
+            ),
+            _cel(
+                "self == oldSelf",
+                "spec.budgetName cannot be changed: the budget holds the job's reservation and "
+                "books; delete the LeptonJob and create it again with the new spec.budgetName",
+            ),
         ),
     )
     template: dict[str, Any] = Field(

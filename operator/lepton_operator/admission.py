@@ -200,8 +200,7 @@ def reconcile_budget(
         and not lj["metadata"].get("deletionTimestamp")
     ]
     jobs_by_uid = {
-        (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j
-        for j in api.list_jobs(namespace, name)
+        (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j for j in api.list_jobs(namespace)
     }
     pods_by_uid: dict[str, list[dict[str, Any]]] = {}
     for pod in api.list_pods(namespace, LABEL_JOB_UID):
@@ -547,6 +546,18 @@ def _act_on_job(
             ],
         )
     else:
+        if observation.exists and not observation.suspended and not observation.finished:
+            # A Lepton-managed Job runs only on a reservation; without one it is suspended.
+            api.set_job_suspended(namespace, job_name, True)
+            events.append(
+                EventNote(
+                    ref,
+                    "Warning",
+                    "SuspendedWithoutReservation",
+                    f"the Job ran without a reservation in EnergyBudget {budget_name!r}; "
+                    "suspended until it is admitted",
+                )
+            )
         if plan.waiting is not None:
             reason, message = plan.waiting.reason.value, plan.waiting.message
         else:

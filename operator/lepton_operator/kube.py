@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from lepton.core.hints import GROUP, LABEL_BUDGET_NAME, LABEL_GPU_PRODUCT, VERSION
+from lepton.core.hints import GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
 from lepton.core.profiles import get_profile
 
 
@@ -105,10 +105,9 @@ class KubeApi:
 
     # --- Jobs and pods -----------------------------------------------------------------
 
-    def list_jobs(self, namespace: str, budget_name: str) -> list[dict[str, Any]]:
-        jobs = self.batch.list_namespaced_job(
-            namespace, label_selector=f"{LABEL_BUDGET_NAME}={budget_name}"
-        )
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Lepton-managed Job of the namespace (labelled with a LeptonJob's UID)."""
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=LABEL_JOB_UID)
         return [_to_dict(self.client, j) for j in jobs.items]
 
     def create_job(self, job: Mapping[str, Any]) -> bool:

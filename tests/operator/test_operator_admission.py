@@ -104,7 +104,7 @@ class FakeApi:
             merged = {**self.lepton_jobs[name].get("status", {}), **status}
             self.lepton_jobs[name]["status"] = {k: v for k, v in merged.items() if v is not None}
 
-    def list_jobs(self, namespace: str, budget_name: str) -> list[dict[str, Any]]:
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         self._tick()
         return copy.deepcopy(list(self.jobs.values()))
 
@@ -284,6 +284,26 @@ def test_a_crash_right_after_a_job_finishes_never_admits_it_again() -> None:
     del api.lepton_jobs["first"]
     run_pass(api, now=T0 + timedelta(seconds=607))
     assert api.budgets["team"]["status"]["settledJobUids"] == []
+
+
+def test_a_running_job_without_a_reservation_is_suspended() -> None:
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 1.5))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    run_pass(api)
+    assert api.jobs["a"]["spec"]["suspend"] is False
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    # The reservation is gone (the budget was recreated, its status reset) while "a" runs.
+    api.budgets["team"]["status"]["reservations"] = []
+    api.budgets["team"]["status"]["settledJobUids"] = []
+    api.jobs["b"]["spec"]["suspend"] = False  # and someone un-suspended a waiting job
+    run_pass(api, now=T0 + timedelta(seconds=5))
+    reserved = admitted(api)
+    assert reserved == ["a"], reserved
+    assert api.jobs["a"]["spec"]["suspend"] is False
+    assert api.jobs["b"]["spec"]["suspend"] is True, "a Job ran without a reservation"
+    assert api.state("b") == "Waiting"
 
 
 def test_raising_the_limit_admits_the_waiting_job() -> None:

@@ -249,6 +249,30 @@ def test_invalid_manifests_are_rejected_with_a_message_naming_the_field(
     assert len(BAD_INPUT) >= 12
 
 
+def test_the_budget_of_a_lepton_job_cannot_be_changed(
+    cluster: LocalCluster, namespace: str, crds: None
+) -> None:
+    apply(cluster, namespace, budget(1000), budget(1000, name="other"), lepton_job("train"))
+    result = cluster.kubectl(
+        "patch",
+        "leptonjob",
+        "train",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"budgetName":"other"}}',
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "spec.budgetName cannot be changed" in result.stderr, result.stderr
+    assert "delete the LeptonJob and create it again" in result.stderr
+    assert get(cluster, namespace, "leptonjob", "train")["spec"]["budgetName"] == "team"
+    # Other fields still change.
+    cluster.kubectl("label", "leptonjob", "train", "-n", namespace, "team=ml", "--overwrite")
+
+
 # --------------------------------------------------------------------------- examples
 
 
