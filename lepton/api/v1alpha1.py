@@ -462,6 +462,13 @@ class Phase(_Model):
     )
 
 
+class RunInterval(_Model):
+    """A span of time during which some of the job's pods ran (containers started, not ended)."""
+
+    start: datetime
+    end: datetime
+
+
 class LeptonJobStatus(_Model):
     """What the operator observed and decided about a LeptonJob."""
 
@@ -484,6 +491,11 @@ class LeptonJobStatus(_Model):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     placements: list[Placement] = Field(default_factory=list)
+    run_intervals: list[RunInterval] = Field(
+        default_factory=list,
+        description="When the job's pods ran (the union over its pods, kept across suspend and "
+        "resume): without a meter the job is charged its estimated power for this time.",
+    )
     phases: list[Phase] = Field(
         default_factory=list,
         description="Per-phase energy reported by the Lepton SDK inside the job's pods "

@@ -158,11 +158,12 @@ def measure(
             reported = None
         if reported is not None:
             return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
-    if estimate is None or observation.start_time is None:
+    # No meter: the estimate's power for as long as the pods ran (not since the Job's
+    # startTime, which Kubernetes sets while pods are still Pending and resets on resume).
+    ran = tr.run_seconds(tr.run_intervals(status, pods, now))
+    if estimate is None or ran <= 0:
         return Usage(previous, measured=False) if previous else None
-    end = observation.completion_time or now
-    run_seconds = (end - observation.start_time).total_seconds()
-    return Usage(max(previous, estimated_consumption_watt_hours(estimate, run_seconds)), False)
+    return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
 
 
 @dataclass
@@ -397,6 +398,9 @@ def _act_on_job(
     observation = plan.observation
     reservation = state.reservation(uid)
     desired: dict[str, Any] = {"observedGeneration": generation, "jobName": job_name}
+    intervals = tr.run_intervals(current, plan.pods, now)
+    if intervals:
+        desired["runIntervals"] = tr.format_intervals(intervals)
     if plan.estimate is not None:
         desired.update(
             gpus=plan.estimate.gpus,

@@ -40,6 +40,7 @@ class FakeApi:
         self.crash_after_calls: int | None = None
         self.calls = 0
         self.unsuspensions: list[str] = []
+        self.pods: dict[str, dict[str, Any]] = {}
 
     def _tick(self) -> None:
         self.calls += 1
@@ -122,7 +123,21 @@ class FakeApi:
             self.unsuspensions.append(name)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return []
+        return copy.deepcopy(list(self.pods.values()))
+
+    def run_pod(self, job: str, pod: str, started: datetime | None) -> None:
+        """A pod of ``job``: Pending when ``started`` is None, else running since then."""
+        container: dict[str, Any] = {"name": "c", "state": {"waiting": {}}}
+        if started is not None:
+            container["state"] = {"running": {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        self.pods[pod] = {
+            "metadata": {"name": pod, "labels": {LABEL_JOB_UID: f"uid-{job}"}},
+            "spec": {},
+            "status": {
+                "phase": "Running" if started else "Pending",
+                "containerStatuses": [container],
+            },
+        }
 
     def node_gpu_model(self, name: str) -> str | None:
         return None
@@ -135,6 +150,20 @@ class FakeApi:
         return self.lepton_jobs[name].get("status", {}).get("state")
 
     def finish(self, name: str, started: datetime, ended: datetime, ok: bool = True) -> None:
+        """The Job ended; its pod (one, if it had none) ran from ``started`` to ``ended``."""
+        pods = [
+            p for p in self.pods.values() if p["metadata"]["labels"][LABEL_JOB_UID] == f"uid-{name}"
+        ]
+        if not pods:
+            self.run_pod(name, f"{name}-p0", started)
+            pods = [self.pods[f"{name}-p0"]]
+        for pod in pods:
+            pod["status"]["containerStatuses"][0]["state"] = {
+                "terminated": {
+                    "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "finishedAt": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            }
         self.jobs[name]["status"] = {
             "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "completionTime": ended.strftime("%Y-%m-%dT%H:%M:%SZ") if ok else None,
@@ -306,6 +335,44 @@ def test_a_running_job_without_a_reservation_is_suspended() -> None:
     assert api.state("b") == "Waiting"
 
 
+def test_without_a_meter_a_job_is_charged_for_the_time_its_pods_ran_across_a_suspension() -> None:
+    api = FakeApi()
+    estimate = estimate_energy(
+        LeptonJobSpec.model_validate(
+            {
+                "budgetName": "team",
+                "gpuModels": ["A40"],
+                "work": {"referenceGpuSeconds": 36000},
+                "template": {},
+            }
+        )
+    )
+    per_second = estimate.watt_hours / estimate.duration_seconds
+    api.add_budget("team", math.ceil(estimate.watt_hours * 3))
+    api.add_job("a", seconds=36000)
+    run_pass(api)
+    minute = timedelta(minutes=1)
+    # Un-suspended at T0: the Job's startTime is set, but its pod waits for a node 15 minutes.
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1}
+    api.run_pod("a", "a-p1", None)
+    run_pass(api, now=T0 + 10 * minute)
+    assert api.lepton_jobs["a"]["status"].get("consumedWattHours", 0.0) == 0.0, "charged Pending"
+    api.run_pod("a", "a-p1", T0 + 15 * minute)
+    run_pass(api, now=T0 + 20 * minute)
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert used == pytest.approx(per_second * 300, rel=1e-4)
+    # Suspended at minute 20 (its pod deleted), resumed at 30: Kubernetes resets startTime.
+    del api.pods["a-p1"]
+    run_pass(api, now=T0 + 25 * minute)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:30:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p2", T0 + 31 * minute)
+    run_pass(api, now=T0 + 41 * minute)
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert used == pytest.approx(per_second * (300 + 600), rel=1e-4), "forgot the first run"
+    intervals = api.lepton_jobs["a"]["status"]["runIntervals"]
+    assert [i["start"] for i in intervals] == ["2025-01-01T00:15:00Z", "2025-01-01T00:31:00Z"]
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)
@@ -336,6 +403,7 @@ def test_suspend_running_evicts_running_jobs_when_the_budget_is_exhausted() -> N
     api.add_job("a")
     run_pass(api)
     api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
     # Twice the estimated run time later the job has used about twice its estimate.
     run_pass(api, now=T0 + timedelta(hours=2))
     assert api.jobs["a"]["spec"]["suspend"] is True
@@ -358,6 +426,7 @@ def test_cap_power_records_the_lower_limit_in_status() -> None:
     api.add_job("a")
     run_pass(api)
     api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
     run_pass(api, now=T0 + timedelta(hours=3))
     status = api.lepton_jobs["a"]["status"]
     assert status["powerLimitWatts"] == 180  # 60 % of the A40's 300 W
