@@ -179,6 +179,8 @@ class JobPlan:
     waiting: Waiting | None = None
     blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
     blocked_message: str = ""
+    deleting: bool = False  # the LeptonJob is being deleted: settle it, touch nothing
+    closing: bool = False  # its budget is being deleted: suspend it
 
 
 def reconcile_budget(
@@ -188,17 +190,23 @@ def reconcile_budget(
     namespace: str,
     name: str,
     now: datetime,
+    *,
+    closing: bool = False,
 ) -> list[EventNote]:
-    """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile."""
+    """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile.
+
+    LeptonJobs being deleted are settled (their energy so far consumed, their reservation
+    released) and left alone. ``closing`` is the last pass over a budget being deleted: it
+    accounts, admits nothing, suspends every admitted job and records the final books.
+    """
     budget = api.get_budget(namespace, name)
-    if budget is None or budget["metadata"].get("deletionTimestamp"):
+    if budget is None or (budget["metadata"].get("deletionTimestamp") and not closing):
         return []
     spec = EnergyBudgetSpec.model_validate(budget["spec"])
     lepton_jobs = [
         lj
         for lj in api.list_lepton_jobs(namespace)
         if (lj.get("spec") or {}).get("budgetName") == name
-        and not lj["metadata"].get("deletionTimestamp")
     ]
     jobs_by_uid = {
         (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j for j in api.list_jobs(namespace)
@@ -215,6 +223,8 @@ def reconcile_budget(
             lj=lj,
             observation=tr.observe_job(jobs_by_uid.get(uid)),
             pods=pods_by_uid.get(uid, []),
+            deleting=bool(lj["metadata"].get("deletionTimestamp")),
+            closing=closing,
         )
 
     events: list[EventNote] = []
@@ -250,9 +260,20 @@ def reconcile_budget(
         plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
         if plan.usage is not None:
             state = consume(state, reservation.job_uid, plan.usage.watt_hours)
-        if plan.observation.finished:
+        if plan.observation.finished or plan.deleting:
             state = release(state, reservation.job_uid)
             plan.released = True
+        if plan.deleting:
+            used = plan.usage.watt_hours if plan.usage else 0.0
+            events.append(
+                EventNote(
+                    _ref(budget, "EnergyBudget"),
+                    "Normal",
+                    "JobDeletedSettled",
+                    f"LeptonJob {reservation.job_name!r} is being deleted; settled {used:.4f} Wh "
+                    "and released its reservation",
+                )
+            )
 
     # Settled jobs are never reconsidered; the set forgets jobs that no longer exist. A job
     # settled by a pass that died before writing the job's final status gets it now.
@@ -273,7 +294,7 @@ def reconcile_budget(
     # Admission: every job without a reservation that has not ended queues, in order.
     candidates: list[Candidate] = []
     for uid, plan in plans.items():
-        if state.reservation(uid) is not None or plan.released:
+        if state.reservation(uid) is not None or plan.released or plan.deleting or closing:
             continue
         if uid in state.settled_job_uids or plan.observation.finished:
             continue
@@ -323,6 +344,18 @@ def reconcile_budget(
         c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
         for c in (budget.get("status") or {}).get("conditions") or []
     )
+    if closing:
+        events.append(
+            EventNote(
+                _ref(budget, "EnergyBudget"),
+                "Warning",
+                "BudgetDeleted",
+                f"final books of period {tr.format_time(state.period_start)}: consumed "
+                f"{state.consumed_watt_hours:.4f} Wh (settled {state.settled_watt_hours:.4f} Wh) "
+                f"of {state.limit_watt_hours:.0f} Wh, reserved {state.reserved_watt_hours:.4f} Wh; "
+                f"{len(state.reservations)} admitted job(s) suspended",
+            )
+        )
     if state.exhausted and not was_exhausted:
         events.append(
             EventNote(
@@ -387,6 +420,8 @@ def _act_on_job(
     plan: JobPlan,
     now: datetime,
 ) -> list[EventNote]:
+    if plan.deleting:
+        return []  # settled above; the LeptonJob and its Job are going
     lj = plan.lj
     meta = lj["metadata"]
     namespace, job_name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -456,8 +491,15 @@ def _act_on_job(
         return events
 
     if reservation is not None:
-        evict = spec.when_exhausted is WhenExhausted.SUSPEND_RUNNING and state.exhausted
-        cap = spec.when_exhausted is WhenExhausted.CAP_POWER and state.exhausted
+        evict = plan.closing or (
+            spec.when_exhausted is WhenExhausted.SUSPEND_RUNNING and state.exhausted
+        )
+        cap = spec.when_exhausted is WhenExhausted.CAP_POWER and state.exhausted and not evict
+        evicted_because = (
+            f"EnergyBudget {budget_name!r} is being deleted"
+            if plan.closing
+            else f"EnergyBudget {budget_name!r} is exhausted"
+        )
         if not observation.exists:
             job = build_job(
                 lj, scheduler_name=config.scheduler_name, budget_pressure=budget_pressure(state)
@@ -470,7 +512,7 @@ def _act_on_job(
                     ref,
                     "Warning",
                     "Evicted",
-                    f"EnergyBudget {budget_name!r} is exhausted; suspended",
+                    f"{evicted_because}; suspended",
                 )
             )
         elif not evict and (observation.suspended or not observation.exists):
@@ -532,9 +574,10 @@ def _act_on_job(
                 cond(
                     tr.EVICTED,
                     evict,
-                    "BudgetExhausted" if evict else "BudgetAvailable",
-                    f"EnergyBudget {budget_name!r} is exhausted; the Job is suspended until "
-                    "room appears"
+                    ("BudgetDeleted" if plan.closing else "BudgetExhausted")
+                    if evict
+                    else "BudgetAvailable",
+                    f"{evicted_because}; the Job is suspended until room appears"
                     if evict
                     else "the budget has room",
                 ),

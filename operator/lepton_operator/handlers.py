@@ -19,7 +19,7 @@ from lepton.core.hints import GROUP, VERSION
 from lepton.core.jobspec import build_job
 
 from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
-from .kube import ConflictError, KubeApi
+from .kube import CONFLICT_MARK, ConflictError, KubeApi
 from .metrics import BudgetMetrics
 
 log = logging.getLogger("lepton.operator")
@@ -56,11 +56,22 @@ def _post(notes: list[EventNote]) -> None:
             log.debug("event not posted: %s", error)
 
 
+class QuietConflicts(logging.Filter):
+    """A pass that lost a write race is retried (kopf.TemporaryError): expected, so neither
+    logged nor posted as an Event unless the operator is verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("failed temporarily" in message and CONFLICT_MARK in message)
+
+
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Standalone (no peering), quiet, and events only from WARNING up from kopf itself."""
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING
+    if not logging.getLogger("lepton.operator").isEnabledFor(logging.DEBUG):
+        logging.getLogger("kopf.objects").addFilter(QuietConflicts())
     settings.watching.server_timeout = 300
 
 
@@ -73,8 +84,14 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-async def run_budget_pass(memo: OperatorMemo, namespace: str, name: str) -> None:
-    """One serialized admission pass over a budget."""
+# A pass that lost a write race is retried this soon, on fresh state.
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+async def run_budget_pass(
+    memo: OperatorMemo, namespace: str, name: str, *, closing: bool = False
+) -> None:
+    """One serialized admission pass over a budget; a lost write race is a TemporaryError."""
     async with memo.lock(namespace, name):
         try:
             notes = await asyncio.to_thread(
@@ -85,10 +102,10 @@ async def run_budget_pass(memo: OperatorMemo, namespace: str, name: str) -> None
                 namespace,
                 name,
                 datetime.now(UTC),
+                closing=closing,
             )
         except ConflictError as error:
-            log.debug("retrying soon: %s", error)
-            return
+            raise kopf.TemporaryError(str(error), delay=CONFLICT_RETRY_SECONDS) from None
     _post(notes)
 
 
@@ -97,6 +114,30 @@ async def budget_timer(name: str, namespace: str | None, memo: Any, **_: Any) ->
     """Account, release and admit for one budget."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     await run_budget_pass(memo, namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, "energybudgets", registry=registry)
+async def budget_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A budget being deleted (its finalizer holds it): account what its jobs used since the
+    last pass, suspend every admitted job, and record the final books in an Event."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    await run_budget_pass(memo, namespace, name, closing=True)
+
+
+@kopf.on.delete(GROUP, VERSION, "leptonjobs", registry=registry)
+async def lepton_job_deleted(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A LeptonJob being deleted (its finalizer holds it) is settled first: the energy it used
+    since the last pass is consumed and its reservation released, then it may go."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    budget_name = (body.get("spec") or {}).get("budgetName", "")
+    uid = body.metadata.uid
+    await run_budget_pass(memo, namespace, budget_name)
+    budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
+    if budget is None or budget["metadata"].get("deletionTimestamp"):
+        return
+    held = {r.get("jobUid") for r in (budget.get("status") or {}).get("reservations") or []}
+    if uid in held:
+        raise kopf.TemporaryError("not settled yet", delay=CONFLICT_RETRY_SECONDS)
 
 
 @kopf.on.event(GROUP, VERSION, "energybudgets", registry=registry)

@@ -16,6 +16,9 @@ from kubernetes.client.exceptions import ApiException
 from lepton.core.hints import GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
 from lepton.core.profiles import get_profile
 
+# Every ConflictError's message says this (the handlers keep expected retries quiet by it).
+CONFLICT_MARK = "changed meanwhile"
+
 
 class ConflictError(Exception):
     """A write carried a stale resourceVersion; read again and retry."""
@@ -83,7 +86,7 @@ class KubeApi:
             )
         except ApiException as error:
             if error.status == 409:
-                raise ConflictError(f"EnergyBudget {meta['name']!r} changed meanwhile") from None
+                raise ConflictError(f"EnergyBudget {meta['name']!r} {CONFLICT_MARK}") from None
             raise
         return result
 

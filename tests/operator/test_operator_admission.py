@@ -373,6 +373,67 @@ def test_without_a_meter_a_job_is_charged_for_the_time_its_pods_ran_across_a_sus
     assert [i["start"] for i in intervals] == ["2025-01-01T00:15:00Z", "2025-01-01T00:31:00Z"]
 
 
+def _running_job(seconds: int = 36000) -> tuple[FakeApi, float]:
+    """A budget with job "a" admitted and its pod running since T0; the model's Wh per second."""
+    api = FakeApi()
+    spec = LeptonJobSpec.model_validate(
+        {
+            "budgetName": "team",
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": seconds},
+            "template": {},
+        }
+    )
+    estimate = estimate_energy(spec)
+    api.add_budget("team", math.ceil(estimate.watt_hours * 3))
+    api.add_job("a", seconds=seconds)
+    run_pass(api)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
+    return api, estimate.watt_hours / estimate.duration_seconds
+
+
+def test_deleting_a_running_lepton_job_settles_what_it_used_since_the_last_pass() -> None:
+    api, per_second = _running_job()
+    run_pass(api, now=T0 + timedelta(minutes=10))
+    # Deleted at minute 20 (kopf's finalizer holds it): the pass settles 20 minutes, not 10.
+    api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
+    before = copy.deepcopy(api.lepton_jobs["a"]["status"])
+    events = reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=20)
+    )  # type: ignore[arg-type]
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == []
+    assert status["settledWattHours"] == pytest.approx(per_second * 1200, rel=1e-4)
+    assert status["settledJobUids"] == ["uid-a"]
+    assert api.lepton_jobs["a"]["status"] == before, "a LeptonJob being deleted is left alone"
+    assert any(e.reason == "JobDeletedSettled" for e in events)
+
+
+def test_deleting_a_budget_suspends_its_jobs_and_records_the_final_books() -> None:
+    api, per_second = _running_job()
+    api.add_job("b", offset=1, seconds=36000)
+    run_pass(api, now=T0 + timedelta(minutes=1))
+    assert api.jobs["b"]["spec"]["suspend"] is False
+    api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:30:00Z"
+    now = T0 + timedelta(minutes=30)
+    memory = PassMemory()
+    config = OperatorConfig(workers=2)
+    assert reconcile_budget(api, config, memory, NS, "team", now) == []  # type: ignore[arg-type]
+    events = reconcile_budget(api, config, memory, NS, "team", now, closing=True)  # type: ignore[arg-type]
+    assert api.jobs["a"]["spec"]["suspend"] is True and api.jobs["b"]["spec"]["suspend"] is True
+    for name in ("a", "b"):
+        status = api.lepton_jobs[name]["status"]
+        assert status["state"] == "Suspended"
+        evicted = next(c for c in status["conditions"] if c["type"] == "Evicted")
+        assert evicted["reason"] == "BudgetDeleted"
+    final = next(e for e in events if e.reason == "BudgetDeleted")
+    consumed = api.budgets["team"]["status"]["consumedWattHours"]
+    assert consumed == pytest.approx(per_second * 1800, rel=1e-4)
+    assert f"consumed {consumed:.4f} Wh" in final.message
+    assert "2 admitted job(s) suspended" in final.message
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)

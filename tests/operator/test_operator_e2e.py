@@ -404,3 +404,74 @@ def test_examples_parse_as_api_objects() -> None:
     for path in sorted((REPO / "examples").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         assert doc["apiVersion"] == "lepton.dev/v1alpha1", path
+
+
+def test_operator_killed_while_jobs_finish_settles_each_job_exactly_once(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+) -> None:
+    # kwok completes each pod after a couple of seconds: jobs really run and finish.
+    op = start_operator("default-scheduler")
+    limit = math.ceil(4 * a40_estimate(60))
+    apply(
+        cluster, namespace, budget(limit), *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12))
+    )
+    rng = random.Random(11)
+    for _ in range(3):
+        time.sleep(rng.uniform(1.0, 3.0))
+        op.kill()
+        op.start()
+
+    def all_finished() -> bool:
+        _observe(cluster, namespace, limit)
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return len(items) == 12 and all(
+            (i.get("status") or {}).get("state") == "Finished" for i in items
+        )
+
+    wait_for(all_finished, 180, "every job to finish after the crashes")
+    time.sleep(3)  # more passes: none may re-admit a finished job
+    eb = get(cluster, namespace, "energybudget", "team")["status"]
+    items = get(cluster, namespace, "leptonjobs")["items"]
+    assert eb["reservations"] == []
+    assert sorted(eb["settledJobUids"]) == sorted(i["metadata"]["uid"] for i in items)
+    used = sum(i["status"]["consumedWattHours"] for i in items)
+    assert used > 0
+    assert eb["consumedWattHours"] == pytest.approx(used, rel=1e-6, abs=1e-5), "counted twice"
+
+
+def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+) -> None:
+    start_operator("no-such-scheduler")
+    apply(cluster, namespace, budget(10_000), lepton_job("keep"), lepton_job("drop"))
+
+    def reserved() -> set[str]:
+        eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
+        return {r["jobName"] for r in eb.get("reservations", [])}
+
+    wait_for(lambda: reserved() == {"keep", "drop"}, 60, "both jobs to be admitted")
+    lj = get(cluster, namespace, "leptonjob", "drop")
+    assert lj["metadata"].get("finalizers"), "the operator holds LeptonJobs with a finalizer"
+    cluster.kubectl("delete", "leptonjob", "drop", "-n", namespace, "--timeout=60s")
+    eb = get(cluster, namespace, "energybudget", "team")["status"]
+    assert {r["jobName"] for r in eb["reservations"]} == {"keep"}
+    wait_for(
+        lambda: (
+            lj["metadata"]["uid"]
+            not in get(cluster, namespace, "energybudget", "team")["status"]["settledJobUids"]
+        ),
+        10,
+        "the settled UID to be forgotten with its LeptonJob",
+    )
+    reasons = [e.get("reason") for e in get(cluster, namespace, "events")["items"]]
+    assert "JobDeletedSettled" in reasons, reasons
+
+    cluster.kubectl("delete", "energybudget", "team", "-n", namespace, "--timeout=60s")
+    job = get(cluster, namespace, "job", "keep")
+    assert job["spec"]["suspend"] is True
+    status = get(cluster, namespace, "leptonjob", "keep")["status"]
+    evicted = next(c for c in status["conditions"] if c["type"] == "Evicted")
+    assert evicted["reason"] == "BudgetDeleted"
+    events = get(cluster, namespace, "events")["items"]
+    final = [e for e in events if e.get("reason") == "BudgetDeleted"]
+    assert final and "final books" in final[0]["message"], [e.get("reason") for e in events]
