@@ -56,7 +56,7 @@ from lepton.core.jobspec import (
 from lepton.core.profiles import get_profile
 
 from . import translate as tr
-from .kube import KubeApi
+from .kube import ConflictError, KubeApi
 from .prometheus import EnergySource
 
 log = logging.getLogger("lepton.operator")
@@ -487,7 +487,7 @@ def _act_on_job(
                 desired["conditions"][-1]["message"],
             )
         )
-        api.patch_lepton_job_status(namespace, job_name, desired)
+        _write_status(api, lj, desired)
         return events
 
     if reservation is not None:
@@ -629,5 +629,16 @@ def _act_on_job(
         memory.waiting_written[uid] = time.monotonic()
 
     if any(current.get(k) != v for k, v in desired.items()):
-        api.patch_lepton_job_status(namespace, job_name, desired)
+        _write_status(api, lj, desired)
     return events
+
+
+def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
+    """Write a job's status if the LeptonJob is still the one it was decided from; a lost race
+    is left to the next pass (a second later, on fresh state), the budget's books are not
+    affected (they were committed first)."""
+    meta = lj["metadata"]
+    try:
+        api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, meta)
+    except ConflictError as error:
+        log.debug("status not written, the next pass will: %s", error)

@@ -97,12 +97,28 @@ class KubeApi:
         items: list[dict[str, Any]] = body.get("items", [])
         return items
 
-    def patch_lepton_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_lepton_job_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        precondition: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Merge-patch a LeptonJob's status. With ``precondition`` (the metadata the status was
+        decided from) the write fails with Conflict if the object changed or was replaced by
+        another of the same name meanwhile."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if precondition is not None:
+            # A LeptonJob deleted and created again under the name has another resourceVersion
+            # too (the status subresource ignores a uid in the patch, not this).
+            body["metadata"] = {"resourceVersion": precondition["resourceVersion"]}
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "leptonjobs", name, {"status": dict(status)}
+                GROUP, VERSION, namespace, "leptonjobs", name, body
             )
         except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(f"LeptonJob {name!r} {CONFLICT_MARK}") from None
             if error.status != 404:  # deleted meanwhile: the next pass releases it
                 raise
 

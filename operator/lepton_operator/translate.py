@@ -318,6 +318,7 @@ def run_seconds(intervals: Iterable[Interval]) -> float:
     return sum((end - start).total_seconds() for start, end in intervals)
 
 
-def format_intervals(intervals: Iterable[Interval]) -> list[dict[str, str | None]]:
+def format_intervals(intervals: Iterable[Interval]) -> list[dict[str, str]]:
     """Run intervals as status writes them."""
-    return [{"start": format_time(s), "end": format_time(e)} for s, e in intervals]
+    # Microseconds kept: the charge is computed from these, and must replay exactly.
+    return [{"start": _format_precise(s), "end": _format_precise(e)} for s, e in intervals]

@@ -69,6 +69,7 @@ class FakeApi:
                 "namespace": NS,
                 "uid": uid,
                 "generation": 1,
+                "resourceVersion": "1",
                 "creationTimestamp": (T0 + timedelta(seconds=offset)).strftime(
                     "%Y-%m-%dT%H:%M:%SZ"
                 ),
@@ -99,8 +100,21 @@ class FakeApi:
         self._tick()
         return copy.deepcopy(list(self.lepton_jobs.values()))
 
-    def patch_lepton_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_lepton_job_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        precondition: dict[str, Any] | None = None,
+    ) -> None:
         self._tick()
+        stored = self.lepton_jobs.get(name)
+        if (
+            stored is not None
+            and precondition is not None
+            and stored["metadata"].get("resourceVersion") != precondition["resourceVersion"]
+        ):
+            raise ConflictError("LeptonJob changed meanwhile")
         if name in self.lepton_jobs:
             merged = {**self.lepton_jobs[name].get("status", {}), **status}
             self.lepton_jobs[name]["status"] = {k: v for k, v in merged.items() if v is not None}
@@ -370,7 +384,10 @@ def test_without_a_meter_a_job_is_charged_for_the_time_its_pods_ran_across_a_sus
     used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
     assert used == pytest.approx(per_second * (300 + 600), rel=1e-4), "forgot the first run"
     intervals = api.lepton_jobs["a"]["status"]["runIntervals"]
-    assert [i["start"] for i in intervals] == ["2025-01-01T00:15:00Z", "2025-01-01T00:31:00Z"]
+    assert [i["start"] for i in intervals] == [
+        "2025-01-01T00:15:00Z",
+        "2025-01-01T00:31:00Z",
+    ]
 
 
 def _running_job(seconds: int = 36000) -> tuple[FakeApi, float]:
