@@ -166,6 +166,17 @@ def measure(
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a pass reads about one namespace besides the budget (a cache may be a little
+    behind: every decision it feeds is committed through the budget's conditional write, and
+    every job status write is conditional on the resourceVersion it was decided from)."""
+
+    lepton_jobs: Sequence[dict[str, Any]]
+    jobs: Sequence[dict[str, Any]]
+    pods: Sequence[dict[str, Any]]
+
+
 @dataclass
 class JobPlan:
     """What one pass decided about one LeptonJob."""
@@ -192,27 +203,33 @@ def reconcile_budget(
     now: datetime,
     *,
     closing: bool = False,
+    snapshot: Snapshot | None = None,
 ) -> list[EventNote]:
     """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile.
 
     LeptonJobs being deleted are settled (their energy so far consumed, their reservation
     released) and left alone. ``closing`` is the last pass over a budget being deleted: it
     accounts, admits nothing, suspends every admitted job and records the final books.
+    ``snapshot`` is the namespace's LeptonJobs, Jobs and pods from the operator's watch caches;
+    without it the pass lists them. The budget itself is always read fresh: its
+    resourceVersion is the precondition of the pass's one commit.
     """
     budget = api.get_budget(namespace, name)
     if budget is None or (budget["metadata"].get("deletionTimestamp") and not closing):
         return []
     spec = EnergyBudgetSpec.model_validate(budget["spec"])
+    if snapshot is None:  # no cache: list what the pass needs
+        snapshot = Snapshot(
+            api.list_lepton_jobs(namespace),
+            api.list_jobs(namespace),
+            api.list_pods(namespace, LABEL_JOB_UID),
+        )
     lepton_jobs = [
-        lj
-        for lj in api.list_lepton_jobs(namespace)
-        if (lj.get("spec") or {}).get("budgetName") == name
+        lj for lj in snapshot.lepton_jobs if (lj.get("spec") or {}).get("budgetName") == name
     ]
-    jobs_by_uid = {
-        (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j for j in api.list_jobs(namespace)
-    }
+    jobs_by_uid = {(j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j for j in snapshot.jobs}
     pods_by_uid: dict[str, list[dict[str, Any]]] = {}
-    for pod in api.list_pods(namespace, LABEL_JOB_UID):
+    for pod in snapshot.pods:
         owner = (pod["metadata"].get("labels") or {}).get(LABEL_JOB_UID)
         if owner:
             pods_by_uid.setdefault(owner, []).append(pod)

@@ -1,24 +1,28 @@
 """kopf handlers: translate kopf's calls into admission passes and API writes, nothing more.
 
 One timer per EnergyBudget runs its admission pass every second; passes over one budget are
-serialized by an asyncio.Lock (and by kopf, which never overlaps one object's timer runs). A
+serialized by an asyncio.Lock (and by kopf, which never overlaps one object's timer runs). The
+timer reads LeptonJobs, Jobs and pods from kopf indices fed by watches (no re-listing every
+second); the budget is read fresh each pass, and the deletion handlers list afresh. A
 LeptonJob gets its suspended Job as soon as it is created, so a user sees it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 
-from lepton.core.hints import GROUP, VERSION
+from lepton.core.hints import GROUP, LABEL_JOB_UID, VERSION
 from lepton.core.jobspec import build_job
 
-from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
+from .admission import EventNote, OperatorConfig, PassMemory, Snapshot, reconcile_budget
 from .kube import CONFLICT_MARK, ConflictError, KubeApi
 from .metrics import BudgetMetrics
 
@@ -88,8 +92,41 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 CONFLICT_RETRY_SECONDS = 1.0
 
 
+@kopf.index(GROUP, VERSION, "leptonjobs", registry=registry)
+def lepton_jobs_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every LeptonJob, by namespace (the watch cache the passes read instead of listing)."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB_UID: kopf.PRESENT}, registry=registry)
+def jobs_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every Lepton-managed Job, by namespace."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+@kopf.index("v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT}, registry=registry)
+def pods_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every pod of a Lepton-managed Job, by namespace."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+def snapshot_from(indices: Mapping[str, Any], namespace: str) -> Snapshot | None:
+    """The namespace's objects from kopf's indices, or None where a handler has none."""
+    try:
+        found = [indices[k] for k in ("lepton_jobs_index", "jobs_index", "pods_index")]
+    except KeyError:
+        return None
+    lepton_jobs, jobs, pods = (list(index.get(namespace, ())) for index in found)
+    return Snapshot(lepton_jobs, jobs, pods)
+
+
 async def run_budget_pass(
-    memo: OperatorMemo, namespace: str, name: str, *, closing: bool = False
+    memo: OperatorMemo,
+    namespace: str,
+    name: str,
+    *,
+    closing: bool = False,
+    snapshot: Snapshot | None = None,
 ) -> None:
     """One serialized admission pass over a budget; a lost write race is a TemporaryError."""
     async with memo.lock(namespace, name):
@@ -103,6 +140,7 @@ async def run_budget_pass(
                 name,
                 datetime.now(UTC),
                 closing=closing,
+                snapshot=snapshot,
             )
         except ConflictError as error:
             raise kopf.TemporaryError(str(error), delay=CONFLICT_RETRY_SECONDS) from None
@@ -110,10 +148,10 @@ async def run_budget_pass(
 
 
 @kopf.timer(GROUP, VERSION, "energybudgets", interval=1.0, registry=registry)
-async def budget_timer(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Account, release and admit for one budget."""
+async def budget_timer(name: str, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    """Account, release and admit for one budget, from the watch caches (no re-listing)."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
-    await run_budget_pass(memo, namespace, name)
+    await run_budget_pass(memo, namespace, name, snapshot=snapshot_from(kwargs, namespace))
 
 
 @kopf.on.delete(GROUP, VERSION, "energybudgets", registry=registry)

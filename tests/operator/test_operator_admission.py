@@ -451,6 +451,30 @@ def test_deleting_a_budget_suspends_its_jobs_and_records_the_final_books() -> No
     assert "2 admitted job(s) suspended" in final.message
 
 
+def test_a_pass_fed_by_the_watch_caches_lists_nothing() -> None:
+    from lepton_operator.admission import Snapshot
+
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate()))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    listed: list[str] = []
+    for method in ("list_lepton_jobs", "list_jobs", "list_pods"):
+        original = getattr(api, method)
+
+        def spy(*args: Any, _original: Any = original, _name: str = method) -> Any:
+            listed.append(_name)
+            return _original(*args)
+
+        setattr(api, method, spy)
+    snapshot = Snapshot(list(api.lepton_jobs.values()), [], [])
+    reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0, snapshot=snapshot
+    )  # type: ignore[arg-type]
+    assert listed == []
+    assert admitted(api) == ["a"] and api.state("b") == "Waiting"
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)
