@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -258,8 +259,9 @@ prometheus_option = click.option(
 @click.option(
     "--prometheus-query",
     default=None,
-    help="PromQL template for a job's joules; placeholders {namespace}, {job_name}, "
-    "{range_seconds} (default: the exporter's per-pod active-energy counter).",
+    help="PromQL template for a job's joules; placeholders {namespace}, {pods} (the job's "
+    'pods, for pod=~"{pods}"), {range_seconds} (default: the exporter\'s per-pod counters, '
+    "reset-safe).",
 )
 @click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
 @click.option(
@@ -277,6 +279,26 @@ prometheus_option = click.option(
 @click.option(
     "--metrics-host", default="0.0.0.0", show_default=True, help="Address for --metrics-port."
 )
+@click.option(
+    "--leader-election",
+    is_flag=True,
+    help="Run only while holding a coordination.k8s.io Lease, so that of several replicas one "
+    "admits and the others wait.",
+)
+@click.option(
+    "--leader-election-namespace",
+    envvar="POD_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Namespace of the Lease (env POD_NAMESPACE).",
+)
+@click.option(
+    "--lease-seconds",
+    type=int,
+    default=15,
+    show_default=True,
+    help="How long a silent leader keeps the Lease before another replica takes over.",
+)
 def operator_command(
     kubeconfig: str | None,
     prometheus_url: str | None,
@@ -287,10 +309,23 @@ def operator_command(
     liveness_endpoint: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    leader_election: bool,
+    leader_election_namespace: str,
+    lease_seconds: int,
 ) -> None:
     """Run the kopf operator: admits LeptonJobs against EnergyBudgets and accounts their energy."""
-    from lepton_operator.main import run
+    from lepton_operator.main import LeaderElection, run
     from lepton_operator.prometheus import DEFAULT_QUERY_TEMPLATE
+
+    election = (
+        LeaderElection(
+            leader_election_namespace,
+            identity=os.environ.get("POD_NAME") or None,
+            lease_seconds=lease_seconds,
+        )
+        if leader_election
+        else None
+    )
 
     run(
         kubeconfig,
@@ -301,6 +336,7 @@ def operator_command(
         verbose=verbose or logging.getLogger().level <= logging.INFO,
         liveness_endpoint=liveness_endpoint,
         metrics_address=(metrics_host, metrics_port) if metrics_port is not None else None,
+        leader_election=election,
     )
 
 

@@ -27,9 +27,6 @@ CHART_DIR = REPO / "deploy" / "helm" / "lepton"
 CRDS_DIR = crd_dir()
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
-# Pods of a Job are named <job>-<5 random chars>, or <job>-<index>-<5 chars> when Indexed;
-# a LeptonJob's Job carries the LeptonJob's name (lepton/api/jobspec.py).
-LEPTONJOB_FROM_POD = '"leptonjob", "$1", "pod", "(.+?)(?:-[0-9]+)?-[a-z0-9]{5}"'
 J_PER_WH = 3600
 
 
@@ -256,6 +253,7 @@ def budgets_and_jobs() -> dict[str, Any]:
     ns = '{namespace=~"$namespace"}'
     pod_energy_range = f"increase(lepton_pod_gpu_active_energy_joules_total{ns}[$__range])"
     pod_power = f"rate(lepton_pod_gpu_active_energy_joules_total{ns}[$__rate_interval])"
+    job_energy = f"lepton_leptonjob_consumed_joules{ns}"
     panels = [
         _panel(
             "bargauge",
@@ -330,11 +328,12 @@ def budgets_and_jobs() -> dict[str, Any]:
         _panel(
             "table",
             "Energy per LeptonJob",
-            "GPU energy of each LeptonJob's pods in the range (watt-hours).",
+            "Lifetime energy of each LeptonJob as its budget charges it (watt-hours), "
+            "by the LeptonJob's UID (the operator's books).",
             [
                 (
-                    "sort_desc(sum by (namespace, leptonjob) "
-                    f"(label_replace({pod_energy_range}, {LEPTONJOB_FROM_POD}))) / {J_PER_WH}",
+                    "sort_desc(max by (namespace, leptonjob, job_uid) "
+                    f"({job_energy})) / {J_PER_WH}",
                     "{{namespace}}/{{leptonjob}}",
                 )
             ],
@@ -345,11 +344,11 @@ def budgets_and_jobs() -> dict[str, Any]:
         _panel(
             "timeseries",
             "GPU power per LeptonJob",
-            "Active GPU power of each LeptonJob's pods.",
+            "Power each LeptonJob is charged at (the rate of its books), by its UID.",
             [
                 (
-                    "sum by (namespace, leptonjob) "
-                    f"(label_replace({pod_power}, {LEPTONJOB_FROM_POD}))",
+                    "sum by (namespace, leptonjob, job_uid) "
+                    f"(deriv({job_energy}[$__rate_interval]))",
                     "{{namespace}}/{{leptonjob}}",
                 )
             ],

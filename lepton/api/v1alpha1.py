@@ -230,6 +230,12 @@ class EnergyBudgetStatus(_Model):
         default_factory=list,
         json_schema_extra=_map_list("jobUid"),
     )
+    settled_job_uids: list[str] = Field(
+        default_factory=list,
+        description="LeptonJobs (by metadata.uid) whose energy is settled in the books: never "
+        "admitted again. A UID is dropped once its LeptonJob is deleted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra=_map_list("type"),
@@ -351,7 +357,12 @@ class LeptonJobSpec(_Model):
                 "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
                 "spec.budgetName must be the name of an EnergyBudget in this namespace "
                 "(lower-case letters, digits and '-')",
-            )
+            ),
+            _cel(
+                "self == oldSelf",
+                "spec.budgetName cannot be changed: the budget holds the job's reservation and "
+                "books; delete the LeptonJob and create it again with the new spec.budgetName",
+            ),
         ),
     )
     template: dict[str, Any] = Field(
@@ -452,6 +463,13 @@ class Phase(_Model):
     )
 
 
+class RunInterval(_Model):
+    """A span of time during which some of the job's pods ran (containers started, not ended)."""
+
+    start: datetime
+    end: datetime
+
+
 class LeptonJobStatus(_Model):
     """What the operator observed and decided about a LeptonJob."""
 
@@ -474,6 +492,11 @@ class LeptonJobStatus(_Model):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     placements: list[Placement] = Field(default_factory=list)
+    run_intervals: list[RunInterval] = Field(
+        default_factory=list,
+        description="When the job's pods ran (the union over its pods, kept across suspend and "
+        "resume): without a meter the job is charged its estimated power for this time.",
+    )
     phases: list[Phase] = Field(
         default_factory=list,
         description="Per-phase energy reported by the Lepton SDK inside the job's pods "

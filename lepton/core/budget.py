@@ -64,6 +64,9 @@ class BudgetState:
     period_start: datetime
     settled_watt_hours: float = 0.0  # consumed this period by jobs already released
     reservations: tuple[Reservation, ...] = ()
+    # Jobs released (finished, failed, deleted): never reserved again, whatever their status
+    # says. Kept across periods; the operator forgets a UID once its LeptonJob is gone.
+    settled_job_uids: frozenset[str] = frozenset()
 
     @property
     def consumed_watt_hours(self) -> float:
@@ -118,12 +121,15 @@ def reserve(
     """Reserve ``watt_hours`` for a job; (new state, whether the job holds a reservation).
 
     Reserving a job that already holds a reservation changes nothing and succeeds: this is what
-    makes admission idempotent when a restarted operator replays it.
+    makes admission idempotent when a restarted operator replays it. A settled job (released
+    once) is never reserved again: its energy is in the books already.
     """
     if watt_hours < 0 or math.isnan(watt_hours):
         raise ValueError(f"a reservation must be a non-negative number of watt-hours: {watt_hours}")
     if state.reservation(job_uid) is not None:
         return state, True
+    if job_uid in state.settled_job_uids:
+        return state, False
     if not state.fits(watt_hours):
         return state, False
     new = Reservation(
@@ -161,7 +167,15 @@ def release(state: BudgetState, job_uid: str) -> BudgetState:
         state,
         settled_watt_hours=state.settled_watt_hours + gone.consumed_watt_hours,
         reservations=tuple(r for r in state.reservations if r.job_uid != job_uid),
+        settled_job_uids=state.settled_job_uids | {job_uid},
     )
+
+
+def forget_settled(state: BudgetState, existing_job_uids: Iterable[str]) -> BudgetState:
+    """Keep only the settled UIDs of jobs that still exist: the set stays as small as the
+    namespace's LeptonJobs (a deleted job's UID never comes back)."""
+    kept = state.settled_job_uids & frozenset(existing_job_uids)
+    return state if kept == state.settled_job_uids else replace(state, settled_job_uids=kept)
 
 
 def roll_over(state: BudgetState, now: datetime) -> BudgetState:
@@ -270,13 +284,16 @@ def plan_admissions(
 
     Strict FIFO keeps a large job from starving behind a stream of small ones. A job larger
     than the whole limit can never fit: it is marked ``ExceedsBudget`` and does not block.
-    Jobs that already hold a reservation are skipped (admission is idempotent).
+    Jobs that already hold a reservation are skipped (admission is idempotent), and so are
+    settled ones (a finished job is never admitted again).
     """
     admitted: list[Candidate] = []
     waiting: list[Waiting] = []
     blocked = False
     for candidate in sorted(candidates, key=lambda c: c.queue_key):
         if state.reservation(candidate.job_uid) is not None:
+            continue
+        if candidate.job_uid in state.settled_job_uids:
             continue
         if candidate.watt_hours > state.limit_watt_hours + EPSILON_WATT_HOURS:
             message = exceeds_message(state, candidate, budget_name)

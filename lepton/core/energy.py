@@ -79,8 +79,10 @@ def job_energy_watt_hours(
 ) -> float:
     """Estimated energy of the job's GPUs, busy for the whole run (a model estimate).
 
-    Includes the GPUs' own idle draw, as a per-GPU meter attributing power to
-    the job would; excludes the host. The operator reserves this at admission.
+    Includes the GPUs' own idle draw and excludes the host: the basis a budget
+    pays on (docs/decisions/0006-energy-books.md), the same the metered charge
+    (the pod's active plus idle counters) and the run-time fallback use. The
+    operator reserves this at admission.
     """
     profile = get_profile(gpu_model)
     seconds = _duration_seconds(profile, work_reference_gpu_hours, gpus, power_limit_watts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +40,7 @@ from lepton.core.budget import (
     WaitReason,
     budget_pressure,
     consume,
+    forget_settled,
     plan_admissions,
     release,
     roll_over,
@@ -55,7 +56,7 @@ from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
 from lepton.core.profiles import get_profile
 
 from . import translate as tr
-from .kube import KubeApi
+from .kube import ConflictError, KubeApi
 from .prometheus import EnergySource
 
 log = logging.getLogger("lepton.operator")
@@ -124,12 +125,21 @@ class Usage:
     measured: bool
 
 
+def pod_names(lj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The job's pods: those listed under its UID label now, and those its status remembers
+    (a suspended or retried job's earlier pods are gone from the API, not from the meter)."""
+    remembered = [p.get("pod") for p in (lj.get("status") or {}).get("placements") or []]
+    listed = [p["metadata"]["name"] for p in pods]
+    return sorted({n for n in (*remembered, *listed) if n})
+
+
 def measure(
     lj: Mapping[str, Any],
     observation: tr.JobObservation,
     estimate: EnergyEstimate | None,
     config: OperatorConfig,
     now: datetime,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> Usage | None:
     """The job's energy so far: from the exporters via Prometheus when it has the job's
     series (labelled Estimated when those come from the exporter's model backend), else
@@ -141,18 +151,30 @@ def measure(
         range_seconds = int((now - admitted).total_seconds()) + 60
         try:
             reported = config.energy_source.job_energy(
-                lj["metadata"]["namespace"], lj["metadata"]["name"], range_seconds
+                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds
             )
         except Exception as error:  # a Prometheus outage must not stop admission
             log.warning("prometheus query failed, estimating instead: %s", error)
             reported = None
         if reported is not None:
             return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
-    if estimate is None or observation.start_time is None:
+    # No meter: the estimate's power for as long as the pods ran (not since the Job's
+    # startTime, which Kubernetes sets while pods are still Pending and resets on resume).
+    ran = tr.run_seconds(tr.run_intervals(status, pods, now))
+    if estimate is None or ran <= 0:
         return Usage(previous, measured=False) if previous else None
-    end = observation.completion_time or now
-    run_seconds = (end - observation.start_time).total_seconds()
-    return Usage(max(previous, estimated_consumption_watt_hours(estimate, run_seconds)), False)
+    return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a pass reads about one namespace besides the budget (a cache may be a little
+    behind: every decision it feeds is committed through the budget's conditional write, and
+    every job status write is conditional on the resourceVersion it was decided from)."""
+
+    lepton_jobs: Sequence[dict[str, Any]]
+    jobs: Sequence[dict[str, Any]]
+    pods: Sequence[dict[str, Any]]
 
 
 @dataclass
@@ -161,12 +183,15 @@ class JobPlan:
 
     lj: dict[str, Any]
     observation: tr.JobObservation
+    pods: list[dict[str, Any]] = field(default_factory=list)
     estimate: EnergyEstimate | None = None
     usage: Usage | None = None
     released: bool = False
     waiting: Waiting | None = None
     blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
     blocked_message: str = ""
+    deleting: bool = False  # the LeptonJob is being deleted: settle it, touch nothing
+    closing: bool = False  # its budget is being deleted: suspend it
 
 
 def reconcile_budget(
@@ -176,26 +201,48 @@ def reconcile_budget(
     namespace: str,
     name: str,
     now: datetime,
+    *,
+    closing: bool = False,
+    snapshot: Snapshot | None = None,
 ) -> list[EventNote]:
-    """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile."""
+    """One pass over a budget. Raises kube.ConflictError when the budget changed meanwhile.
+
+    LeptonJobs being deleted are settled (their energy so far consumed, their reservation
+    released) and left alone. ``closing`` is the last pass over a budget being deleted: it
+    accounts, admits nothing, suspends every admitted job and records the final books.
+    ``snapshot`` is the namespace's LeptonJobs, Jobs and pods from the operator's watch caches;
+    without it the pass lists them. The budget itself is always read fresh: its
+    resourceVersion is the precondition of the pass's one commit.
+    """
     budget = api.get_budget(namespace, name)
-    if budget is None or budget["metadata"].get("deletionTimestamp"):
+    if budget is None or (budget["metadata"].get("deletionTimestamp") and not closing):
         return []
     spec = EnergyBudgetSpec.model_validate(budget["spec"])
+    if snapshot is None:  # no cache: list what the pass needs
+        snapshot = Snapshot(
+            api.list_lepton_jobs(namespace),
+            api.list_jobs(namespace),
+            api.list_pods(namespace, LABEL_JOB_UID),
+        )
     lepton_jobs = [
-        lj
-        for lj in api.list_lepton_jobs(namespace)
-        if (lj.get("spec") or {}).get("budgetName") == name
-        and not lj["metadata"].get("deletionTimestamp")
+        lj for lj in snapshot.lepton_jobs if (lj.get("spec") or {}).get("budgetName") == name
     ]
-    jobs_by_uid = {
-        (j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j
-        for j in api.list_jobs(namespace, name)
-    }
+    jobs_by_uid = {(j["metadata"].get("labels") or {}).get(LABEL_JOB_UID): j for j in snapshot.jobs}
+    pods_by_uid: dict[str, list[dict[str, Any]]] = {}
+    for pod in snapshot.pods:
+        owner = (pod["metadata"].get("labels") or {}).get(LABEL_JOB_UID)
+        if owner:
+            pods_by_uid.setdefault(owner, []).append(pod)
     plans: dict[str, JobPlan] = {}
     for lj in lepton_jobs:
         uid = lj["metadata"]["uid"]
-        plans[uid] = JobPlan(lj=lj, observation=tr.observe_job(jobs_by_uid.get(uid)))
+        plans[uid] = JobPlan(
+            lj=lj,
+            observation=tr.observe_job(jobs_by_uid.get(uid)),
+            pods=pods_by_uid.get(uid, []),
+            deleting=bool(lj["metadata"].get("deletionTimestamp")),
+            closing=closing,
+        )
 
     events: list[EventNote] = []
     state: BudgetState = roll_over(tr.budget_state(budget, now), now)
@@ -227,17 +274,46 @@ def reconcile_budget(
             plan.estimate = _estimate(plan.lj, memory)
         except (ValidationError, ValueError):
             plan.estimate = None
-        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now)
+        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
         if plan.usage is not None:
             state = consume(state, reservation.job_uid, plan.usage.watt_hours)
-        if plan.observation.finished:
+        if plan.observation.finished or plan.deleting:
             state = release(state, reservation.job_uid)
+            plan.released = True
+        if plan.deleting:
+            used = plan.usage.watt_hours if plan.usage else 0.0
+            events.append(
+                EventNote(
+                    _ref(budget, "EnergyBudget"),
+                    "Normal",
+                    "JobDeletedSettled",
+                    f"LeptonJob {reservation.job_name!r} is being deleted; settled {used:.4f} Wh "
+                    "and released its reservation",
+                )
+            )
+
+    # Settled jobs are never reconsidered; the set forgets jobs that no longer exist. A job
+    # settled by a pass that died before writing the job's final status gets it now.
+    state = forget_settled(state, plans)
+    for uid, plan in plans.items():
+        current = (plan.lj.get("status") or {}).get("state")
+        if (
+            uid in state.settled_job_uids
+            and not plan.released
+            and plan.observation.finished
+            and current not in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value)
+        ):
+            with contextlib.suppress(ValidationError, ValueError):
+                plan.estimate = _estimate(plan.lj, memory)
+            plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
             plan.released = True
 
     # Admission: every job without a reservation that has not ended queues, in order.
     candidates: list[Candidate] = []
     for uid, plan in plans.items():
-        if state.reservation(uid) is not None or plan.released:
+        if state.reservation(uid) is not None or plan.released or plan.deleting or closing:
+            continue
+        if uid in state.settled_job_uids or plan.observation.finished:
             continue
         current = (plan.lj.get("status") or {}).get("state")
         if current in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value):
@@ -285,6 +361,18 @@ def reconcile_budget(
         c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
         for c in (budget.get("status") or {}).get("conditions") or []
     )
+    if closing:
+        events.append(
+            EventNote(
+                _ref(budget, "EnergyBudget"),
+                "Warning",
+                "BudgetDeleted",
+                f"final books of period {tr.format_time(state.period_start)}: consumed "
+                f"{state.consumed_watt_hours:.4f} Wh (settled {state.settled_watt_hours:.4f} Wh) "
+                f"of {state.limit_watt_hours:.0f} Wh, reserved {state.reserved_watt_hours:.4f} Wh; "
+                f"{len(state.reservations)} admitted job(s) suspended",
+            )
+        )
     if state.exhausted and not was_exhausted:
         events.append(
             EventNote(
@@ -305,11 +393,15 @@ def reconcile_budget(
     return events
 
 
-def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
+def _placements(
+    api: KubeApi, pods: Sequence[Mapping[str, Any]], previous: Mapping[str, Any]
+) -> dict[str, Any]:
     """Where the job's pods run (pod → node → GPU model), the GPU model(s) they got, and the
-    phases the SDK reported from inside them."""
+    phases the SDK reported from inside them. Placements of pods that are gone are kept: they
+    name the pods whose energy the meter still reports."""
     placed = []
-    pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
+    listed = {p["metadata"]["name"] for p in pods}
+    kept = [p for p in previous.get("placements") or [] if p.get("pod") not in listed]
     phases = tr.sum_phases(
         ((p.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PHASES) for p in pods
     )
@@ -318,6 +410,7 @@ def _placements(api: KubeApi, namespace: str, uid: str) -> dict[str, Any]:
         if node:
             model = api.node_gpu_model(node) or ""
             placed.append({"pod": pod["metadata"]["name"], "node": node, "gpuModel": model})
+    placed.extend(kept)
     found: dict[str, Any] = {"phases": phases} if phases else {}
     if not placed:
         return found
@@ -344,6 +437,8 @@ def _act_on_job(
     plan: JobPlan,
     now: datetime,
 ) -> list[EventNote]:
+    if plan.deleting:
+        return []  # settled above; the LeptonJob and its Job are going
     lj = plan.lj
     meta = lj["metadata"]
     namespace, job_name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -355,6 +450,9 @@ def _act_on_job(
     observation = plan.observation
     reservation = state.reservation(uid)
     desired: dict[str, Any] = {"observedGeneration": generation, "jobName": job_name}
+    intervals = tr.run_intervals(current, plan.pods, now)
+    if intervals:
+        desired["runIntervals"] = tr.format_intervals(intervals)
     if plan.estimate is not None:
         desired.update(
             gpus=plan.estimate.gpus,
@@ -377,7 +475,7 @@ def _act_on_job(
             return []
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
-        desired.update(_placements(api, namespace, uid))
+        desired.update(_placements(api, plan.pods, current))
         consumed = round(usage.watt_hours, 6) if usage else 0.0
         source = tr.source_label(usage.measured if usage else False)
         desired.update(
@@ -406,12 +504,19 @@ def _act_on_job(
                 desired["conditions"][-1]["message"],
             )
         )
-        api.patch_lepton_job_status(namespace, job_name, desired)
+        _write_status(api, lj, desired)
         return events
 
     if reservation is not None:
-        evict = spec.when_exhausted is WhenExhausted.SUSPEND_RUNNING and state.exhausted
-        cap = spec.when_exhausted is WhenExhausted.CAP_POWER and state.exhausted
+        evict = plan.closing or (
+            spec.when_exhausted is WhenExhausted.SUSPEND_RUNNING and state.exhausted
+        )
+        cap = spec.when_exhausted is WhenExhausted.CAP_POWER and state.exhausted and not evict
+        evicted_because = (
+            f"EnergyBudget {budget_name!r} is being deleted"
+            if plan.closing
+            else f"EnergyBudget {budget_name!r} is exhausted"
+        )
         if not observation.exists:
             job = build_job(
                 lj, scheduler_name=config.scheduler_name, budget_pressure=budget_pressure(state)
@@ -424,7 +529,7 @@ def _act_on_job(
                     ref,
                     "Warning",
                     "Evicted",
-                    f"EnergyBudget {budget_name!r} is exhausted; suspended",
+                    f"{evicted_because}; suspended",
                 )
             )
         elif not evict and (observation.suspended or not observation.exists):
@@ -442,9 +547,8 @@ def _act_on_job(
             )
         limit_watts = _power_limit_watts(reservation.gpu_model, spec.capped_power_percent)
         if cap != (current.get("powerLimitWatts") is not None):
-            pods = api.list_pods(namespace, f"{LABEL_JOB_UID}={uid}")
             value: Any = str(limit_watts) if cap else None
-            for pod in pods:
+            for pod in plan.pods:
                 api.annotate_pod(
                     namespace, pod["metadata"]["name"], {ANNOTATION_POWER_LIMIT_WATTS: value}
                 )
@@ -459,7 +563,7 @@ def _act_on_job(
                 )
         running_now = observation.active > 0 and not evict
         if running_now:
-            desired.update(_placements(api, namespace, uid))
+            desired.update(_placements(api, plan.pods, current))
         usage = plan.usage
         desired.update(
             state=tr.job_state(observation, True, evict).value,
@@ -487,9 +591,10 @@ def _act_on_job(
                 cond(
                     tr.EVICTED,
                     evict,
-                    "BudgetExhausted" if evict else "BudgetAvailable",
-                    f"EnergyBudget {budget_name!r} is exhausted; the Job is suspended until "
-                    "room appears"
+                    ("BudgetDeleted" if plan.closing else "BudgetExhausted")
+                    if evict
+                    else "BudgetAvailable",
+                    f"{evicted_because}; the Job is suspended until room appears"
                     if evict
                     else "the budget has room",
                 ),
@@ -505,6 +610,18 @@ def _act_on_job(
             ],
         )
     else:
+        if observation.exists and not observation.suspended and not observation.finished:
+            # A Lepton-managed Job runs only on a reservation; without one it is suspended.
+            api.set_job_suspended(namespace, job_name, True)
+            events.append(
+                EventNote(
+                    ref,
+                    "Warning",
+                    "SuspendedWithoutReservation",
+                    f"the Job ran without a reservation in EnergyBudget {budget_name!r}; "
+                    "suspended until it is admitted",
+                )
+            )
         if plan.waiting is not None:
             reason, message = plan.waiting.reason.value, plan.waiting.message
         else:
@@ -529,5 +646,16 @@ def _act_on_job(
         memory.waiting_written[uid] = time.monotonic()
 
     if any(current.get(k) != v for k, v in desired.items()):
-        api.patch_lepton_job_status(namespace, job_name, desired)
+        _write_status(api, lj, desired)
     return events
+
+
+def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
+    """Write a job's status if the LeptonJob is still the one it was decided from; a lost race
+    is left to the next pass (a second later, on fresh state), the budget's books are not
+    affected (they were committed first)."""
+    meta = lj["metadata"]
+    try:
+        api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, meta)
+    except ConflictError as error:
+        log.debug("status not written, the next pass will: %s", error)

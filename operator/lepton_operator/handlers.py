@@ -1,14 +1,18 @@
 """kopf handlers: translate kopf's calls into admission passes and API writes, nothing more.
 
 One timer per EnergyBudget runs its admission pass every second; passes over one budget are
-serialized by an asyncio.Lock (and by kopf, which never overlaps one object's timer runs). A
+serialized by an asyncio.Lock (and by kopf, which never overlaps one object's timer runs). The
+timer reads LeptonJobs, Jobs and pods from kopf indices fed by watches (no re-listing every
+second); the budget is read fresh each pass, and the deletion handlers list afresh. A
 LeptonJob gets its suspended Job as soon as it is created, so a user sees it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -16,10 +20,10 @@ from typing import Any, cast
 import kopf
 
 from lepton.api.jobspec import build_job
-from lepton.core.names import GROUP, VERSION
+from lepton.core.names import GROUP, LABEL_JOB_UID, VERSION
 
-from .admission import EventNote, OperatorConfig, PassMemory, reconcile_budget
-from .kube import ConflictError, KubeApi
+from .admission import EventNote, OperatorConfig, PassMemory, Snapshot, reconcile_budget
+from .kube import CONFLICT_MARK, ConflictError, KubeApi
 from .metrics import BudgetMetrics
 
 log = logging.getLogger("lepton.operator")
@@ -56,11 +60,22 @@ def _post(notes: list[EventNote]) -> None:
             log.debug("event not posted: %s", error)
 
 
+class QuietConflicts(logging.Filter):
+    """A pass that lost a write race is retried (kopf.TemporaryError): expected, so neither
+    logged nor posted as an Event unless the operator is verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("failed temporarily" in message and CONFLICT_MARK in message)
+
+
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Standalone (no peering), quiet, and events only from WARNING up from kopf itself."""
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING
+    if not logging.getLogger("lepton.operator").isEnabledFor(logging.DEBUG):
+        logging.getLogger("kopf.objects").addFilter(QuietConflicts())
     settings.watching.server_timeout = 300
 
 
@@ -73,8 +88,47 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-async def run_budget_pass(memo: OperatorMemo, namespace: str, name: str) -> None:
-    """One serialized admission pass over a budget."""
+# A pass that lost a write race is retried this soon, on fresh state.
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+@kopf.index(GROUP, VERSION, "leptonjobs", registry=registry)
+def lepton_jobs_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every LeptonJob, by namespace (the watch cache the passes read instead of listing)."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB_UID: kopf.PRESENT}, registry=registry)
+def jobs_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every Lepton-managed Job, by namespace."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+@kopf.index("v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT}, registry=registry)
+def pods_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every pod of a Lepton-managed Job, by namespace."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+def snapshot_from(indices: Mapping[str, Any], namespace: str) -> Snapshot | None:
+    """The namespace's objects from kopf's indices, or None where a handler has none."""
+    try:
+        found = [indices[k] for k in ("lepton_jobs_index", "jobs_index", "pods_index")]
+    except KeyError:
+        return None
+    lepton_jobs, jobs, pods = (list(index.get(namespace, ())) for index in found)
+    return Snapshot(lepton_jobs, jobs, pods)
+
+
+async def run_budget_pass(
+    memo: OperatorMemo,
+    namespace: str,
+    name: str,
+    *,
+    closing: bool = False,
+    snapshot: Snapshot | None = None,
+) -> None:
+    """One serialized admission pass over a budget; a lost write race is a TemporaryError."""
     async with memo.lock(namespace, name):
         try:
             notes = await asyncio.to_thread(
@@ -85,18 +139,43 @@ async def run_budget_pass(memo: OperatorMemo, namespace: str, name: str) -> None
                 namespace,
                 name,
                 datetime.now(UTC),
+                closing=closing,
+                snapshot=snapshot,
             )
         except ConflictError as error:
-            log.debug("retrying soon: %s", error)
-            return
+            raise kopf.TemporaryError(str(error), delay=CONFLICT_RETRY_SECONDS) from None
     _post(notes)
 
 
 @kopf.timer(GROUP, VERSION, "energybudgets", interval=1.0, registry=registry)
-async def budget_timer(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Account, release and admit for one budget."""
+async def budget_timer(name: str, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    """Account, release and admit for one budget, from the watch caches (no re-listing)."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
-    await run_budget_pass(memo, namespace, name)
+    await run_budget_pass(memo, namespace, name, snapshot=snapshot_from(kwargs, namespace))
+
+
+@kopf.on.delete(GROUP, VERSION, "energybudgets", registry=registry)
+async def budget_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A budget being deleted (its finalizer holds it): account what its jobs used since the
+    last pass, suspend every admitted job, and record the final books in an Event."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    await run_budget_pass(memo, namespace, name, closing=True)
+
+
+@kopf.on.delete(GROUP, VERSION, "leptonjobs", registry=registry)
+async def lepton_job_deleted(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A LeptonJob being deleted (its finalizer holds it) is settled first: the energy it used
+    since the last pass is consumed and its reservation released, then it may go."""
+    assert isinstance(memo, OperatorMemo) and namespace is not None
+    budget_name = (body.get("spec") or {}).get("budgetName", "")
+    uid = body.metadata.uid
+    await run_budget_pass(memo, namespace, budget_name)
+    budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
+    if budget is None or budget["metadata"].get("deletionTimestamp"):
+        return
+    held = {r.get("jobUid") for r in (budget.get("status") or {}).get("reservations") or []}
+    if uid in held:
+        raise kopf.TemporaryError("not settled yet", delay=CONFLICT_RETRY_SECONDS)
 
 
 @kopf.on.event(GROUP, VERSION, "energybudgets", registry=registry)
@@ -106,6 +185,15 @@ def budget_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **_: A
         memo.metrics.forget(body.metadata.namespace or "", body.metadata.name or "")
     else:
         memo.metrics.observe(body)
+
+
+@kopf.on.event(GROUP, VERSION, "leptonjobs", registry=registry)
+def lepton_job_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    """Keep the LeptonJob's energy gauge equal to its status (the dashboards read it)."""
+    if type == "DELETED":
+        memo.metrics.forget_job(body.metadata.namespace or "", body.metadata.uid or "")
+    else:
+        memo.metrics.observe_job(body)
 
 
 @kopf.on.create(GROUP, VERSION, "leptonjobs", registry=registry)

@@ -13,8 +13,11 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from lepton.core.names import GROUP, LABEL_BUDGET_NAME, LABEL_GPU_PRODUCT, VERSION
+from lepton.core.names import GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
 from lepton.core.profiles import get_profile
+
+# Every ConflictError's message says this (the handlers keep expected retries quiet by it).
+CONFLICT_MARK = "changed meanwhile"
 
 
 class ConflictError(Exception):
@@ -83,7 +86,7 @@ class KubeApi:
             )
         except ApiException as error:
             if error.status == 409:
-                raise ConflictError(f"EnergyBudget {meta['name']!r} changed meanwhile") from None
+                raise ConflictError(f"EnergyBudget {meta['name']!r} {CONFLICT_MARK}") from None
             raise
         return result
 
@@ -94,21 +97,36 @@ class KubeApi:
         items: list[dict[str, Any]] = body.get("items", [])
         return items
 
-    def patch_lepton_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_lepton_job_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        precondition: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Merge-patch a LeptonJob's status. With ``precondition`` (the metadata the status was
+        decided from) the write fails with Conflict if the object changed or was replaced by
+        another of the same name meanwhile."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if precondition is not None:
+            # A LeptonJob deleted and created again under the name has another resourceVersion
+            # too (the status subresource ignores a uid in the patch, not this).
+            body["metadata"] = {"resourceVersion": precondition["resourceVersion"]}
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "leptonjobs", name, {"status": dict(status)}
+                GROUP, VERSION, namespace, "leptonjobs", name, body
             )
         except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(f"LeptonJob {name!r} {CONFLICT_MARK}") from None
             if error.status != 404:  # deleted meanwhile: the next pass releases it
                 raise
 
     # --- Jobs and pods -----------------------------------------------------------------
 
-    def list_jobs(self, namespace: str, budget_name: str) -> list[dict[str, Any]]:
-        jobs = self.batch.list_namespaced_job(
-            namespace, label_selector=f"{LABEL_BUDGET_NAME}={budget_name}"
-        )
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Lepton-managed Job of the namespace (labelled with a LeptonJob's UID)."""
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=LABEL_JOB_UID)
         return [_to_dict(self.client, j) for j in jobs.items]
 
     def create_job(self, job: Mapping[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 JOULES_PER_WATT_HOUR = 3600.0
 LABELS = ("namespace", "energybudget")
+JOB_LABELS = ("namespace", "leptonjob", "job_uid", "energybudget")
 
 
 class BudgetMetrics:
@@ -41,6 +42,14 @@ class BudgetMetrics:
         )
         self.admitted = gauge("lepton_energybudget_admitted_jobs", "Jobs admitted this period.")
         self.queued = gauge("lepton_energybudget_queued_jobs", "Jobs waiting for the budget.")
+        self.job_consumed = Gauge(
+            "lepton_leptonjob_consumed_joules",
+            "Energy a LeptonJob has used in its lifetime, as its budget's books charge it "
+            "(status.consumedWattHours), by the LeptonJob's UID.",
+            JOB_LABELS,
+            registry=self.registry,
+        )
+        self._job_labels: dict[tuple[str, str], tuple[str, str, str, str]] = {}
 
     def observe(self, body: Mapping[str, Any]) -> None:
         """Set the gauges from an EnergyBudget object."""
@@ -63,3 +72,24 @@ class BudgetMetrics:
         for gauge in (*gauges, self.queued):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
+
+    def observe_job(self, body: Mapping[str, Any]) -> None:
+        """Set a LeptonJob's gauge from its status."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        status = body.get("status") or {}
+        labels = (meta["namespace"], meta["name"], meta["uid"], spec.get("budgetName", ""))
+        key = (meta["namespace"], meta["uid"])
+        old = self._job_labels.get(key)
+        if old is not None and old != labels:
+            with contextlib.suppress(KeyError):
+                self.job_consumed.remove(*old)
+        self._job_labels[key] = labels
+        watt_hours = float(status.get("consumedWattHours") or 0.0)
+        self.job_consumed.labels(*labels).set(watt_hours * JOULES_PER_WATT_HOUR)
+
+    def forget_job(self, namespace: str, uid: str) -> None:
+        """Drop a deleted LeptonJob's series."""
+        labels = self._job_labels.pop((namespace, uid), None)
+        if labels is not None:
+            with contextlib.suppress(KeyError):
+                self.job_consumed.remove(*labels)

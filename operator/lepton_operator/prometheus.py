@@ -1,32 +1,67 @@
 """Measured job energy from Prometheus (the exporter's per-pod GPU energy counters).
 
-The query is a template so that a site can point it at another metric (dcgm-exporter's
-``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION``, Kepler's ``kepler_container_joules_total``); the
-client is a small Protocol so that tests substitute a fake.
+A job's series are chosen by its pods' exact names — the pods the apiserver lists under the
+LeptonJob's UID label, and those the LeptonJob's status remembers — never by a pattern on the
+job's name (``train`` must not count the pods of ``train-2``). Values are escaped for PromQL.
+
+The default path reads the raw counter samples over the job's lifetime and sums each series'
+increases itself, treating a drop as a counter reset (an exporter restart starts its counters
+at zero again): nothing a series counted before a reset is lost, which ``max_over_time`` would
+lose. A site may give its own query template instead (dcgm-exporter, Kepler); it must return
+one scalar, the job's joules, and may use the placeholders ``{namespace}``, ``{pods}`` (an
+exact-match alternation for ``pod=~"…"``) and ``{range_seconds}``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# The exporter's per-pod counter (see exporter/): joules of GPU energy attributed to a pod.
-# ``max_over_time`` keeps the last value of pods that have ended; the sum adds a job's pods.
-# A Job's pods are named <job>-<suffix>, or <job>-<index>-<suffix> for an Indexed Job.
-JOB_PODS = '{{namespace="{namespace}",pod=~"{job_name}-([0-9]+-)?[a-z0-9]+"}}'
-DEFAULT_QUERY_TEMPLATE = (
-    f"sum(max_over_time(lepton_pod_gpu_active_energy_joules_total{JOB_PODS}[{{range_seconds}}s]))"
+# What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
+# the pod plus the idle draw of what the pod holds — the basis of the estimate it reserved.
+CHARGED_METRICS = (
+    "lepton_pod_gpu_active_energy_joules_total",
+    "lepton_pod_gpu_idle_energy_joules_total",
 )
-# Which exporter backends produced the job's series: `model` means estimated, not metered.
-DEFAULT_SOURCE_QUERY_TEMPLATE = (
-    f"count by (source) (last_over_time(lepton_pod_gpu_active_energy_joules_total{JOB_PODS}"
-    "[{range_seconds}s]))"
-)
+DEFAULT_QUERY_TEMPLATE = "default"
 JOULES_PER_WATT_HOUR = 3600.0
 MODEL_SOURCE = "model"
+
+
+def promql_string(value: str) -> str:
+    """``value`` as the body of a double-quoted PromQL string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def exact_alternation(values: Iterable[str]) -> str:
+    """An RE2 pattern matching exactly these values (PromQL anchors ``=~`` itself)."""
+    return "|".join(re.escape(v) for v in sorted(set(values)))
+
+
+def series_selector(namespace: str, pods: Iterable[str]) -> str:
+    """The selector of the charged counters of exactly these pods of one namespace."""
+    names = "|".join(re.escape(m) for m in CHARGED_METRICS)
+    return (
+        f'{{__name__=~"{promql_string(names)}",namespace="{promql_string(namespace)}",'
+        f'pod=~"{promql_string(exact_alternation(pods))}"}}'
+    )
+
+
+def reset_safe_total(values: Sequence[float]) -> float:
+    """A counter's total over its samples: each increase, and after a drop (a reset) the new
+    value in full. The first sample counts in full: the exporter starts a pod's counter at zero."""
+    if not values:
+        return 0.0
+    total = values[0]
+    for before, after in itertools.pairwise(values):
+        total += after - before if after >= before else after
+    return total
 
 
 @dataclass(frozen=True)
@@ -40,29 +75,27 @@ class JobEnergy:
 class EnergySource(Protocol):
     """Where job energy from the exporters comes from."""
 
-    def job_energy(self, namespace: str, job_name: str, range_seconds: int) -> JobEnergy | None:
-        """The job's lifetime energy, or None when Prometheus has no series for it."""
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int
+    ) -> JobEnergy | None:
+        """The lifetime energy of the job whose pods are ``pods``; None when Prometheus has no
+        series for them."""
 
 
 class PrometheusEnergySource:
-    """Asks Prometheus' HTTP API (``/api/v1/query``) with the query template."""
+    """Asks Prometheus' HTTP API (``/api/v1/query``)."""
 
     def __init__(
         self,
         url: str,
         query_template: str = DEFAULT_QUERY_TEMPLATE,
         timeout_seconds: float = 5.0,
-        source_query_template: str | None = DEFAULT_SOURCE_QUERY_TEMPLATE,
     ) -> None:
         self.url = url.rstrip("/")
         self.query_template = query_template
-        # A custom query (dcgm-exporter, Kepler) reads meters: no source check applies.
-        self.source_query_template = (
-            source_query_template if query_template == DEFAULT_QUERY_TEMPLATE else None
-        )
         self.timeout_seconds = timeout_seconds
 
-    def _vector(self, promql: str) -> list[dict[str, Any]]:
+    def _result(self, promql: str) -> list[dict[str, Any]]:
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(address, timeout=self.timeout_seconds) as response:
             payload = json.load(response)
@@ -72,23 +105,28 @@ class PrometheusEnergySource:
 
     def query(self, promql: str) -> float | None:
         """The scalar value of an instant query; None for an empty result."""
-        result = self._vector(promql)
+        result = self._result(promql)
         return float(result[0]["value"][1]) if result else None
 
-    def job_energy(self, namespace: str, job_name: str, range_seconds: int) -> JobEnergy | None:
-        args = {
-            "namespace": namespace,
-            "job_name": job_name,
-            "range_seconds": max(60, range_seconds),
-        }
-        joules = self.query(self.query_template.format(**args))
-        if joules is None:
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int
+    ) -> JobEnergy | None:
+        if not pods:
             return None
-        estimated = False
-        if self.source_query_template is not None:
-            sources = {
-                r["metric"].get("source", "")
-                for r in self._vector(self.source_query_template.format(**args))
-            }
-            estimated = MODEL_SOURCE in sources
+        window = max(60, int(range_seconds))
+        if self.query_template != DEFAULT_QUERY_TEMPLATE:
+            # A custom query reads meters (dcgm-exporter, Kepler): no source check applies.
+            joules = self.query(
+                self.query_template.format(
+                    namespace=promql_string(namespace),
+                    pods=promql_string(exact_alternation(pods)),
+                    range_seconds=window,
+                )
+            )
+            return None if joules is None else JobEnergy(joules / JOULES_PER_WATT_HOUR, False)
+        matrix = self._result(f"{series_selector(namespace, pods)}[{window}s]")
+        if not matrix:
+            return None
+        joules = sum(reset_safe_total([float(v) for _, v in s["values"]]) for s in matrix)
+        estimated = any(s["metric"].get("source") == MODEL_SOURCE for s in matrix)
         return JobEnergy(joules / JOULES_PER_WATT_HOUR, estimated)

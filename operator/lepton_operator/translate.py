@@ -74,6 +74,7 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
         period_start=start,
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
+        settled_job_uids=frozenset(status.get("settledJobUids") or ()),
     )
 
 
@@ -137,6 +138,7 @@ def budget_status(
             }
             for r in state.reservations
         ],
+        "settledJobUids": sorted(state.settled_job_uids),
         "conditions": [
             condition(
                 ACTIVE,
@@ -258,3 +260,65 @@ def sum_phases(annotations: Iterable[str | None]) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError):
             continue
     return list(totals.values())
+
+
+Interval = tuple[datetime, datetime]
+
+
+def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | None:
+    """When a pod's containers ran: from the first start to the last end, or to ``now`` while
+    one still runs. A Pending pod, whose containers never started, ran for no time."""
+    starts: list[datetime] = []
+    ends: list[datetime] = []
+    running = False
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if started := parse_time((state.get("running") or {}).get("startedAt")):
+            starts.append(started)
+            running = True
+        terminated = state.get("terminated") or {}
+        if (started := parse_time(terminated.get("startedAt"))) and (
+            ended := parse_time(terminated.get("finishedAt"))
+        ):
+            starts.append(started)
+            ends.append(ended)
+    if not starts:
+        return None
+    end = now if running else max(ends)
+    return (min(starts), max(min(starts), end))
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+    """The union of intervals, as sorted disjoint intervals."""
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def run_intervals(
+    previous: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], now: datetime
+) -> list[Interval]:
+    """The job's running time so far: what its status recorded (pods since deleted, a suspended
+    run) united with what its pods show now."""
+    recorded = [
+        (start, end)
+        for r in previous.get("runIntervals") or []
+        if (start := parse_time(r.get("start"))) and (end := parse_time(r.get("end")))
+    ]
+    seen = [i for p in pods if (i := pod_running_interval(p, now)) is not None]
+    return merge_intervals([*recorded, *seen])
+
+
+def run_seconds(intervals: Iterable[Interval]) -> float:
+    """The length of a union of disjoint intervals."""
+    return sum((end - start).total_seconds() for start, end in intervals)
+
+
+def format_intervals(intervals: Iterable[Interval]) -> list[dict[str, str]]:
+    """Run intervals as status writes them."""
+    # Microseconds kept: the charge is computed from these, and must replay exactly.
+    return [{"start": _format_precise(s), "end": _format_precise(e)} for s, e in intervals]

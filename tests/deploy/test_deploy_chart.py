@@ -176,16 +176,34 @@ def test_kube_scheduler_image_follows_the_cluster_version(render: Render) -> Non
     assert "registry.k8s.io/kube-scheduler:v1.33.1" in json.dumps(pinned)
 
 
-def test_operator_runs_one_replica_recreated_with_kopf_liveness(render: Render) -> None:
+def test_operator_runs_two_replicas_that_elect_a_leader_with_kopf_liveness(
+    render: Render,
+) -> None:
+    objects = render()
     (operator,) = [
         o
-        for o in render()
+        for o in objects
         if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
     ]
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator["spec"]["replicas"] == 2
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "operator"
+    assert "--leader-election" in container["args"]
+    namespace = operator["metadata"]["namespace"]
+    assert f"--leader-election-namespace={namespace}" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (role,) = [
+        o for o in objects if o["kind"] == "Role" and "leader-election" in o["metadata"]["name"]
+    ]
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
     liveness = next(a for a in container["args"] if a.startswith("--liveness="))
     port = int(liveness.split(":")[-1].split("/")[0])
     probe = container["livenessProbe"]["httpGet"]
@@ -257,7 +275,7 @@ def test_exporter_mounts_host_sys_read_only_elsewhere_and_the_pod_resources_sock
 def test_no_role_grants_secrets_or_wildcards(render: Render) -> None:
     objects = render("-f", str(ALL_FEATURES))
     roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role")]
-    assert len(roles) == 4
+    assert len(roles) == 5  # + the operator's leader-election Role
     for role in roles:
         for rule in role["rules"]:
             assert "secrets" not in rule["resources"], role["metadata"]["name"]

@@ -193,7 +193,22 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
         "metadata": {"name": "dash-budget", "namespace": namespace},
         "spec": {"limitWattHours": 500},
     }
+    job = {
+        "apiVersion": "lepton.dev/v1alpha1",
+        "kind": "LeptonJob",
+        "metadata": {"name": "dash-train", "namespace": namespace},
+        "spec": {
+            "budgetName": "dash-budget",
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": 60},
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+    # And one whose name extends the first's: the books keep the two apart (by UID).
+    job2 = json.loads(json.dumps(job).replace("dash-train", "dash-train-2"))
     cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(job2))
     port, liveness_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -226,7 +241,10 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
         def budget_reported() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                 text = r.read().decode()
-            return 'lepton_energybudget_limit_joules{energybudget="dash-budget"' in text
+            return (
+                'lepton_energybudget_limit_joules{energybudget="dash-budget"' in text
+                and 'leptonjob="dash-train-2"' in text
+            )
 
         wait_for(budget_reported, 60, "the operator to report the budget")
         yield f"127.0.0.1:{port}"
@@ -312,16 +330,22 @@ def test_panel_query_returns_data(prometheus: str, dashboard: str, title: str, e
     assert all(v == v for v in values), f"{title!r} returned NaN: {result}"
 
 
-def test_energy_per_leptonjob_names_the_job_from_its_pod(
-    prometheus: str, gpu_pod: tuple[str, str]
+def test_energy_per_leptonjob_is_keyed_by_the_lepton_jobs_uid(
+    prometheus: str, cluster: LocalCluster, gpu_pod: tuple[str, str]
 ) -> None:
     namespace, _ = gpu_pod
     expr = next(e for _, t, e in PANEL_QUERIES if t == "Energy per LeptonJob")
     jobs = {
-        (r["metric"]["namespace"], r["metric"]["leptonjob"]): float(r["value"][1])
+        (r["metric"]["namespace"], r["metric"]["leptonjob"], r["metric"]["job_uid"])
         for r in instant(prometheus, expr)
     }
-    assert jobs.get((namespace, "dash-train")), jobs
+    uids = {
+        j["metadata"]["name"]: j["metadata"]["uid"]
+        for j in json.loads(
+            cluster.kubectl("get", "leptonjobs", "-n", namespace, "-o", "json").stdout
+        )["items"]
+    }
+    assert {(namespace, n, u) for n, u in uids.items()} <= jobs, jobs
 
 
 def test_budget_gauges_match_the_budgets_status(

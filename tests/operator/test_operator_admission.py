@@ -10,6 +10,7 @@ import copy
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ class FakeApi:
         self.crash_after_calls: int | None = None
         self.calls = 0
         self.unsuspensions: list[str] = []
+        self.pods: dict[str, dict[str, Any]] = {}
 
     def _tick(self) -> None:
         self.calls += 1
@@ -67,6 +69,7 @@ class FakeApi:
                 "namespace": NS,
                 "uid": uid,
                 "generation": 1,
+                "resourceVersion": "1",
                 "creationTimestamp": (T0 + timedelta(seconds=offset)).strftime(
                     "%Y-%m-%dT%H:%M:%SZ"
                 ),
@@ -97,13 +100,26 @@ class FakeApi:
         self._tick()
         return copy.deepcopy(list(self.lepton_jobs.values()))
 
-    def patch_lepton_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_lepton_job_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        precondition: dict[str, Any] | None = None,
+    ) -> None:
         self._tick()
+        stored = self.lepton_jobs.get(name)
+        if (
+            stored is not None
+            and precondition is not None
+            and stored["metadata"].get("resourceVersion") != precondition["resourceVersion"]
+        ):
+            raise ConflictError("LeptonJob changed meanwhile")
         if name in self.lepton_jobs:
             merged = {**self.lepton_jobs[name].get("status", {}), **status}
             self.lepton_jobs[name]["status"] = {k: v for k, v in merged.items() if v is not None}
 
-    def list_jobs(self, namespace: str, budget_name: str) -> list[dict[str, Any]]:
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         self._tick()
         return copy.deepcopy(list(self.jobs.values()))
 
@@ -121,7 +137,21 @@ class FakeApi:
             self.unsuspensions.append(name)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return []
+        return copy.deepcopy(list(self.pods.values()))
+
+    def run_pod(self, job: str, pod: str, started: datetime | None) -> None:
+        """A pod of ``job``: Pending when ``started`` is None, else running since then."""
+        container: dict[str, Any] = {"name": "c", "state": {"waiting": {}}}
+        if started is not None:
+            container["state"] = {"running": {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        self.pods[pod] = {
+            "metadata": {"name": pod, "labels": {LABEL_JOB_UID: f"uid-{job}"}},
+            "spec": {},
+            "status": {
+                "phase": "Running" if started else "Pending",
+                "containerStatuses": [container],
+            },
+        }
 
     def node_gpu_model(self, name: str) -> str | None:
         return None
@@ -134,6 +164,20 @@ class FakeApi:
         return self.lepton_jobs[name].get("status", {}).get("state")
 
     def finish(self, name: str, started: datetime, ended: datetime, ok: bool = True) -> None:
+        """The Job ended; its pod (one, if it had none) ran from ``started`` to ``ended``."""
+        pods = [
+            p for p in self.pods.values() if p["metadata"]["labels"][LABEL_JOB_UID] == f"uid-{name}"
+        ]
+        if not pods:
+            self.run_pod(name, f"{name}-p0", started)
+            pods = [self.pods[f"{name}-p0"]]
+        for pod in pods:
+            pod["status"]["containerStatuses"][0]["state"] = {
+                "terminated": {
+                    "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "finishedAt": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            }
         self.jobs[name]["status"] = {
             "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "completionTime": ended.strftime("%Y-%m-%dT%H:%M:%SZ") if ok else None,
@@ -257,6 +301,180 @@ def test_finished_job_records_its_watt_hours_and_frees_room_for_the_next() -> No
     assert api.state("second") == "Admitted"
 
 
+def test_a_crash_right_after_a_job_finishes_never_admits_it_again() -> None:
+    api = FakeApi()
+    estimate = one_estimate()
+    api.add_budget("team", math.ceil(estimate * 2.5))  # room to re-admit "first" by mistake
+    api.add_job("first", offset=0)
+    api.add_job("second", offset=1)
+    run_pass(api)
+    api.finish("first", T0, T0 + timedelta(seconds=600))
+    # The pass releases "first" in the budget's status, then dies before the job's own status.
+    calls_before_budget_write = 4  # get budget, list LeptonJobs, list Jobs, write budget
+    api.calls, api.crash_after_calls = 0, calls_before_budget_write
+    with pytest.raises(SimulatedCrashError):
+        run_pass(api, now=T0 + timedelta(seconds=601))
+    api.crash_after_calls = None
+    for second in range(602, 606):  # a restarted operator, several passes
+        run_pass(api, now=T0 + timedelta(seconds=second), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert admitted(api) == ["second"], "the finished job was reserved again"
+    assert api.state("first") == "Finished"
+    used = api.lepton_jobs["first"]["status"]["consumedWattHours"]
+    assert status["settledWattHours"] == pytest.approx(used, rel=1e-5), "counted twice"
+    assert status["settledJobUids"] == ["uid-first"]
+    # The UID is forgotten with its LeptonJob: the list stays as small as the namespace.
+    del api.lepton_jobs["first"]
+    run_pass(api, now=T0 + timedelta(seconds=607))
+    assert api.budgets["team"]["status"]["settledJobUids"] == []
+
+
+def test_a_running_job_without_a_reservation_is_suspended() -> None:
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 1.5))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    run_pass(api)
+    assert api.jobs["a"]["spec"]["suspend"] is False
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    # The reservation is gone (the budget was recreated, its status reset) while "a" runs.
+    api.budgets["team"]["status"]["reservations"] = []
+    api.budgets["team"]["status"]["settledJobUids"] = []
+    api.jobs["b"]["spec"]["suspend"] = False  # and someone un-suspended a waiting job
+    run_pass(api, now=T0 + timedelta(seconds=5))
+    reserved = admitted(api)
+    assert reserved == ["a"], reserved
+    assert api.jobs["a"]["spec"]["suspend"] is False
+    assert api.jobs["b"]["spec"]["suspend"] is True, "a Job ran without a reservation"
+    assert api.state("b") == "Waiting"
+
+
+def test_without_a_meter_a_job_is_charged_for_the_time_its_pods_ran_across_a_suspension() -> None:
+    api = FakeApi()
+    estimate = estimate_energy(
+        LeptonJobSpec.model_validate(
+            {
+                "budgetName": "team",
+                "gpuModels": ["A40"],
+                "work": {"referenceGpuSeconds": 36000},
+                "template": {},
+            }
+        )
+    )
+    per_second = estimate.watt_hours / estimate.duration_seconds
+    api.add_budget("team", math.ceil(estimate.watt_hours * 3))
+    api.add_job("a", seconds=36000)
+    run_pass(api)
+    minute = timedelta(minutes=1)
+    # Un-suspended at T0: the Job's startTime is set, but its pod waits for a node 15 minutes.
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1}
+    api.run_pod("a", "a-p1", None)
+    run_pass(api, now=T0 + 10 * minute)
+    assert api.lepton_jobs["a"]["status"].get("consumedWattHours", 0.0) == 0.0, "charged Pending"
+    api.run_pod("a", "a-p1", T0 + 15 * minute)
+    run_pass(api, now=T0 + 20 * minute)
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert used == pytest.approx(per_second * 300, rel=1e-4)
+    # Suspended at minute 20 (its pod deleted), resumed at 30: Kubernetes resets startTime.
+    del api.pods["a-p1"]
+    run_pass(api, now=T0 + 25 * minute)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:30:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p2", T0 + 31 * minute)
+    run_pass(api, now=T0 + 41 * minute)
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert used == pytest.approx(per_second * (300 + 600), rel=1e-4), "forgot the first run"
+    intervals = api.lepton_jobs["a"]["status"]["runIntervals"]
+    assert [i["start"] for i in intervals] == [
+        "2025-01-01T00:15:00Z",
+        "2025-01-01T00:31:00Z",
+    ]
+
+
+def _running_job(seconds: int = 36000) -> tuple[FakeApi, float]:
+    """A budget with job "a" admitted and its pod running since T0; the model's Wh per second."""
+    api = FakeApi()
+    spec = LeptonJobSpec.model_validate(
+        {
+            "budgetName": "team",
+            "gpuModels": ["A40"],
+            "work": {"referenceGpuSeconds": seconds},
+            "template": {},
+        }
+    )
+    estimate = estimate_energy(spec)
+    api.add_budget("team", math.ceil(estimate.watt_hours * 3))
+    api.add_job("a", seconds=seconds)
+    run_pass(api)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
+    return api, estimate.watt_hours / estimate.duration_seconds
+
+
+def test_deleting_a_running_lepton_job_settles_what_it_used_since_the_last_pass() -> None:
+    api, per_second = _running_job()
+    run_pass(api, now=T0 + timedelta(minutes=10))
+    # Deleted at minute 20 (kopf's finalizer holds it): the pass settles 20 minutes, not 10.
+    api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
+    before = copy.deepcopy(api.lepton_jobs["a"]["status"])
+    events = reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=20)
+    )  # type: ignore[arg-type]
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == []
+    assert status["settledWattHours"] == pytest.approx(per_second * 1200, rel=1e-4)
+    assert status["settledJobUids"] == ["uid-a"]
+    assert api.lepton_jobs["a"]["status"] == before, "a LeptonJob being deleted is left alone"
+    assert any(e.reason == "JobDeletedSettled" for e in events)
+
+
+def test_deleting_a_budget_suspends_its_jobs_and_records_the_final_books() -> None:
+    api, per_second = _running_job()
+    api.add_job("b", offset=1, seconds=36000)
+    run_pass(api, now=T0 + timedelta(minutes=1))
+    assert api.jobs["b"]["spec"]["suspend"] is False
+    api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:30:00Z"
+    now = T0 + timedelta(minutes=30)
+    memory = PassMemory()
+    config = OperatorConfig(workers=2)
+    assert reconcile_budget(api, config, memory, NS, "team", now) == []  # type: ignore[arg-type]
+    events = reconcile_budget(api, config, memory, NS, "team", now, closing=True)  # type: ignore[arg-type]
+    assert api.jobs["a"]["spec"]["suspend"] is True and api.jobs["b"]["spec"]["suspend"] is True
+    for name in ("a", "b"):
+        status = api.lepton_jobs[name]["status"]
+        assert status["state"] == "Suspended"
+        evicted = next(c for c in status["conditions"] if c["type"] == "Evicted")
+        assert evicted["reason"] == "BudgetDeleted"
+    final = next(e for e in events if e.reason == "BudgetDeleted")
+    consumed = api.budgets["team"]["status"]["consumedWattHours"]
+    assert consumed == pytest.approx(per_second * 1800, rel=1e-4)
+    assert f"consumed {consumed:.4f} Wh" in final.message
+    assert "2 admitted job(s) suspended" in final.message
+
+
+def test_a_pass_fed_by_the_watch_caches_lists_nothing() -> None:
+    from lepton_operator.admission import Snapshot
+
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate()))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    listed: list[str] = []
+    for method in ("list_lepton_jobs", "list_jobs", "list_pods"):
+        original = getattr(api, method)
+
+        def spy(*args: Any, _original: Any = original, _name: str = method) -> Any:
+            listed.append(_name)
+            return _original(*args)
+
+        setattr(api, method, spy)
+    snapshot = Snapshot(list(api.lepton_jobs.values()), [], [])
+    reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0, snapshot=snapshot
+    )  # type: ignore[arg-type]
+    assert listed == []
+    assert admitted(api) == ["a"] and api.state("b") == "Waiting"
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)
@@ -287,6 +505,7 @@ def test_suspend_running_evicts_running_jobs_when_the_budget_is_exhausted() -> N
     api.add_job("a")
     run_pass(api)
     api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
     # Twice the estimated run time later the job has used about twice its estimate.
     run_pass(api, now=T0 + timedelta(hours=2))
     assert api.jobs["a"]["spec"]["suspend"] is True
@@ -309,6 +528,7 @@ def test_cap_power_records_the_lower_limit_in_status() -> None:
     api.add_job("a")
     run_pass(api)
     api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    api.run_pod("a", "a-p0", T0)
     run_pass(api, now=T0 + timedelta(hours=3))
     status = api.lepton_jobs["a"]["status"]
     assert status["powerLimitWatts"] == 180  # 60 % of the A40's 300 W
@@ -320,7 +540,9 @@ class FakeMeter:
     def __init__(self, estimated: bool = False) -> None:
         self.estimated = estimated
 
-    def job_energy(self, namespace: str, job_name: str, range_seconds: int) -> JobEnergy | None:
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int
+    ) -> JobEnergy | None:
         return JobEnergy(12.5, self.estimated)
 
 
@@ -384,12 +606,17 @@ class FakeApiWithPods(FakeApi):
             return {
                 "metadata": {
                     "name": name,
+                    "labels": {LABEL_JOB_UID: "uid-a"},
                     "annotations": {"lepton.dev/phases": json.dumps(phases)},
                 },
                 "spec": {"nodeName": "a100-0"},
             }
 
-        return [pod("a-x1", 10.0), pod("a-x2", 12.5), {"metadata": {"name": "a-x3"}, "spec": {}}]
+        return [
+            pod("a-x1", 10.0),
+            pod("a-x2", 12.5),
+            {"metadata": {"name": "a-x3", "labels": {LABEL_JOB_UID: "uid-a"}}, "spec": {}},
+        ]
 
     def node_gpu_model(self, name: str) -> str | None:
         return "A100"

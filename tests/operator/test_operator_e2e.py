@@ -39,7 +39,13 @@ def crds(cluster: LocalCluster) -> None:
 
 
 class Operator:
-    def __init__(self, cluster: LocalCluster, namespace: str, scheduler_name: str) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        namespace: str,
+        scheduler_name: str,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.argv = [
             sys.executable,
             "-m",
@@ -50,6 +56,7 @@ class Operator:
             namespace,
             "--scheduler-name",
             scheduler_name,
+            *extra,
         ]
         self.env = cluster.env()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,11 +81,11 @@ class Operator:
 @pytest.fixture
 def start_operator(
     cluster: LocalCluster, namespace: str, crds: None
-) -> Iterator[Callable[[str], Operator]]:
+) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
-    def start(scheduler_name: str = "default-scheduler") -> Operator:
-        op = Operator(cluster, namespace, scheduler_name)
+    def start(scheduler_name: str = "default-scheduler", *extra: str) -> Operator:
+        op = Operator(cluster, namespace, scheduler_name, extra)
         op.start()
         started.append(op)
         return op
@@ -251,11 +258,35 @@ def test_invalid_manifests_are_rejected_with_a_message_naming_the_field(
     assert len(BAD_INPUT) >= 12
 
 
+def test_the_budget_of_a_lepton_job_cannot_be_changed(
+    cluster: LocalCluster, namespace: str, crds: None
+) -> None:
+    apply(cluster, namespace, budget(1000), budget(1000, name="other"), lepton_job("train"))
+    result = cluster.kubectl(
+        "patch",
+        "leptonjob",
+        "train",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"budgetName":"other"}}',
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "spec.budgetName cannot be changed" in result.stderr, result.stderr
+    assert "delete the LeptonJob and create it again" in result.stderr
+    assert get(cluster, namespace, "leptonjob", "train")["spec"]["budgetName"] == "team"
+    # Other fields still change.
+    cluster.kubectl("label", "leptonjob", "train", "-n", namespace, "team=ml", "--overwrite")
+
+
 # --------------------------------------------------------------------------- examples
 
 
 def test_examples_run_to_completion_and_the_big_job_waits_until_the_limit_is_raised(
-    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
 ) -> None:
     start_operator("default-scheduler")
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
@@ -319,7 +350,7 @@ def _observe(cluster: LocalCluster, namespace: str, limit: int) -> list[str]:
 
 
 def test_twenty_jobs_at_once_against_a_budget_for_five_admit_exactly_five(
-    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
 ) -> None:
     limit = math.ceil(5 * a40_estimate())
     assert limit < 6 * a40_estimate()
@@ -344,7 +375,7 @@ def test_twenty_jobs_at_once_against_a_budget_for_five_admit_exactly_five(
 
 
 def test_operator_killed_during_a_burst_admits_each_job_once_and_orphans_nothing(
-    cluster: LocalCluster, namespace: str, start_operator: Callable[[str], Operator]
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
 ) -> None:
     limit = math.ceil(10 * a40_estimate())
     op = start_operator("no-such-scheduler")
@@ -382,3 +413,197 @@ def test_examples_parse_as_api_objects() -> None:
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         assert doc["apiVersion"] == "lepton.dev/v1alpha1", path
+
+
+def test_operator_killed_while_jobs_finish_settles_each_job_exactly_once(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
+) -> None:
+    # kwok completes each pod after a couple of seconds: jobs really run and finish.
+    op = start_operator("default-scheduler")
+    limit = math.ceil(4 * a40_estimate(60))
+    apply(
+        cluster, namespace, budget(limit), *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12))
+    )
+    rng = random.Random(11)
+    for _ in range(3):
+        time.sleep(rng.uniform(1.0, 3.0))
+        op.kill()
+        op.start()
+
+    def all_finished() -> bool:
+        _observe(cluster, namespace, limit)
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return len(items) == 12 and all(
+            (i.get("status") or {}).get("state") == "Finished" for i in items
+        )
+
+    wait_for(all_finished, 180, "every job to finish after the crashes")
+    time.sleep(3)  # more passes: none may re-admit a finished job
+    eb = get(cluster, namespace, "energybudget", "team")["status"]
+    items = get(cluster, namespace, "leptonjobs")["items"]
+    assert eb["reservations"] == []
+    assert sorted(eb["settledJobUids"]) == sorted(i["metadata"]["uid"] for i in items)
+    used = sum(i["status"]["consumedWattHours"] for i in items)
+    assert used > 0
+    assert eb["consumedWattHours"] == pytest.approx(used, rel=1e-6, abs=1e-5), "counted twice"
+
+
+def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
+) -> None:
+    start_operator("no-such-scheduler")
+    apply(cluster, namespace, budget(10_000), lepton_job("keep"), lepton_job("drop"))
+
+    def reserved() -> set[str]:
+        eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
+        return {r["jobName"] for r in eb.get("reservations", [])}
+
+    wait_for(lambda: reserved() == {"keep", "drop"}, 60, "both jobs to be admitted")
+    lj = get(cluster, namespace, "leptonjob", "drop")
+    assert lj["metadata"].get("finalizers"), "the operator holds LeptonJobs with a finalizer"
+    cluster.kubectl("delete", "leptonjob", "drop", "-n", namespace, "--timeout=60s")
+    eb = get(cluster, namespace, "energybudget", "team")["status"]
+    assert {r["jobName"] for r in eb["reservations"]} == {"keep"}
+    wait_for(
+        lambda: (
+            lj["metadata"]["uid"]
+            not in get(cluster, namespace, "energybudget", "team")["status"]["settledJobUids"]
+        ),
+        10,
+        "the settled UID to be forgotten with its LeptonJob",
+    )
+    reasons = [e.get("reason") for e in get(cluster, namespace, "events")["items"]]
+    assert "JobDeletedSettled" in reasons, reasons
+
+    cluster.kubectl("delete", "energybudget", "team", "-n", namespace, "--timeout=60s")
+    job = get(cluster, namespace, "job", "keep")
+    assert job["spec"]["suspend"] is True
+    status = get(cluster, namespace, "leptonjob", "keep")["status"]
+    evicted = next(c for c in status["conditions"] if c["type"] == "Evicted")
+    assert evicted["reason"] == "BudgetDeleted"
+    events = get(cluster, namespace, "events")["items"]
+    final = [e for e in events if e.get("reason") == "BudgetDeleted"]
+    assert final and "final books" in final[0]["message"], [e.get("reason") for e in events]
+
+
+def _replayed_consumption(item: dict[str, Any]) -> float:
+    """A job's energy as a replay of its recorded events gives it: the model's power for the
+    time its pods ran (no kills, no operator: a pure function of the job and its run)."""
+    from lepton.core.jobspec import estimated_consumption_watt_hours
+    from lepton_operator.translate import parse_time
+
+    estimate = estimate_energy(LeptonJobSpec.model_validate(item["spec"]))
+    ran = 0.0
+    for interval in item["status"].get("runIntervals") or []:
+        start, end = parse_time(interval["start"]), parse_time(interval["end"])
+        assert start is not None and end is not None
+        ran += (end - start).total_seconds()
+    return estimated_consumption_watt_hours(estimate, ran)
+
+
+def _led_by_another(op: Operator | None, old_pid: int) -> bool:
+    return op is not None and op.proc is not None and op.proc.pid != old_pid
+
+
+def test_two_replicas_elect_one_leader_and_survive_three_leader_kills_with_the_books_intact(
+    cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
+) -> None:
+    args = ("--leader-election", f"--leader-election-namespace={namespace}", "--lease-seconds=3")
+    replicas = [start_operator("default-scheduler", *args) for _ in range(2)]
+
+    def leader() -> Operator | None:
+        result = cluster.kubectl(
+            "get", "lease", "lepton-operator", "-n", namespace, "-o", "json", check=False
+        )
+        if result.returncode:
+            return None
+        holder = json.loads(result.stdout)["spec"].get("holderIdentity", "")
+        return next((op for op in replicas if op.proc and holder.endswith(f"-{op.proc.pid}")), None)
+
+    wait_for(lambda: leader() is not None, 30, "one replica to take the Lease")
+    limit = math.ceil(5 * a40_estimate(60))
+    jobs = [lepton_job(f"h{i:02d}", seconds=60) for i in range(20)]
+    apply(cluster, namespace, budget(limit), *jobs)
+    kills = 0
+    for pause in (0.5, 4.0, 4.0):  # during admission, then while jobs run and finish
+        time.sleep(pause)
+        _observe(cluster, namespace, limit)
+        wait_for(lambda: leader() is not None, 30, "a leader")
+        current = leader()
+        assert current is not None
+        current.kill()
+        kills += 1
+        old = current.proc.pid if current.proc else 0
+        current.start()  # it comes back as a follower
+        wait_for(lambda old=old: _led_by_another(leader(), old), 30, "another to take over")
+    assert kills == 3
+
+    def all_finished() -> bool:
+        _observe(cluster, namespace, limit)
+        items = get(cluster, namespace, "leptonjobs")["items"]
+        return len(items) == 20 and all(
+            (i.get("status") or {}).get("state") == "Finished" for i in items
+        )
+
+    wait_for(all_finished, 240, "every job to finish across the leader kills")
+    time.sleep(3)
+    eb = get(cluster, namespace, "energybudget", "team")["status"]
+    items = get(cluster, namespace, "leptonjobs")["items"]
+    assert eb["reservations"] == []
+    assert sorted(eb["settledJobUids"]) == sorted(i["metadata"]["uid"] for i in items)
+    booked = {i["metadata"]["name"]: i["status"]["consumedWattHours"] for i in items}
+    replayed = {i["metadata"]["name"]: _replayed_consumption(i) for i in items}
+    assert booked == pytest.approx(replayed, rel=1e-5, abs=1e-5)
+    assert eb["consumedWattHours"] == pytest.approx(sum(replayed.values()), rel=1e-5, abs=1e-5)
+
+
+def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    from kubernetes import client
+    from lepton_operator.kube import load_client
+    from lepton_operator.leader import LeaseElector
+
+    api = client.CoordinationV1Api(load_client(str(cluster.kubeconfig)))
+    first = LeaseElector(api, namespace, "l", "first", lease_seconds=3)
+    second = LeaseElector(api, namespace, "l", "second", lease_seconds=3)
+    assert first.try_acquire_or_renew() and first.is_leader
+    assert not second.try_acquire_or_renew() and not second.is_leader
+    assert first.try_acquire_or_renew(), "the holder renews"
+    time.sleep(1.5)
+    assert not second.try_acquire_or_renew(), "renewed 1.5 s ago: not expired"
+    # first stops renewing (it died): second takes over once the record is 3 s old by its clock.
+    deadline = time.monotonic() + 10
+    while not second.try_acquire_or_renew():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert not first.try_acquire_or_renew() and not first.is_leader
+    lease = api.read_namespaced_lease("l", namespace)
+    assert lease.spec.holder_identity == "second" and lease.spec.lease_transitions == 1
+
+
+def test_a_status_write_from_a_stale_read_conflicts(
+    cluster: LocalCluster, namespace: str, crds: None
+) -> None:
+    from lepton_operator.kube import ConflictError, KubeApi, load_client
+
+    apply(cluster, namespace, lepton_job("stale"))
+    api = KubeApi(load_client(str(cluster.kubeconfig)))
+    read = get(cluster, namespace, "leptonjob", "stale")
+    api.patch_lepton_job_status(namespace, "stale", {"state": "Waiting"}, read["metadata"])
+    with pytest.raises(ConflictError):  # the first write moved the resourceVersion on
+        api.patch_lepton_job_status(namespace, "stale", {"state": "Running"}, read["metadata"])
+    # Deleted and created again under the same name: a write decided for the old one conflicts.
+    cluster.kubectl("delete", "leptonjob", "stale", "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: (
+            cluster.kubectl("get", "leptonjob", "stale", "-n", namespace, check=False).returncode
+            != 0
+        ),
+        30,
+        "the LeptonJob to go",
+    )
+    apply(cluster, namespace, lepton_job("stale"))
+    with pytest.raises(ConflictError):
+        api.patch_lepton_job_status(namespace, "stale", {"state": "Running"}, read["metadata"])
+    assert "state" not in (get(cluster, namespace, "leptonjob", "stale").get("status") or {})
