@@ -32,12 +32,14 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from lepton.core.hints import JobHints
 
 if TYPE_CHECKING:  # scikit-learn costs ~90 MB: imported when a model is first trained
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -458,6 +460,36 @@ def service_demand(
         share = declared_percent / 100.0
         return ServiceDemand(Forecast(share, share, ForecastSource.DECLARED), declared_percent)
     return ServiceDemand(prior, min(100.0, prior.upper * 100.0))
+
+
+def hints_with_forecast(
+    hints: JobHints,
+    predictor: LoadPredictor,
+    own: Series | None = None,
+    workload: Sequence[Series] = (),
+    *,
+    declared: bool,
+    measured_speed: float = 1.0,
+) -> tuple[JobHints, ServiceDemand | None]:
+    """A service's hints with its demand (``u_ref``) from its forecast upper bound.
+
+    Where the pod or its workload has history, the forecast p90 is the demand the
+    energy model and the fit below the target utilisation use, whatever the pod
+    declares: measured load beats a guess. Without history the declared value stays
+    (``declared``: the pod carries ``lepton.dev/reference-utilization-percent``), else
+    the prior. Batch work keeps its GPUs fully busy and is returned as it is, with None.
+    """
+    if not hints.is_service:
+        return hints, None
+    demand = service_demand(
+        predictor,
+        own,
+        workload,
+        declared_percent=hints.reference_utilization_percent if declared else None,
+        measured_speed=measured_speed,
+    )
+    replaced = replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
+    return replaced, demand
 
 
 # Baselines every forecast is scored against, on the same rows: what a scheduler

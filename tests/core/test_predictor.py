@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lepton.core.hints import JobHints, WorkloadKind
 from lepton.core.predictor import (
     BASELINES,
     MODEL,
@@ -17,6 +18,7 @@ from lepton.core.predictor import (
     Series,
     Split,
     evaluate,
+    hints_with_forecast,
     series_features,
     service_demand,
     split_in_time,
@@ -170,3 +172,25 @@ def test_utilization_csv_reads_percent_per_pod() -> None:
     assert sorted(history) == ["a", "b"]
     assert list(history["a"].values) == pytest.approx([0.10, 0.25])
     assert list(history["a"].timestamps) == [0.0, 60.0]
+
+
+def test_a_service_with_history_is_placed_by_its_forecast_p90_not_its_declared_demand() -> None:
+    busy = [diurnal(2, phase_hours=i, seed=i) for i in range(3)]
+    quiet = Series(busy[0].timestamps, busy[0].values * 0.2)
+    predictor = LoadPredictor(PredictorConfig(max_iter=30))
+    assert predictor.fit([*busy, quiet])
+    service = JobHints("web", workload_kind=WorkloadKind.SERVICE, reference_utilization_percent=90)
+    hints, demand = hints_with_forecast(service, predictor, quiet, declared=True)
+    assert demand is not None and demand.source is ForecastSource.OWN_HISTORY
+    assert hints.reference_utilization_percent == demand.reference_utilization_percent
+    assert hints.reference_utilization_percent < 40  # a fifth of a day-night cycle, not 90
+    new, demand = hints_with_forecast(service, predictor, None, busy, declared=True)
+    assert demand is not None and demand.source is ForecastSource.WORKLOAD_HISTORY
+    assert new.reference_utilization_percent > hints.reference_utilization_percent
+    declared, demand = hints_with_forecast(service, predictor, None, declared=True)
+    assert declared.reference_utilization_percent == 90 and demand is not None
+    assert demand.source is ForecastSource.DECLARED
+    _, demand = hints_with_forecast(service, predictor, None, declared=False)
+    assert demand is not None and demand.source is ForecastSource.PRIOR
+    batch = JobHints("train")
+    assert hints_with_forecast(batch, predictor, quiet, declared=False) == (batch, None)
