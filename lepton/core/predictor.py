@@ -29,14 +29,17 @@ benchmark), so the model never knows where its data came from.
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from lepton.core.hints import JobHints
 
 if TYPE_CHECKING:  # scikit-learn costs ~90 MB: imported when a model is first trained
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -96,6 +99,7 @@ class PredictorConfig:
     normalise: bool = True  # levels and targets relative to the series' recent mean
     scale_floor: float = 0.01  # a series idle so far is measured against 1 % utilisation
     busy_threshold: float = 0.01  # a sample above this counts as busy
+    weight_power: float = 1.0  # rows weighted by scale**power: 1 keeps the loss in utilisation
     max_training_rows: int = 200_000
     max_iter: int = 100
     random_state: int = 0
@@ -307,15 +311,9 @@ class LoadPredictor:
 
         rng = np.random.default_rng(self.config.random_state)
         if len(rows) > self.config.max_training_rows:
-            keep = rng.choice(len(rows), self.config.max_training_rows, replace=False)
-            rows = Rows(
-                rows.x[keep],
-                rows.scale[keep],
-                rows.future_mean[keep],
-                rows.future[keep],
-                rows.series[keep],
-                rows.position[keep],
-            )
+            keep = np.zeros(len(rows), dtype=np.bool_)
+            keep[rng.choice(len(rows), self.config.max_training_rows, replace=False)] = True
+            rows = _select(rows, keep)
         common = {
             "max_iter": self.config.max_iter,
             "random_state": self.config.random_state,
@@ -324,12 +322,13 @@ class LoadPredictor:
         }
         # Targets relative to the scale, rows weighted by it: the loss stays in utilisation.
         mean_model = HistGradientBoostingRegressor(loss="absolute_error", **common)
-        mean_model.fit(rows.x, rows.future_mean / rows.scale, sample_weight=rows.scale)
+        weight = rows.scale**self.config.weight_power
+        mean_model.fit(rows.x, rows.future_mean / rows.scale, sample_weight=weight)
         which, targets = _sample_future(rows, rng, draws=2)
         upper_model = HistGradientBoostingRegressor(
             loss="quantile", quantile=self.config.quantile, **common
         )
-        upper_model.fit(rows.x[which], targets / rows.scale[which], sample_weight=rows.scale[which])
+        upper_model.fit(rows.x[which], targets / rows.scale[which], sample_weight=weight[which])
         self.mean_model, self.upper_model, self.trained_rows = mean_model, upper_model, len(rows)
         return True
 
@@ -463,22 +462,160 @@ def service_demand(
     return ServiceDemand(prior, min(100.0, prior.upper * 100.0))
 
 
+def hints_with_forecast(
+    hints: JobHints,
+    predictor: LoadPredictor,
+    own: Series | None = None,
+    workload: Sequence[Series] = (),
+    *,
+    declared: bool,
+    measured_speed: float = 1.0,
+) -> tuple[JobHints, ServiceDemand | None]:
+    """A service's hints with its demand (``u_ref``) from its forecast upper bound.
+
+    Where the pod or its workload has history, the forecast p90 is the demand the
+    energy model and the fit below the target utilisation use, whatever the pod
+    declares: measured load beats a guess. Without history the declared value stays
+    (``declared``: the pod carries ``lepton.dev/reference-utilization-percent``), else
+    the prior. Batch work keeps its GPUs fully busy and is returned as it is, with None.
+    """
+    if not hints.is_service:
+        return hints, None
+    demand = service_demand(
+        predictor,
+        own,
+        workload,
+        declared_percent=hints.reference_utilization_percent if declared else None,
+        measured_speed=measured_speed,
+    )
+    replaced = replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
+    return replaced, demand
+
+
+# Baselines every forecast is scored against, on the same rows: what a scheduler
+# could do without a model. Each gives its value as both the mean and the upper bound.
+LAST_VALUE = "last value"
+EWM = "exponentially weighted mean"
+ROLLING_P90 = "own rolling p90"
+BASELINES = (LAST_VALUE, EWM, ROLLING_P90)
+MODEL = "model"
+EWM_ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # the EWM baseline's, best on training rows
+
+
+class Split(StrEnum):
+    """How held-out rows are chosen."""
+
+    LATER_IN_TIME = "later in time"  # every series cut at one moment: train before, test after
+    UNSEEN_SERIES = "unseen series"  # some series held out whole: a new Deployment's pods
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One forecaster on the test rows: mean absolute error, and its upper bound's quality."""
+
+    mae: float  # of the horizon's mean
+    upper_coverage: float  # share of the horizon's samples at or below the upper bound
+    pinball: float  # quantile (pinball) loss of the upper bound over the horizon's samples
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mae": self.mae, "upper_coverage": self.upper_coverage, "pinball": self.pinball}
+
+
+def score(rows: Rows, mean: Array, upper: Array, quantile: float) -> Scores:
+    """MAE of ``mean`` against each row's horizon mean; coverage and pinball loss of ``upper``."""
+    if not len(rows):
+        return Scores(math.nan, math.nan, math.nan)
+    error = rows.future - upper[:, None]  # positive: the sample was above the bound
+    pinball = np.maximum(quantile * error, (quantile - 1.0) * error)
+    return Scores(
+        float(np.abs(mean - rows.future_mean).mean()),
+        float((error <= 1e-12).mean()),
+        float(pinball.mean()),
+    )
+
+
+def baseline_forecasts(
+    history: Sequence[Series], rows: Rows, config: PredictorConfig, ewm_alpha: float
+) -> dict[str, Array]:
+    """Each baseline's value at each row, from the samples up to the row only."""
+    out = {name: np.empty(len(rows)) for name in BASELINES}
+    for i in np.unique(rows.series).tolist():
+        at = rows.series == i
+        values, position = history[i].values, rows.position[at]
+        out[LAST_VALUE][at] = values[position]
+        out[EWM][at] = _ewma(values, ewm_alpha)[position]
+        out[ROLLING_P90][at] = window_quantile(values, config.scale_window, config.quantile)[0][
+            position
+        ]
+    return out
+
+
+def best_ewm_alpha(history: Sequence[Series], rows: Rows, config: PredictorConfig) -> float:
+    """The EWM baseline's smoothing, chosen on the training rows: as strong as it can be."""
+    if not len(rows):
+        return EWM_ALPHAS[0]
+
+    def mae(alpha: float) -> float:
+        ewm = baseline_forecasts(history, rows, config, alpha)[EWM]
+        return float(np.abs(ewm - rows.future_mean).mean())
+
+    return min(EWM_ALPHAS, key=mae)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean absolute error of the model and of the last-value baseline on held-out history."""
+    """The model and every baseline, scored on the same held-out rows of one split."""
 
-    model_mae: float
-    last_value_mae: float
+    split: Split
+    scores: dict[str, Scores]  # MODEL and each of BASELINES
     test_rows: int
     train_rows: int
-    upper_coverage: float = math.nan  # share of the horizon's samples at or below the upper bound
+    ewm_alpha: float
+    test_series: int = 0
+    rows: Rows | None = None  # the test rows, and each forecaster's (mean, upper) on them
+    forecasts: dict[str, tuple[Array, Array]] = field(default_factory=dict)
+
+    @property
+    def model_mae(self) -> float:
+        return self.scores[MODEL].mae
+
+    @property
+    def last_value_mae(self) -> float:
+        return self.scores[LAST_VALUE].mae
+
+    @property
+    def upper_coverage(self) -> float:
+        return self.scores[MODEL].upper_coverage
+
+    @property
+    def best_baseline(self) -> str:
+        return min(BASELINES, key=lambda name: self.scores[name].mae)
+
+    def mae_ratio(self, baseline: str | None = None) -> float:
+        """Model MAE over a baseline's (default: the best baseline's); below 1 the model wins."""
+        reference = self.scores[baseline or self.best_baseline].mae
+        return self.model_mae / reference if reference else math.nan
 
     @property
     def improvement(self) -> float:
-        """Fraction of the baseline's error the model removes (negative: worse)."""
-        if self.last_value_mae == 0:
+        """Fraction of the last value's error the model removes (negative: worse)."""
+        if not self.last_value_mae:
             return 0.0
         return 1.0 - self.model_mae / self.last_value_mae
+
+
+def utilization_csv(lines: Iterable[str]) -> dict[str, Series]:
+    """Per-pod series from ``timestamp_anon,value,container_ip`` rows (value in percent).
+
+    The format of Alibaba's GenAI serving trace (``bench/data/utilization/``), so that
+    any other pod utilisation history in it can be evaluated the same way.
+    """
+    points: dict[str, list[tuple[float, float]]] = {}
+    for row in csv.DictReader(lines):
+        points.setdefault(row["container_ip"], []).append(
+            (float(row["timestamp_anon"]), float(row["value"]) / 100.0)
+        )
+    return {name: Series.of(p) for name, p in points.items()}
 
 
 def split_in_time(
@@ -495,36 +632,77 @@ def split_in_time(
     return train, test
 
 
+def split_series(names: Sequence[str], test_fraction: float, seed: int = 0) -> set[str]:
+    """A seeded share of the series, held out whole (at least one; one is always kept)."""
+    count = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
+    rng = np.random.default_rng(seed)
+    return {names[i] for i in rng.choice(len(names), max(count, 0), replace=False).tolist()}
+
+
 def evaluate(
     history: Mapping[str, Series],
     config: PredictorConfig | None = None,
     train_fraction: float = 0.7,
+    split: Split = Split.LATER_IN_TIME,
+    seed: int = 0,
 ) -> Evaluation:
-    """Train on the past of every series; score model and last value on the rest.
+    """Train on one part of the history; score the model and every baseline on the rest.
 
-    A test row sees the whole history before it (the training part too), as the
-    extender would; its horizon lies entirely after the cut.
+    Later in time: each series is cut at the moment ``train_fraction`` of all samples
+    lie before; a test row sees the whole history before it (the training part too),
+    as the extender would, and its horizon lies entirely after the cut. Unseen series:
+    ``1 - train_fraction`` of the series are held out whole and every row of theirs is
+    a test row. The EWM baseline's smoothing is chosen on the training rows.
     """
     predictor = LoadPredictor(config or PredictorConfig())
-    train, _ = split_in_time(history, train_fraction)
-    predictor.fit(train)
+    config = predictor.config
     names = list(history)
-    rows = rows_of([history[n] for n in names], predictor.config)
-    cut_at = np.array([len(train[n]) for n in names], dtype=np.int64)
-    test = rows.position >= cut_at[rows.series] - 1
-    if not test.any():
-        return Evaluation(math.nan, math.nan, 0, predictor.trained_rows)
-    last = rows.x[test, 0] * rows.scale[test]
-    truth = rows.future_mean[test]
-    if predictor.trained:
-        mean, upper = predictor.forecast_rows(rows.x[test], rows.scale[test])
+    series = [history[n] for n in names]
+    rows = rows_of(series, config)
+    if split is Split.LATER_IN_TIME:
+        train_part, _ = split_in_time(history, train_fraction)
+        cut_at = np.array([len(train_part[n]) for n in names], dtype=np.int64)
+        train_rows = rows_of([train_part[n] for n in names], config)
+        test = rows.position >= cut_at[rows.series] - 1
     else:
-        mean, upper = last, last
-    coverage = float((rows.future[test] <= upper[:, None] + 1e-12).mean())
+        held = split_series(names, 1.0 - train_fraction, seed)
+        held_index = np.array([n in held for n in names])
+        test = held_index[rows.series]
+        train_rows = _select(rows, ~test)
+    if len(train_rows) >= 2 * rows.x.shape[1]:
+        predictor.fit_rows(train_rows)
+    alpha = best_ewm_alpha(series, train_rows, config)
+    test_rows = _select(rows, test)
+    forecasts = {
+        name: (value, value)
+        for name, value in baseline_forecasts(series, test_rows, config, alpha).items()
+    }
+    if predictor.trained:
+        forecasts[MODEL] = predictor.forecast_rows(test_rows.x, test_rows.scale)
+    else:
+        forecasts[MODEL] = forecasts[LAST_VALUE]
+    scores = {
+        name: score(test_rows, mean, upper, config.quantile)
+        for name, (mean, upper) in forecasts.items()
+    }
     return Evaluation(
-        float(np.abs(mean - truth).mean()),
-        float(np.abs(last - truth).mean()),
-        int(test.sum()),
+        split,
+        scores,
+        len(test_rows),
         predictor.trained_rows,
-        coverage,
+        alpha,
+        len(np.unique(test_rows.series)),
+        test_rows,
+        forecasts,
+    )
+
+
+def _select(rows: Rows, keep: np.ndarray[Any, np.dtype[np.bool_]]) -> Rows:
+    return Rows(
+        rows.x[keep],
+        rows.scale[keep],
+        rows.future_mean[keep],
+        rows.future[keep],
+        rows.series[keep],
+        rows.position[keep],
     )

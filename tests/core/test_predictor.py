@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lepton.core.hints import JobHints, WorkloadKind
 from lepton.core.predictor import (
+    BASELINES,
+    MODEL,
     ForecastSource,
     LoadPredictor,
     PredictorConfig,
     Series,
+    Split,
     evaluate,
+    hints_with_forecast,
     series_features,
     service_demand,
     split_in_time,
     training_rows,
+    utilization_csv,
+)
+
+# Measured utilisation of 100 serving pods (Alibaba's GenAI trace, kept with the benchmarks).
+UTILIZATION = (
+    Path(__file__).resolve().parents[2] / "bench/data/utilization/genai_pod_gpu_duty_cycle.csv"
 )
 
 STEP = 300.0
@@ -129,3 +141,56 @@ def test_split_in_time_cuts_every_node_at_the_same_moment() -> None:
     history = {"a": diurnal(2), "b": diurnal(2, seed=3)}
     train, test = split_in_time(history, 0.5)
     assert train["a"].timestamps.max() < test["b"].timestamps.min()
+
+
+def test_model_beats_every_baseline_on_pods_it_has_never_seen() -> None:
+    """The issue's bar on real data: MAE at most 0.8x the best baseline, p90 covering 85-95 %.
+
+    A new Deployment's pods have no history the model trained on: 30 of the 100 pods
+    are held out whole. Smaller than the benchmark's model (10,000 rows, 50 trees) to
+    stay fast; the benchmark measures about 0.57x with 40,000 rows and 100 trees.
+    """
+    with UTILIZATION.open() as handle:
+        history = utilization_csv(handle)
+    config = PredictorConfig(
+        step_seconds=60.0,
+        horizon_steps=60,
+        time_of_day=False,
+        max_training_rows=10_000,
+        max_iter=50,
+    )
+    result = evaluate(history, config, split=Split.UNSEEN_SERIES)
+    assert result.test_series >= 25 and result.test_rows > 20_000  # a few pods are too short
+    assert result.mae_ratio() <= 0.8, {k: v.mae for k, v in result.scores.items()}
+    assert 0.85 <= result.upper_coverage <= 0.95
+    assert result.scores[MODEL].pinball < min(result.scores[b].pinball for b in BASELINES)
+
+
+def test_utilization_csv_reads_percent_per_pod() -> None:
+    lines = ["timestamp_anon,value,container_ip", "120,50.0,b", "60,25.0,a", "0,10.0,a"]
+    history = utilization_csv(lines)
+    assert sorted(history) == ["a", "b"]
+    assert list(history["a"].values) == pytest.approx([0.10, 0.25])
+    assert list(history["a"].timestamps) == [0.0, 60.0]
+
+
+def test_a_service_with_history_is_placed_by_its_forecast_p90_not_its_declared_demand() -> None:
+    busy = [diurnal(2, phase_hours=i, seed=i) for i in range(3)]
+    quiet = Series(busy[0].timestamps, busy[0].values * 0.2)
+    predictor = LoadPredictor(PredictorConfig(max_iter=30))
+    assert predictor.fit([*busy, quiet])
+    service = JobHints("web", workload_kind=WorkloadKind.SERVICE, reference_utilization_percent=90)
+    hints, demand = hints_with_forecast(service, predictor, quiet, declared=True)
+    assert demand is not None and demand.source is ForecastSource.OWN_HISTORY
+    assert hints.reference_utilization_percent == demand.reference_utilization_percent
+    assert hints.reference_utilization_percent < 40  # a fifth of a day-night cycle, not 90
+    new, demand = hints_with_forecast(service, predictor, None, busy, declared=True)
+    assert demand is not None and demand.source is ForecastSource.WORKLOAD_HISTORY
+    assert new.reference_utilization_percent > hints.reference_utilization_percent
+    declared, demand = hints_with_forecast(service, predictor, None, declared=True)
+    assert declared.reference_utilization_percent == 90 and demand is not None
+    assert demand.source is ForecastSource.DECLARED
+    _, demand = hints_with_forecast(service, predictor, None, declared=False)
+    assert demand is not None and demand.source is ForecastSource.PRIOR
+    batch = JobHints("train")
+    assert hints_with_forecast(batch, predictor, quiet, declared=False) == (batch, None)
