@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from lepton.core.jobspec import estimate_energy, estimated_consumption_watt_hours
 from lepton_exporter.accounting import Accountant
-from lepton_exporter.fake_nvml import FakeGpu, FakeNvml
 from lepton_exporter.metrics import LeptonCollector
 from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.readings import PodRef
@@ -33,8 +31,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lepton.api.jobspec import estimate_energy, estimated_consumption_watt_hours
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.core.energy import SECONDS_PER_HOUR
+from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
 ACTIVE = "lepton_pod_gpu_active_energy_joules_total"
 IDLE = "lepton_pod_gpu_idle_energy_joules_total"

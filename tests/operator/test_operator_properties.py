@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lepton.core.jobspec import estimate_energy
 from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
 from test_operator_admission import NS, T0, FakeApi, SimulatedCrashError
 
+from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.core.budget import EPSILON_WATT_HOURS
 
