@@ -78,7 +78,9 @@ def assert_every_workload_ready(cluster: LocalCluster, namespace: str, release: 
     assert isinstance(deployments, list) and len(deployments) == 3
     for d in deployments:
         status = d["status"]
-        assert status.get("readyReplicas") == d["spec"]["replicas"] == 1, d["metadata"]["name"]
+        # the operator runs two replicas (one leads, by a Lease); the others one each
+        want = 2 if d["metadata"]["name"].endswith("operator") else 1
+        assert status.get("readyReplicas") == d["spec"]["replicas"] == want, d["metadata"]["name"]
     (daemonset,) = get_json(cluster, "daemonsets", "-n", namespace, "-l", selector)["items"]
     status = daemonset["status"]
     # Every node of the fleet has a GPU (nvidia.com/gpu.product): one exporter on each.
