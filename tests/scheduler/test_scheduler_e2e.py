@@ -113,8 +113,16 @@ def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
     return {n["metadata"]["name"]: n["metadata"]["labels"] for n in nodes}
 
 
+def _every_gpu_free(live: Live) -> bool:
+    table, _ = live.extender.cache.table(FLEET_NODES)
+    return bool((table.free_gpus == table.total_gpus).all())
+
+
 @pytest.fixture
 def awake(live: Live, namespace: str) -> str:
+    # Each test starts from an empty fleet: an earlier test's pods (its namespace is still
+    # being deleted) would otherwise hold the GPUs this test expects to be chosen.
+    wait_for(lambda: _every_gpu_free(live), 120, "every GPU free (earlier tests' pods gone)")
     keep_nodes_awake(live.cluster, namespace)
     wait_for(lambda: _awake_seen(live, namespace), 30, "the keep-awake pods in the cache")
     return namespace
@@ -168,11 +176,7 @@ def _free_gpus_per_zone(live: Live) -> dict[str, int]:
 
 
 def test_a_burst_of_thirty_replicas_fills_three_zones_ten_each(live: Live, awake: str) -> None:
-    wait_for(
-        lambda: all(f >= 10 for f in _free_gpus_per_zone(live).values()),
-        60,
-        "10 free GPUs in every zone (earlier tests' pods gone)",
-    )
+    assert all(f >= 10 for f in _free_gpus_per_zone(live).values())
     hints = JobHints(
         job_name="burst",
         replicas=30,
