@@ -158,14 +158,35 @@ def consume(state: BudgetState, job_uid: str, job_total_watt_hours: float) -> Bu
     return replace(state, reservations=tuple(updated))
 
 
-def release(state: BudgetState, job_uid: str) -> BudgetState:
-    """A job ended (or was deleted): keep what it consumed, return the rest of its reservation."""
+def hold_only_used(state: BudgetState, job_uid: str) -> BudgetState:
+    """A job ended but is not settled yet: it holds only what it used, so the rest of its
+    reservation is room for the next job at once."""
+    return replace(
+        state,
+        reservations=tuple(
+            replace(r, reserved_watt_hours=r.consumed_watt_hours) if r.job_uid == job_uid else r
+            for r in state.reservations
+        ),
+    )
+
+
+def release(
+    state: BudgetState, job_uid: str, total_watt_hours: float | None = None
+) -> BudgetState:
+    """A job ended (or was deleted): keep what it consumed, return the rest of its reservation.
+
+    ``total_watt_hours``: the job's lifetime figure as its own final status records it (rounded
+    there); the period keeps that figure less what earlier periods counted, exactly.
+    """
     gone = state.reservation(job_uid)
     if gone is None:
         return state
+    used = gone.consumed_watt_hours
+    if total_watt_hours is not None:
+        used = max(0.0, total_watt_hours - gone.baseline_watt_hours)
     return replace(
         state,
-        settled_watt_hours=state.settled_watt_hours + gone.consumed_watt_hours,
+        settled_watt_hours=state.settled_watt_hours + used,
         reservations=tuple(r for r in state.reservations if r.job_uid != job_uid),
         settled_job_uids=state.settled_job_uids | {job_uid},
     )

@@ -41,6 +41,7 @@ from lepton.core.budget import (
     budget_pressure,
     consume,
     forget_settled,
+    hold_only_used,
     plan_admissions,
     release,
     roll_over,
@@ -64,6 +65,11 @@ log = logging.getLogger("lepton.operator")
 # A waiting job's message quotes the budget's numbers, which move every second while jobs run;
 # rewriting hundreds of statuses each second would load the apiserver for nothing.
 WAITING_MESSAGE_REFRESH_SECONDS = 15.0
+# The states a LeptonJob does not leave.
+FINAL_STATES = frozenset({LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value})
+# A job's status rounds its figure to 6 decimals (a microwatt-hour): what the budget holds
+# within that is the same figure.
+SETTLE_TOLERANCE_WATT_HOURS = 1e-6
 
 
 @dataclass
@@ -187,6 +193,7 @@ class JobPlan:
     estimate: EnergyEstimate | None = None
     usage: Usage | None = None
     released: bool = False
+    finishing: bool = False  # ended: its final status is written before the budget settles it
     waiting: Waiting | None = None
     blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
     blocked_message: str = ""
@@ -274,12 +281,37 @@ def reconcile_budget(
             plan.estimate = _estimate(plan.lj, memory)
         except (ValidationError, ValueError):
             plan.estimate = None
-        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
-        if plan.usage is not None:
-            state = consume(state, reservation.job_uid, plan.usage.watt_hours)
-        if plan.observation.finished or plan.deleting:
-            state = release(state, reservation.job_uid)
+        status = plan.lj.get("status") or {}
+        booked = reservation.baseline_watt_hours + reservation.consumed_watt_hours
+        recorded = float(status.get("consumedWattHours") or 0.0)
+        if (
+            plan.observation.finished
+            and not plan.deleting
+            and status.get("state") in FINAL_STATES
+            and recorded >= booked - SETTLE_TOLERANCE_WATT_HOURS
+        ):
+            # Phase two: the job's final status holds its figure; the budget settles exactly it.
+            plan.usage = Usage(recorded, status.get("consumptionSource") == "Measured")
+            state = release(state, reservation.job_uid, recorded)
             plan.released = True
+        else:
+            plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
+            if plan.usage is not None:
+                state = consume(state, reservation.job_uid, plan.usage.watt_hours)
+            if plan.deleting:
+                state = release(state, reservation.job_uid)
+                plan.released = True
+            elif plan.observation.finished:
+                # Phase one: the job's final status is written first, with the figure the
+                # budget holds for it (never less); the next pass settles that figure. A pass
+                # that dies, or loses the job's write, between the two leaves the reservation,
+                # so the figure is never recomputed from a later (different) view of its pods.
+                state = hold_only_used(state, reservation.job_uid)
+                held = state.reservation(reservation.job_uid)
+                total = held.baseline_watt_hours + held.consumed_watt_hours if held else 0.0
+                measured = plan.usage.measured if plan.usage else False
+                plan.usage = Usage(round(max(total, recorded), 6), measured)
+                plan.finishing = True
         if plan.deleting:
             used = plan.usage.watt_hours if plan.usage else 0.0
             events.append(
@@ -301,7 +333,7 @@ def reconcile_budget(
             uid in state.settled_job_uids
             and not plan.released
             and plan.observation.finished
-            and current not in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value)
+            and current not in FINAL_STATES
         ):
             with contextlib.suppress(ValidationError, ValueError):
                 plan.estimate = _estimate(plan.lj, memory)
@@ -316,7 +348,7 @@ def reconcile_budget(
         if uid in state.settled_job_uids or plan.observation.finished:
             continue
         current = (plan.lj.get("status") or {}).get("state")
-        if current in (LeptonJobState.FINISHED.value, LeptonJobState.FAILED.value):
+        if current in FINAL_STATES:
             continue
         if not _selector_allows(spec, plan.lj):
             plan.blocked_reason = "SelectorMismatch"
@@ -470,8 +502,8 @@ def _act_on_job(
         with contextlib.suppress(ValueError):  # an invalid template is reported in status
             api.create_job(build_job(lj, scheduler_name=config.scheduler_name))
 
-    if plan.released or current.get("state") in ("Finished", "Failed"):
-        if current.get("state") in ("Finished", "Failed") and not plan.released:
+    if plan.released or plan.finishing or current.get("state") in FINAL_STATES:
+        if current.get("state") in FINAL_STATES and not (plan.released or plan.finishing):
             return []
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)

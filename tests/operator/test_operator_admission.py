@@ -297,8 +297,16 @@ def test_finished_job_records_its_watt_hours_and_frees_room_for_the_next() -> No
     assert first["consumedWattHours"] > 0
     status = api.budgets["team"]["status"]
     assert status["consumedWattHours"] == pytest.approx(first["consumedWattHours"], rel=1e-5)
-    assert admitted(api) == ["second"]
     assert api.state("second") == "Admitted"
+    # Settled in two phases: the job's final status first, then the budget, by the next pass;
+    # meanwhile the ended job holds only what it used.
+    held = {r["jobName"]: r for r in status["reservations"]}
+    assert held["first"]["reservedWattHours"] == pytest.approx(first["consumedWattHours"])
+    run_pass(api, now=T0 + timedelta(seconds=602))
+    status = api.budgets["team"]["status"]
+    assert admitted(api) == ["second"]
+    assert status["settledWattHours"] == first["consumedWattHours"]
+    assert status["settledJobUids"] == ["uid-first"]
 
 
 def test_a_crash_right_after_a_job_finishes_never_admits_it_again() -> None:
@@ -650,3 +658,62 @@ def test_unreadable_phase_annotations_are_skipped() -> None:
             "estimated": False,
         }
     ]
+
+
+def _finish_seen_with_a_stale_pod(api: FakeApi) -> None:
+    """Job "first" completed at minute 10, but the pass's pod cache still shows its pod running
+    (the pods' watch lags the Jobs' watch under load)."""
+    api.run_pod("first", "first-p0", T0)
+    api.finish("first", T0, T0 + timedelta(minutes=10))
+    api.run_pod("first", "first-p0", T0)  # the stale view: still running
+
+
+def _books_agree(api: FakeApi) -> None:
+    status = api.budgets["team"]["status"]
+    assert api.state("first") == "Finished"
+    used = api.lepton_jobs["first"]["status"]["consumedWattHours"]
+    assert status["settledJobUids"] == ["uid-first"]
+    assert status["settledWattHours"] == pytest.approx(used, rel=1e-9, abs=1e-9), (
+        "the budget settled another figure than the job's books"
+    )
+
+
+def test_a_crash_after_settling_on_a_stale_pod_view_leaves_the_books_in_agreement() -> None:
+    # Failed before the two-phase settlement: the budget settled 15 minutes (the stale running
+    # pod, to "now"), the restarted operator then wrote the job's final status from the
+    # caught-up pod, 10 minutes: the budget held 1.5x the job's own figure.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 3))
+    api.add_job("first")
+    run_pass(api)
+    _finish_seen_with_a_stale_pod(api)
+    api.calls, api.crash_after_calls = 0, 4  # dies right after the budget's write
+    with pytest.raises(SimulatedCrashError):
+        run_pass(api, now=T0 + timedelta(minutes=15))
+    api.crash_after_calls = None
+    api.finish("first", T0, T0 + timedelta(minutes=10))  # the cache caught up
+    for second in range(1, 5):
+        run_pass(api, now=T0 + timedelta(minutes=16, seconds=second), memory=PassMemory())
+    _books_agree(api)
+
+
+def test_a_lost_final_status_write_leaves_the_books_in_agreement() -> None:
+    # Failed before the two-phase settlement, as above, with a Conflict on the job's final
+    # status write (kopf or a user touched the LeptonJob) in place of the crash.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 3))
+    api.add_job("first")
+    run_pass(api)
+    _finish_seen_with_a_stale_pod(api)
+    real_patch = api.patch_lepton_job_status
+
+    def conflicting(*args: Any, **kwargs: Any) -> None:
+        raise ConflictError("LeptonJob changed meanwhile")
+
+    api.patch_lepton_job_status = conflicting  # type: ignore[method-assign]
+    run_pass(api, now=T0 + timedelta(minutes=15))
+    api.patch_lepton_job_status = real_patch  # type: ignore[method-assign]
+    api.finish("first", T0, T0 + timedelta(minutes=10))
+    for second in range(1, 5):
+        run_pass(api, now=T0 + timedelta(minutes=16, seconds=second))
+    _books_agree(api)
