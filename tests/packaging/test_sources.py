@@ -97,7 +97,7 @@ def test_shipped_code_finds_its_files_as_package_resources() -> None:
     assert not hits, (
         "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from "
         "__file__; use importlib.resources "
-        "(docs/decisions/0006-what-the-wheel-ships.md):\n" + "\n".join(hits)
+        "(docs/decisions/0007-what-the-wheel-ships.md):\n" + "\n".join(hits)
     )
 
 

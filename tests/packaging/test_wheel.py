@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHELF = "shar" + "ed"
 PIP = (sys.executable, "-m", "pip")
 
-# What `lepton` subcommands read at run time (docs/decisions/0006-what-the-wheel-ships.md).
+# What `lepton` subcommands read at run time (docs/decisions/0007-what-the-wheel-ships.md).
 EXPECTED_IN_WHEEL = (
     "lepton/api/crds/lepton.dev_energybudgets.yaml",
     "lepton/api/crds/lepton.dev_leptonjobs.yaml",
