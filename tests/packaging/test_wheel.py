@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ EXPECTED_IN_WHEEL = (
 
 @dataclass(frozen=True)
 class Installed:
+    sdist: Path
     wheel: Path
     build_log: str
     venv: Path
@@ -135,6 +137,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     root = tmp_path_factory.mktemp("wheel")
     source, wheels = root / "source", root / "wheels"
     _copy_sources(source)
+    # As `python -m build` does: the sdist from the sources, then the wheel from the sdist,
+    # so that a file the sdist leaves out is missing from the wheel too.
+    sdist_build = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta;"
+            "print(build_meta.build_sdist(sys.argv[1]))",
+            str(wheels),
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert sdist_build.returncode == 0, sdist_build.stdout[-4000:] + sdist_build.stderr[-4000:]
+    sdist = wheels / sdist_build.stdout.split()[-1]
+    shutil.rmtree(source)
+    shutil.unpack_archive(sdist, root / "unpacked")
+    (source,) = (root / "unpacked").iterdir()
     build = subprocess.run(
         [
             *PIP,
@@ -189,7 +212,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "LEPTON_DATA_DIR"}
     }
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    yield Installed(wheel, build.stdout + build.stderr, venv, site_packages, cwd, env)
+    build_log = sdist_build.stdout + sdist_build.stderr + build.stdout + build.stderr
+    yield Installed(sdist, wheel, build_log, venv, site_packages, cwd, env)
 
 
 def test_the_folder_has_no_checkout_and_no_shared_data_above_it(installed: Installed) -> None:
@@ -221,6 +245,20 @@ def test_the_wheel_carries_what_the_commands_read(installed: Installed) -> None:
     )
     assert "License-Expression: Apache-2.0" in meta
     assert not [n for n in names if n.startswith(("tests/", "bench/", "deploy/", "crds/"))]
+
+
+def test_the_sdist_holds_the_package_sources_and_no_part_of_the_tests(installed: Installed) -> None:
+    with tarfile.open(installed.sdist) as archive:
+        names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        assert name in names, name
+    # The components' packages sit in the design card's folders in the sources.
+    folders = {"lepton_operator": "operator/", "lepton_scheduler": "scheduler/"}
+    shipped = [folders.get(n.split("/")[0], "") + n for n in EXPECTED_IN_WHEEL]
+    assert not [n for n in shipped if n not in names], "the sdist lacks package data"
+    # The tests need the whole clone (conftest, fixtures, the repository's files): an sdist
+    # carries all of them or none, not setuptools' default pick of tests/test*.py.
+    assert not [n for n in names if n.startswith("tests/")]
 
 
 def test_lepton_comes_from_the_wheel_not_the_checkout(installed: Installed) -> None:
