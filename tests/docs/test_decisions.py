@@ -10,7 +10,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DECISIONS = REPO_ROOT / "docs" / "decisions"
 MENTION = re.compile(r"docs/decisions/(\d{4}-[\w.-]+?\.md)")
 # Where the project's own text lives (not virtualenvs, caches or build output).
-SOURCES = ("README.md", "CHANGELOG.md", "pyproject.toml", "Makefile", "Dockerfile")
+SOURCES = ("README.md", "CHANGELOG.md", "pyproject.toml", "Makefile", "Dockerfile", "MANIFEST.in")
 SOURCE_FOLDERS = (
     "docs",
     "lepton",
