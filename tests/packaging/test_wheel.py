@@ -317,6 +317,34 @@ def test_simulate_runs_the_default_trace_from_the_package(installed: Installed) 
     ]
 
 
+def test_simulate_finds_a_shipped_trace_by_its_name(installed: Installed) -> None:
+    # The wheel's other traces are reachable without knowing where site-packages is.
+    installed.lepton(
+        "simulate",
+        "--pods",
+        "openb_pod_list_gpushare20.csv",
+        "--nodes",
+        "openb_node_list_gpu_node.csv",
+        "--pod-limit",
+        "100",
+        "--node-count",
+        "10",
+        "--seeds",
+        "1",
+        "--policy",
+        "default-scheduler",
+        "--out",
+        "share",
+    )
+    report = json.loads((installed.cwd / "share" / "simulation.json").read_text())
+    pod_list = Path(report["trace"]["podList"])
+    assert pod_list.name == "openb_pod_list_gpushare20.csv"
+    assert pod_list.is_relative_to(installed.site_packages), pod_list
+    missing = installed.run(str(installed.venv / "bin" / "lepton"), "simulate", "--pods", "no.csv")
+    assert missing.returncode != 0
+    assert "openb_pod_list_gpushare20.csv" in missing.stderr, "the error names the shipped traces"
+
+
 def test_the_profiles_rederive_from_the_shipped_sweeps(installed: Installed) -> None:
     derive = installed.run(
         str(installed.venv / "bin" / "python"), "-m", "lepton.core.profiles", "derive", "--check"
@@ -330,7 +358,9 @@ def test_cluster_up_installs_the_crds_from_the_package_then_down(
 ) -> None:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     state = str(tmp_path / "state")
-    up = installed.lepton("cluster", "up", "--no-build", "--state-dir", state, timeout=300)
+    # The fleet: the first nodes of the shipped trace node list, found by its name.
+    fleet = ("--fleet", "openb_node_list_gpu_node.csv", "--fleet-limit", "4")
+    up = installed.lepton("cluster", "up", "--no-build", *fleet, "--state-dir", state, timeout=300)
     try:
         kubeconfig = up.stdout.strip().splitlines()[-1]
         crd_dir = installed.site_packages / "lepton" / "api" / "crds"
@@ -340,6 +370,8 @@ def test_cluster_up_installs_the_crds_from_the_package_then_down(
             kubectl, f"--kubeconfig={kubeconfig}", "get", "crd", "-o", "name", timeout=60
         )
         assert crds.returncode == 0, crds.stderr
+        nodes = installed.run(kubectl, f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name")
+        assert len(nodes.stdout.split()) == 4, nodes.stdout + nodes.stderr
         assert sorted(crds.stdout.split()) == [
             "customresourcedefinition.apiextensions.k8s.io/energybudgets.lepton.dev",
             "customresourcedefinition.apiextensions.k8s.io/leptonjobs.lepton.dev",
