@@ -37,7 +37,14 @@ SHELF = re.compile(
 # Path arithmetic from a module's own location: `__file__`, its spec's origin, or a
 # package's resource folder walked up from (`files("lepton").parent`, `/ ".."`).
 FROM_FILE = re.compile(
-    r"""__file__|__spec__|\.origin\b|files\([^)]*\)\s*\.parent|joinpath\(\s*["']\.\.|/\s*["']\.\.["']"""
+    "|".join(
+        (
+            r"__file__|__spec__|__path__|getsourcefile|inspect\.getfile|\.origin\b",
+            r"files\([^)]*\)\s*\.parent",
+            r"""joinpath\(\s*["']\.\.""",
+            r"""/\s*["']\.\.["']""",
+        )
+    )
 )
 
 
@@ -95,8 +102,8 @@ def test_nothing_in_the_repository_refers_to_the_shared_shelf() -> None:
 def test_shipped_code_finds_its_files_as_package_resources() -> None:
     hits = paths_from_file(REPO_ROOT)
     assert not hits, (
-        "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from "
-        "__file__; use importlib.resources "
+        "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from its own "
+        "location (__file__, __path__, a resource folder's parent); use importlib.resources "
         "(docs/decisions/0007-what-the-wheel-ships.md):\n" + "\n".join(hits)
     )
 
@@ -110,6 +117,8 @@ def test_the_scans_name_the_offending_file(tmp_path: Path) -> None:
         'B = resources.files("lepton") / ".." / "crds"\n'
         "C = Path(__spec__.origin).parent\n"
         'D = resources.files("lepton").joinpath("../crds")\n'
+        "F = Path(lepton.__path__[0]).parent\n"
+        "G = Path(inspect.getsourcefile(lepton)).parent\n"
         'E = resources.files("lepton").joinpath("crds")\n'
     )
     (package / "beside.py").write_text(f'DATA = REPO.parent / "{SHARED}" / "data"\n')
@@ -124,6 +133,8 @@ def test_the_scans_name_the_offending_file(tmp_path: Path) -> None:
         'lepton/sub/walks_up.py:2: B = resources.files("lepton") / ".." / "crds"',
         "lepton/sub/walks_up.py:3: C = Path(__spec__.origin).parent",
         'lepton/sub/walks_up.py:4: D = resources.files("lepton").joinpath("../crds")',
+        "lepton/sub/walks_up.py:5: F = Path(lepton.__path__[0]).parent",
+        "lepton/sub/walks_up.py:6: G = Path(inspect.getsourcefile(lepton)).parent",
     ]
     assert shelf_references(tmp_path) == [
         f"README.md:2: see ../{SHARED}/data/traces",
