@@ -41,6 +41,36 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), handlers=[handler])
 
 
+class TraceFile(click.Path):
+    """A trace CSV: a path, or the bare name of a trace shipped in ``lepton/data/traces``
+    (``openb_pod_list_gpushare20.csv``), so that an installed package reaches its own data."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, exists=True, dir_okay=False)
+
+    def convert(
+        self,
+        value: str | os.PathLike[str],
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> str | bytes | os.PathLike[str]:
+        from lepton.data import data_file
+
+        path = Path(value)
+        shipped = data_file(f"traces/{path.name}")
+        if not path.exists() and str(path) == path.name and shipped.is_file():
+            return shipped
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            names = sorted(p.name for p in shipped.parent.glob("*.csv"))
+            self.fail(
+                f"{value}: no such file, nor a shipped trace ({', '.join(names) or 'none'})",
+                param,
+                ctx,
+            )
+
+
 def _progress(message: str) -> None:
     click.echo(message, err=True)
 
@@ -116,8 +146,9 @@ def cluster() -> None:
 @click.option(
     "--fleet",
     "fleet_file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="A fleet YAML file, or a trace node list (.csv) such as openb_node_list_gpu_node.csv.",
+    type=TraceFile(),
+    help="A fleet YAML file, or a trace node list (.csv): a path, or the name of the shipped "
+    "openb_node_list_gpu_node.csv.",
 )
 @click.option(
     "--fleet-limit", type=int, default=None, help="Use only the first N nodes of a .csv fleet."
@@ -494,14 +525,16 @@ def crds_command() -> None:
 @click.option(
     "--pods",
     "pods_path",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Pod trace CSV (default: the shipped openb_pod_list_default.csv, lepton/data).",
+    type=TraceFile(),
+    help="Pod trace CSV: a path, or the name of a shipped one, e.g. "
+    "openb_pod_list_gpushare20.csv (default: openb_pod_list_default.csv, lepton/data).",
 )
 @click.option(
     "--nodes",
     "nodes_path",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Node list CSV (default: the shipped openb_node_list_gpu_node.csv, lepton/data).",
+    type=TraceFile(),
+    help="Node list CSV: a path, or the name of a shipped one "
+    "(default: openb_node_list_gpu_node.csv, lepton/data).",
 )
 @click.option(
     "--out",

@@ -3,10 +3,10 @@
 The scheduler extender, the operator's admission estimates, the exporter's
 ``model`` backend and the simulator all need the same few facts about a GPU
 model. They live in data files (``gpu_profiles/*.yaml``), one per model, with
-the source written beside every number. The A40 file is *generated* from the
-measured Zeus sweeps in ``lepton/data/gpu-power/`` by :func:`derive_a40`
-(``python -m lepton.core.profiles derive-a40``); a test re-derives it and fails
-on drift. The other models come from datasheets and say so.
+the source written beside every number. The A40, V100 and P100 files are
+*generated* from the measured Zeus sweeps in ``lepton/data/gpu-power/``
+(:data:`SWEEPS`; ``python -m lepton.core.profiles derive``, ``--check`` to fail
+on drift, as a test does). The other models come from datasheets and say so.
 
 How power and speed respond to a power limit is a curve over the limit as a
 fraction of the board's default limit. The A40's curve is measured; the other

@@ -19,11 +19,33 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh", ".json",
 SHARED = "shar" + "ed"
 SHELF = re.compile(
     "|".join(
-        re.escape(p)
-        for p in (f"../{SHARED}", f"{SHARED}/data", f"{SHARED}/notes", f"LEPTON_{SHARED.upper()}")
+        [
+            *(
+                re.escape(p)
+                for p in (
+                    f"../{SHARED}",
+                    f"{SHARED}/data",
+                    f"{SHARED}/notes",
+                    f"LEPTON_{SHARED.upper()}",
+                )
+            ),
+            # the shelf joined as a path component: `REPO.parent / "…"`, `Path("..", "…")`
+            rf"""[/,(]\s*["']{SHARED}["']""",
+        ]
     )
 )
-FROM_FILE = re.compile(r"__file__")
+# Path arithmetic from a module's own location: `__file__`, its spec's origin, or a
+# package's resource folder walked up from (`files("lepton").parent`, `/ ".."`).
+FROM_FILE = re.compile(
+    "|".join(
+        (
+            r"__file__|__spec__|__path__|getsourcefile|inspect\.getfile|\.origin\b",
+            r"files\([^)]*\)\s*\.parent",
+            r"""joinpath\(\s*["']\.\.""",
+            r"""/\s*["']\.\.["']""",
+        )
+    )
+)
 
 
 def _source_files(root: Path) -> list[Path]:
@@ -80,9 +102,9 @@ def test_nothing_in_the_repository_refers_to_the_shared_shelf() -> None:
 def test_shipped_code_finds_its_files_as_package_resources() -> None:
     hits = paths_from_file(REPO_ROOT)
     assert not hits, (
-        "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from "
-        "__file__; use importlib.resources "
-        "(docs/decisions/0006-what-the-wheel-ships.md):\n" + "\n".join(hits)
+        "code outside the clone-only tools (tests/, bench/, scripts/) builds paths from its own "
+        "location (__file__, __path__, a resource folder's parent); use importlib.resources "
+        "(docs/decisions/0007-what-the-wheel-ships.md):\n" + "\n".join(hits)
     )
 
 
@@ -90,15 +112,34 @@ def test_the_scans_name_the_offending_file(tmp_path: Path) -> None:
     package = tmp_path / "lepton" / "sub"
     package.mkdir(parents=True)
     (package / "paths.py").write_text('CRDS = Path(__file__).resolve().parents[2] / "crds"\n')
+    (package / "walks_up.py").write_text(
+        'A = resources.files("lepton").parent / "crds"\n'
+        'B = resources.files("lepton") / ".." / "crds"\n'
+        "C = Path(__spec__.origin).parent\n"
+        'D = resources.files("lepton").joinpath("../crds")\n'
+        "F = Path(lepton.__path__[0]).parent\n"
+        "G = Path(inspect.getsourcefile(lepton)).parent\n"
+        'E = resources.files("lepton").joinpath("crds")\n'
+    )
+    (package / "beside.py").write_text(f'DATA = REPO.parent / "{SHARED}" / "data"\n')
     (tmp_path / "README.md").write_text(f"ok\nsee ../{SHARED}/data/traces\n")
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "x.py").write_text(f"../{SHARED}\n")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "helper.py").write_text("REPO = Path(__file__).parents[1]\n")
     assert paths_from_file(tmp_path) == [
-        'lepton/sub/paths.py:1: CRDS = Path(__file__).resolve().parents[2] / "crds"'
+        'lepton/sub/paths.py:1: CRDS = Path(__file__).resolve().parents[2] / "crds"',
+        'lepton/sub/walks_up.py:1: A = resources.files("lepton").parent / "crds"',
+        'lepton/sub/walks_up.py:2: B = resources.files("lepton") / ".." / "crds"',
+        "lepton/sub/walks_up.py:3: C = Path(__spec__.origin).parent",
+        'lepton/sub/walks_up.py:4: D = resources.files("lepton").joinpath("../crds")',
+        "lepton/sub/walks_up.py:5: F = Path(lepton.__path__[0]).parent",
+        "lepton/sub/walks_up.py:6: G = Path(inspect.getsourcefile(lepton)).parent",
     ]
-    assert shelf_references(tmp_path) == [f"README.md:2: see ../{SHARED}/data/traces"]
+    assert shelf_references(tmp_path) == [
+        f"README.md:2: see ../{SHARED}/data/traces",
+        f'lepton/sub/beside.py:1: DATA = REPO.parent / "{SHARED}" / "data"',
+    ]
 
 
 def test_the_design_cards_folders_show_the_packaged_crds_and_examples() -> None:

