@@ -170,9 +170,7 @@ def hold_only_used(state: BudgetState, job_uid: str) -> BudgetState:
     )
 
 
-def release(
-    state: BudgetState, job_uid: str, total_watt_hours: float | None = None
-) -> BudgetState:
+def release(state: BudgetState, job_uid: str, total_watt_hours: float | None = None) -> BudgetState:
     """A job ended (or was deleted): keep what it consumed, return the rest of its reservation.
 
     ``total_watt_hours``: the job's lifetime figure as its own final status records it (rounded

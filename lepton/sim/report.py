@@ -348,7 +348,7 @@ def _cell_saving(
 
 def decomposition(report: Mapping[str, Any], load: str, regime: str) -> list[dict[str, Any]]:
     """Each step's saving against the one before (mean over seeds), and the total."""
-    present = {c["policy"] for c in report["cells"]}
+    present = {c["policy"] for c in report["cells"] if c["regime"] == regime and c["load"] == load}
     steps = []
     for label, base, policy in DECOMPOSITION:
         if str(base) in present and str(policy) in present:

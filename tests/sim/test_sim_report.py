@@ -123,3 +123,20 @@ def test_the_decomposition_chains_from_the_default_scheduler_to_lepton() -> None
     table = markdown_table(report)
     assert "Where the saving comes from (60%, scale-in)" in table
     assert "What bounds Lepton's placement" in table
+
+
+def test_a_study_of_one_regime_decomposes_only_that_regime() -> None:
+    # Failed before: the always-on steps were listed with a NaN saving ("+nan%").
+    pods, nodes = _trace()
+    report = run_study(
+        pods,
+        nodes,
+        SimConfig(trace_speed=1.0),
+        loads={"60%": 1.0},
+        seeds=(0,),
+        node_count=4,
+        regimes=("scale_in",),
+    )
+    assert decomposition(report, "60%", "always_on") == []
+    assert len(decomposition(report, "60%", "scale_in")) == 3
+    assert "nan" not in markdown_table(report)
