@@ -88,6 +88,14 @@ def pid_running(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the process has used, or None when there is no such process."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14 and 15
+
+
 def _rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
