@@ -26,7 +26,7 @@ CPU milliseconds per pod of each component are read from ``/proc``: on a machine
 with other work they say what each part costs better than wall time does.
 
     python -m bench.bench_throughput [--pods 500] [--nodes 500] [--out results]
-        [--percentage-of-nodes-to-score N]
+        [--percentage-of-nodes-to-score N] [--single-verb]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from lepton.core.names import LABEL_JOB_NAME
 
 GOAL_RATIO = 0.8
 PROFILE_RUN = "lepton-profile-no-extender"
+EXTENDER_VERBS = ("filter", "prioritize", "filter-best")
 
 
 def fleet(nodes: int) -> Fleet:
@@ -195,7 +196,7 @@ def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float |
     algorithm_seconds = scheduler.get(ALGORITHM_METRIC, {}).get("sum_seconds", 0.0)
     ours = sum(
         phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
-        for verb in ("filter", "prioritize")
+        for verb in EXTENDER_VERBS
     )
     return round(ours / 1000 / algorithm_seconds, 3) if algorithm_seconds else None
 
@@ -218,7 +219,7 @@ def cycle_breakdown(
             / per_pod,
             3,
         )
-        for verb in ("filter", "prioritize")
+        for verb in EXTENDER_VERBS
     }
     return {
         "algorithm_with_extender": with_ext,
@@ -229,11 +230,12 @@ def cycle_breakdown(
 
 
 def lepton_profile(
-    extender_url: str, cluster: LocalCluster, percentage: int | None
+    extender_url: str, cluster: LocalCluster, percentage: int | None, single_verb: bool = False
 ) -> dict[str, Any]:
     """The shipped lepton-scheduler configuration, less what ``start_scheduler_with`` fills in;
     ``percentage`` overrides its ``percentageOfNodesToScore`` (100: the extender sees every
-    feasible node), 0 meaning kube-scheduler's adaptive default."""
+    feasible node), 0 meaning kube-scheduler's adaptive default. ``single_verb``: the extender
+    is asked once a pod (``filterVerb: filter-best``, no ``prioritizeVerb``)."""
     config: dict[str, Any] = yaml.safe_load(
         lepton_scheduler_config(extender_url, cluster.kubeconfig)
     )
@@ -241,10 +243,16 @@ def lepton_profile(
         config.pop(key)
     if percentage is not None:
         config["percentageOfNodesToScore"] = percentage
+    if single_verb:
+        for extender in config["extenders"]:
+            extender["filterVerb"] = "filter-best"
+            extender.pop("prioritizeVerb", None)
     return config
 
 
-def run(pods: int, nodes: int, percentage: int | None = None) -> dict[str, Any]:
+def run(
+    pods: int, nodes: int, percentage: int | None = None, single_verb: bool = False
+) -> dict[str, Any]:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     with tempfile.TemporaryDirectory(prefix="lepton-throughput-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", progress=print)
@@ -274,7 +282,7 @@ def run(pods: int, nodes: int, percentage: int | None = None) -> dict[str, Any]:
                 ["create"],
                 [pod(f"q-{i}", "profile", "lepton-scheduler", True) for i in range(pods)],
             )
-            config = lepton_profile(stack.extender_url, cluster, percentage)
+            config = lepton_profile(stack.extender_url, cluster, percentage, single_verb)
             extenders = config.pop("extenders")
             results[PROFILE_RUN] = measure(
                 cluster,
@@ -322,6 +330,7 @@ def run(pods: int, nodes: int, percentage: int | None = None) -> dict[str, Any]:
         "nodes": nodes,
         "pods_per_run": pods,
         "percentage_of_nodes_to_score": "as shipped (100)" if percentage is None else percentage,
+        "extender_verbs": "filter-best" if single_verb else "filter, prioritize",
         **results,
         "ratio": ratio,
         "ratio_profile_without_extender": round(profile / base, 3) if base and profile else None,
@@ -364,9 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override the lepton-scheduler profile's 100 (0: kube-scheduler's adaptive default)",
     )
+    parser.add_argument(
+        "--single-verb",
+        action="store_true",
+        help="ask the extender once a pod (filterVerb: filter-best, no prioritizeVerb)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(args.pods, args.nodes, args.percentage_of_nodes_to_score)
+    result = run(args.pods, args.nodes, args.percentage_of_nodes_to_score, args.single_verb)
     (args.out / "bench_throughput.json").write_text(json.dumps(result, indent=2))
     chart(result, args.out / "bench_throughput.png")
     print(json.dumps({k: v for k, v in result.items()}, indent=2))
