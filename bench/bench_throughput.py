@@ -5,6 +5,8 @@ kube-scheduler much slower. Both runs use the same local control plane and fleet
 and the same number of GPU pods; only the scheduler differs:
 
 * the default kube-scheduler (the cluster's own, default profile);
+* the ``lepton-scheduler`` profile without its extender stanza: what the profile
+  alone (every node scored, MostAllocated) costs kube-scheduler;
 * the ``lepton-scheduler`` profile calling the extender (``lepton scheduler``) for
   filter and prioritize on every pod, each pod a LeptonJob pod with energy hints.
 
@@ -18,9 +20,13 @@ scheduling algorithm (``scheduler_scheduling_algorithm_duration_seconds``:
 filter and score, extenders included), count and mean; for the extender run,
 the extender's per-stage means (``lepton_scheduler_phase_duration_seconds``)
 and its share of the algorithm's time (the extender's filter + prioritize
-seconds over kube-scheduler's algorithm seconds).
+seconds over kube-scheduler's algorithm seconds), and the algorithm's mean time per pod
+split into the profile's own, the extender's handlers, and the rest of the callout. The
+CPU milliseconds per pod of each component are read from ``/proc``: on a machine shared
+with other work they say what each part costs better than wall time does.
 
     python -m bench.bench_throughput [--pods 500] [--nodes 500] [--out results]
+        [--percentage-of-nodes-to-score N] [--single-verb]
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.scrape import (
     ALGORITHM_METRIC,
     ATTEMPT_METRIC,
@@ -45,12 +53,19 @@ from bench.scrape import (
 )
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
+from lepton.cluster.local import (
+    LEPTON_SCHEDULER,
+    LocalCluster,
+    cpu_seconds,
+    lepton_scheduler_config,
+)
 from lepton.cluster.stack import LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
 from lepton.core.names import LABEL_JOB_NAME
 
 GOAL_RATIO = 0.8
+PROFILE_RUN = "lepton-profile-no-extender"
+EXTENDER_VERBS = ("filter", "prioritize", "filter-best")
 
 
 def fleet(nodes: int) -> Fleet:
@@ -91,13 +106,38 @@ def _bound(cluster: LocalCluster, namespace: str) -> int:
     return len(out.stdout.split())
 
 
-def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> dict[str, Any]:
+CPU_PROCESSES = ("kube-apiserver", "etcd", "kwok", "lepton-extender")
+
+
+def _cpu(cluster: LocalCluster, names: list[str]) -> dict[str, float]:
+    out = {}
+    for name in names:
+        process = cluster.state.processes.get(name)
+        used = cpu_seconds(process.pid) if process is not None else None
+        if used is not None:
+            out[name] = used
+    return out
+
+
+def measure(
+    cluster: LocalCluster, namespace: str, count: int, start: Any, scheduler: str
+) -> dict[str, Any]:
     """Start the scheduler, wait for ``count`` binds, and time them from the schedulers' own
-    ``Scheduled`` events (events.k8s.io ``eventTime`` has microseconds)."""
+    ``Scheduled`` events (events.k8s.io ``eventTime`` has microseconds). Also the CPU each
+    component used per pod meanwhile (start-up included for the scheduler: an upper bound),
+    the one figure a machine shared with other work does not inflate much."""
+    before = _cpu(cluster, list(CPU_PROCESSES))
     start()
+    before[scheduler] = 0.0  # started just now: all its CPU is this run's
     deadline = time.monotonic() + 600
     while _bound(cluster, namespace) < count and time.monotonic() < deadline:
         time.sleep(0.5)
+    after = _cpu(cluster, [*CPU_PROCESSES, scheduler])
+    cpu_ms_per_pod = {
+        name: round(1000 * (after[name] - before[name]) / count, 3)
+        for name in after
+        if name in before
+    }
     events = json.loads(
         cluster.kubectl(
             "get", "events.events.k8s.io", "-n", namespace, "-o", "json", timeout=120
@@ -110,7 +150,7 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
     )
     bound = _bound(cluster, namespace)
     if len(times) < 2:
-        return {"pods": count, "bound": bound, "pods_per_second": None}
+        return {"pods": count, "bound": bound, "pods_per_second": None, "cpu_ms_per_pod": {}}
     seconds = (times[-1] - times[0]).total_seconds()
     return {
         "pods": count,
@@ -118,6 +158,7 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
         "scheduled_events": len(times),
         "seconds": round(seconds, 3),
         "pods_per_second": round((len(times) - 1) / max(seconds, 1e-6), 2),
+        "cpu_ms_per_pod": cpu_ms_per_pod,
     }
 
 
@@ -155,12 +196,63 @@ def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float |
     algorithm_seconds = scheduler.get(ALGORITHM_METRIC, {}).get("sum_seconds", 0.0)
     ours = sum(
         phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
-        for verb in ("filter", "prioritize")
+        for verb in EXTENDER_VERBS
     )
     return round(ours / 1000 / algorithm_seconds, 3) if algorithm_seconds else None
 
 
-def run(pods: int, nodes: int) -> dict[str, Any]:
+def cycle_breakdown(
+    profile: dict[str, Any], ours: dict[str, Any], phases: dict[str, Any]
+) -> dict[str, Any]:
+    """kube-scheduler's mean algorithm time per pod with the extender, split: what the profile
+    costs without it, the extender's handlers (decode to encode, per verb), and the rest of the
+    callout (HTTP both ways, Go's JSON, aiohttp, waiting for a CPU and for the GIL)."""
+    with_ext = ours.get(ALGORITHM_METRIC, {}).get("mean_ms")
+    without = profile.get(ALGORITHM_METRIC, {}).get("mean_ms")
+    if with_ext is None or without is None:
+        return {}
+    per_pod = ours[ALGORITHM_METRIC]["count"] or 1
+    handlers = {
+        verb: round(
+            phases.get(verb, {}).get("calls", 0)
+            * phases.get(verb, {}).get("request_mean_ms", 0.0)
+            / per_pod,
+            3,
+        )
+        for verb in EXTENDER_VERBS
+    }
+    return {
+        "algorithm_with_extender": with_ext,
+        "algorithm_profile_without_extender": without,
+        "extender_handlers": handlers,
+        "callout_outside_handlers": round(with_ext - without - sum(handlers.values()), 3),
+    }
+
+
+def lepton_profile(
+    extender_url: str, cluster: LocalCluster, percentage: int | None, single_verb: bool = False
+) -> dict[str, Any]:
+    """The shipped lepton-scheduler configuration, less what ``start_scheduler_with`` fills in;
+    ``percentage`` overrides its ``percentageOfNodesToScore`` (100: the extender sees every
+    feasible node), 0 meaning kube-scheduler's adaptive default. ``single_verb``: the extender
+    is asked once a pod (``filterVerb: filter-best``, no ``prioritizeVerb``)."""
+    config: dict[str, Any] = yaml.safe_load(
+        lepton_scheduler_config(extender_url, cluster.kubeconfig)
+    )
+    for key in ("apiVersion", "kind", "clientConnection", "leaderElection"):
+        config.pop(key)
+    if percentage is not None:
+        config["percentageOfNodesToScore"] = percentage
+    if single_verb:
+        for extender in config["extenders"]:
+            extender["filterVerb"] = "filter-best"
+            extender.pop("prioritizeVerb", None)
+    return config
+
+
+def run(
+    pods: int, nodes: int, percentage: int | None = None, single_verb: bool = False
+) -> dict[str, Any]:
     tools.build_all(("etcd", "kwok", "kubernetes"))
     with tempfile.TemporaryDirectory(prefix="lepton-throughput-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", progress=print)
@@ -178,14 +270,29 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 [pod(f"p-{i}", "plain", "default-scheduler", False) for i in range(pods)],
             )
             results["default_scheduler"] = measure(
-                cluster,
-                "plain",
-                pods,
-                cluster.start_default_scheduler,
+                cluster, "plain", pods, cluster.start_default_scheduler, "kube-scheduler"
             )
             results["default_scheduler"]["kube_scheduler"] = scheduler_metrics(
                 cluster, "kube-scheduler"
             )
+            # The lepton-scheduler profile without its extender: what the profile itself
+            # (every node scored, MostAllocated) costs kube-scheduler, apart from the callout.
+            cluster.kubectl("create", "namespace", "profile")
+            cluster.submit_concurrently(
+                ["create"],
+                [pod(f"q-{i}", "profile", "lepton-scheduler", True) for i in range(pods)],
+            )
+            config = lepton_profile(stack.extender_url, cluster, percentage, single_verb)
+            extenders = config.pop("extenders")
+            results[PROFILE_RUN] = measure(
+                cluster,
+                "profile",
+                pods,
+                lambda: cluster.start_scheduler_with(PROFILE_RUN, config),
+                PROFILE_RUN,
+            )
+            results[PROFILE_RUN]["kube_scheduler"] = scheduler_metrics(cluster, PROFILE_RUN)
+            cluster.stop_processes([PROFILE_RUN])
             # lepton-scheduler with the extender, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
@@ -196,7 +303,10 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 cluster,
                 "lepton",
                 pods,
-                lambda: cluster.start_lepton_scheduler(stack.extender_url),
+                lambda: cluster.start_scheduler_with(
+                    LEPTON_SCHEDULER, {**config, "extenders": extenders}
+                ),
+                LEPTON_SCHEDULER,
             )
             ours = results["lepton_scheduler_with_extender"]
             ours["kube_scheduler"] = scheduler_metrics(cluster, LEPTON_SCHEDULER)
@@ -204,20 +314,31 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
             ours["extender_share_of_algorithm"] = extender_share(
                 ours["kube_scheduler"], ours["extender_phases"]
             )
+            ours["cycle_breakdown_ms"] = cycle_breakdown(
+                results[PROFILE_RUN]["kube_scheduler"],
+                ours["kube_scheduler"],
+                ours["extender_phases"],
+            )
         finally:
             cluster.down()
     base = results["default_scheduler"]["pods_per_second"]
     ours = results["lepton_scheduler_with_extender"]["pods_per_second"]
     ratio = round(ours / base, 3) if base and ours else None
+    profile = results[PROFILE_RUN]["pods_per_second"]
     return {
         "benchmark": "scheduling throughput with the extender / without, same run",
         "nodes": nodes,
         "pods_per_run": pods,
+        "percentage_of_nodes_to_score": "as shipped (100)" if percentage is None else percentage,
+        "extender_verbs": "filter-best" if single_verb else "filter, prioritize",
         **results,
         "ratio": ratio,
+        "ratio_profile_without_extender": round(profile / base, 3) if base and profile else None,
+        "ratio_extender_over_profile": round(ours / profile, 3) if profile and ours else None,
         "goal_ratio": GOAL_RATIO,
         "met_goal": ratio is not None and ratio >= GOAL_RATIO,
         "load_average_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
     }
 
 
@@ -246,9 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--percentage-of-nodes-to-score",
+        type=int,
+        default=None,
+        help="override the lepton-scheduler profile's 100 (0: kube-scheduler's adaptive default)",
+    )
+    parser.add_argument(
+        "--single-verb",
+        action="store_true",
+        help="ask the extender once a pod (filterVerb: filter-best, no prioritizeVerb)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(args.pods, args.nodes)
+    result = run(args.pods, args.nodes, args.percentage_of_nodes_to_score, args.single_verb)
     (args.out / "bench_throughput.json").write_text(json.dumps(result, indent=2))
     chart(result, args.out / "bench_throughput.png")
     print(json.dumps({k: v for k, v in result.items()}, indent=2))

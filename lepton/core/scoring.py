@@ -185,6 +185,8 @@ class CandidateTable(Sequence[CandidateNode]):
 
     def take(self, rows: Ints | Bools) -> CandidateTable:
         """The rows selected by an index or mask array, in order."""
+        if rows.dtype == np.bool_ and len(rows) == len(self) and bool(rows.all()):
+            return self  # read-only: a filter that keeps every node copies nothing
         picked = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
         return CandidateTable(
             names=[self.names[i] for i in picked.tolist()],

@@ -16,7 +16,7 @@ PHASE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0
 # reading and decoding the body, the candidates' table from the cache, the filter or score,
 # keeping the decision for /explain, queueing its Event, and writing the answer.
 PHASES = ("decode", "table", "scoring", "explanation", "event", "encode")
-VERBS = ("filter", "prioritize")
+VERBS = ("filter", "prioritize", "filter-best")
 
 
 class ExtenderMetrics:

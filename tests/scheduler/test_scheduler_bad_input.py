@@ -214,7 +214,7 @@ bodies = st.one_of(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(verb=st.sampled_from(["filter", "prioritize"]), body=bodies)
+@given(verb=st.sampled_from(["filter", "prioritize", "filter-best"]), body=bodies)
 def test_fuzzed_requests_never_get_a_5xx(small_server: Server, verb: str, body: bytes) -> None:
     response = small_server.post_raw(verb, body)
     assert response.status_code < 500, (body, response.text)

@@ -231,3 +231,37 @@ def test_a_replica_with_one_node_left_counts_there_without_prioritize(make_serve
     body = server.post("filter", extender_args(lepton_pod(soft, name="soft-0"), ALL)).json()
     assert body["NodeNames"] == ["t4-0"]  # kube-scheduler binds it without asking prioritize
     assert server.extender.assumed.node_of("uid-soft-0") == "t4-0"
+
+
+def test_filter_best_answers_the_top_ties_of_filter_then_prioritize_in_one_call(
+    make_server: Any,
+) -> None:
+    pods = [
+        lepton_pod(JobHints(job_name="train"), name="train-0"),
+        lepton_pod(JobHints(job_name="spread", replicas=3, spread_across=ZONE), name="spread-0"),
+    ]
+    for pod in pods:
+        two = make_server(fleet_cache())  # the two-call answer, on a server of its own
+        passed = two.post("filter", extender_args(pod, ALL)).json()["NodeNames"]
+        ranked = two.post("prioritize", extender_args(pod, passed)).json()
+        top = max(e["Score"] for e in ranked)
+        server = make_server(fleet_cache())
+        body = server.post("filter-best", extender_args(pod, ALL)).json()
+        assert body["NodeNames"] == [e["Host"] for e in ranked if e["Score"] == top]
+        assert len(body["NodeNames"]) < len(passed)  # narrowed: the fleet's models differ
+        key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        explained = server.get(f"/explain?pod={key}")
+        assert explained.status_code == 200, explained.text
+        assert explained.json() == two.get(f"/explain?pod={key}").json()
+    # the spreading replica counts for its siblings where it was ranked best
+    assert server.extender.assumed.node_of("uid-spread-0") in body["NodeNames"]
+
+
+def test_filter_best_keeps_a_limited_replica_in_the_domain_filter_chose(make_server: Any) -> None:
+    server = make_server(fleet_cache())
+    pod = lepton_pod(LIMITED, name="train-0")
+    body = server.post("filter-best", extender_args(pod, ALL)).json()
+    assert {ZONES[n] for n in body["NodeNames"]} == {
+        ZONES[server.extender.assumed.node_of("uid-train-0")]
+    }
+    assert body["NodeNames"]
