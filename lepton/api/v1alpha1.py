@@ -224,6 +224,14 @@ class EnergyBudgetStatus(_Model):
         default=0.0, description="Held for admitted jobs beyond what they consumed so far."
     )
     remaining_watt_hours: float = Field(default=0.0, description="Left for new jobs.")
+    overrun_watt_hours: float = Field(
+        default=0.0,
+        description="Consumed this period beyond what the jobs reserved (a job used more than "
+        "its estimate): by this much consumed plus reserved may exceed the limit.",
+    )
+    settled_overrun_watt_hours: float = Field(
+        default=0.0, description="The part of overrunWattHours of jobs that have since ended."
+    )
     admitted_jobs: int = 0
     queued_jobs: int = 0
     reservations: list[Reservation] = Field(

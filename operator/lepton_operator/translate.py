@@ -75,6 +75,7 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
         settled_job_uids=frozenset(status.get("settledJobUids") or ()),
+        settled_overrun_watt_hours=float(status.get("settledOverrunWattHours", 0.0)),
     )
 
 
@@ -123,6 +124,8 @@ def budget_status(
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
         "reservedWattHours": round(state.reserved_watt_hours, 6),
+        "overrunWattHours": round(state.overrun_watt_hours, 6),
+        "settledOverrunWattHours": state.settled_overrun_watt_hours,
         "remainingWattHours": round(state.remaining_watt_hours, 6),
         "admittedJobs": len(state.reservations),
         "queuedJobs": queued_jobs,
@@ -157,6 +160,11 @@ def budget_status(
                     f"consumed {state.consumed_watt_hours:.2f} Wh of "
                     f"{state.limit_watt_hours:.0f} Wh"
                     + (f"; whenExhausted={when_exhausted.value} applies" if exhausted else "")
+                    + (
+                        f"; {state.overrun_watt_hours:.2f} Wh metered beyond the jobs' reservations"
+                        if state.overrun_watt_hours > 0
+                        else ""
+                    )
                 ),
                 now,
                 old_conditions,

@@ -475,6 +475,24 @@ def test_a_pass_fed_by_the_watch_caches_lists_nothing() -> None:
     assert admitted(api) == ["a"] and api.state("b") == "Waiting"
 
 
+def test_a_job_running_past_its_estimate_shows_as_overrun_in_the_budget() -> None:
+    api, per_second = _running_job(seconds=3600)
+    reserved = api.budgets["team"]["status"]["reservations"][0]["reservedWattHours"]
+    run_pass(api, now=T0 + timedelta(hours=3))  # well past the estimated run time
+    status = api.budgets["team"]["status"]
+    assert status["consumedWattHours"] == pytest.approx(per_second * 3 * 3600, rel=1e-4)
+    assert status["overrunWattHours"] == pytest.approx(
+        status["consumedWattHours"] - reserved, rel=1e-4
+    )
+    exhausted = next(c for c in status["conditions"] if c["type"] == "Exhausted")
+    assert "metered beyond the jobs' reservations" in exhausted["message"]
+    api.finish("a", T0, T0 + timedelta(hours=3))
+    run_pass(api, now=T0 + timedelta(hours=3, seconds=1))
+    status = api.budgets["team"]["status"]
+    assert status["settledOverrunWattHours"] == pytest.approx(status["overrunWattHours"])
+    assert status["overrunWattHours"] > 0
+
+
 def test_raising_the_limit_admits_the_waiting_job() -> None:
     api = FakeApi()
     api.add_budget("team", 1)
