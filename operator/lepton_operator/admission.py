@@ -447,6 +447,7 @@ def _act_on_job(
     generation = meta.get("generation")
     ref = _ref(lj, "LeptonJob")
     events: list[EventNote] = []
+    written_note: EventNote | None = None  # posted only once the status that says it is written
     observation = plan.observation
     reservation = state.reservation(uid)
     desired: dict[str, Any] = {"observedGeneration": generation, "jobName": job_name}
@@ -466,10 +467,8 @@ def _act_on_job(
     def cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
         return tr.condition(type_, ok, reason, message, now, old_conditions, generation)
 
-    if not observation.exists and reservation is None and plan.blocked_reason is None:
-        with contextlib.suppress(ValueError):  # an invalid template is reported in status
-            api.create_job(build_job(lj, scheduler_name=config.scheduler_name))
-
+    # A waiting job's suspended Job is created by the LeptonJob's create handler, and an
+    # admitted one's below if it is missing: a pass never re-creates one the cache lags on.
     if plan.released or current.get("state") in ("Finished", "Failed"):
         if current.get("state") in ("Finished", "Failed") and not plan.released:
             return []
@@ -496,15 +495,15 @@ def _act_on_job(
                 ),
             ],
         )
-        events.append(
-            EventNote(
-                ref,
-                "Normal" if observation.succeeded else "Warning",
-                final_state.value,
-                desired["conditions"][-1]["message"],
+        if _write_status(api, lj, desired):  # else the next pass writes it, and says so then
+            events.append(
+                EventNote(
+                    ref,
+                    "Normal" if observation.succeeded else "Warning",
+                    final_state.value,
+                    desired["conditions"][-1]["message"],
+                )
             )
-        )
-        _write_status(api, lj, desired)
         return events
 
     if reservation is not None:
@@ -642,20 +641,46 @@ def _act_on_job(
             if old_message == message or time.monotonic() - last < WAITING_MESSAGE_REFRESH_SECONDS:
                 return events
         else:
-            events.append(EventNote(ref, "Normal", reason, message))
+            written_note = EventNote(ref, "Normal", reason, message)
         memory.waiting_written[uid] = time.monotonic()
 
-    if any(current.get(k) != v for k, v in desired.items()):
-        _write_status(api, lj, desired)
+    changed = any(current.get(k) != v for k, v in desired.items())
+    if changed and _write_status(api, lj, desired) and written_note is not None:
+        events.append(written_note)
     return events
 
 
-def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
-    """Write a job's status if the LeptonJob is still the one it was decided from; a lost race
-    is left to the next pass (a second later, on fresh state), the budget's books are not
-    affected (they were committed first)."""
+def _decided_from(lj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a job's status decision reads from its LeptonJob: identity, spec, labels, whether
+    it is being deleted, and the status it had."""
+    meta = lj.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("labels") or {},
+        meta.get("deletionTimestamp"),
+        lj.get("status") or {},
+    )
+
+
+def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Write a job's status if the LeptonJob is still the one it was decided from; True when
+    written. A conflict whose cause changed nothing the decision read (kopf's own finalizer or
+    annotation patch, the usual one while a burst is created) is retried at once on the fresh
+    resourceVersion; any other lost race is left to the next pass, on fresh state. The budget's
+    books are not affected either way (they were committed first)."""
     meta = lj["metadata"]
     try:
         api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, meta)
+        return True
+    except ConflictError as error:
+        fresh = api.get_lepton_job(meta["namespace"], meta["name"])
+        if fresh is None or _decided_from(fresh) != _decided_from(lj):
+            log.debug("status not written, the next pass will: %s", error)
+            return False
+    try:
+        api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, fresh["metadata"])
     except ConflictError as error:
         log.debug("status not written, the next pass will: %s", error)
+        return False
+    return True
