@@ -191,7 +191,25 @@ class JobPlan:
     blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
     blocked_message: str = ""
     deleting: bool = False  # the LeptonJob is being deleted: settle it, touch nothing
+    deferred: bool = False  # its Job ended but its pods' cache has not: settle it next pass
     closing: bool = False  # its budget is being deleted: suspend it
+
+
+# How long after its Job ended a pod may still look running in the watch cache before the job is
+# settled anyway (charged up to now): past this the cache is not lagging, the pod is stuck.
+POD_CACHE_LAG_SECONDS = 30.0
+
+
+def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
+    """The Job ended, yet one of its pods still runs by the cache (the Job's and the pods'
+    watches are separate streams): settling now would charge that pod until now, and a pass
+    re-measuring it later (its final status lost to a crash) would charge less."""
+    ended = plan.observation.completion_time
+    if not plan.observation.finished or plan.deleting or ended is None:
+        return False
+    if (now - ended).total_seconds() > POD_CACHE_LAG_SECONDS:
+        return False
+    return any(tr.pod_is_running(pod) for pod in plan.pods)
 
 
 def reconcile_budget(
@@ -269,6 +287,9 @@ def reconcile_budget(
                     f"LeptonJob {reservation.job_name!r} is gone; released its reservation",
                 )
             )
+            continue
+        if _pod_cache_lags(plan, now):
+            plan.deferred = True  # settled on a later pass, from the pods' final intervals
             continue
         try:
             plan.estimate = _estimate(plan.lj, memory)
@@ -437,8 +458,8 @@ def _act_on_job(
     plan: JobPlan,
     now: datetime,
 ) -> list[EventNote]:
-    if plan.deleting:
-        return []  # settled above; the LeptonJob and its Job are going
+    if plan.deleting or plan.deferred:
+        return []  # settled above, or on the next pass; the LeptonJob and its Job are going
     lj = plan.lj
     meta = lj["metadata"]
     namespace, job_name, uid = meta["namespace"], meta["name"], meta["uid"]

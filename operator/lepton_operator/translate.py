@@ -273,6 +273,14 @@ def sum_phases(annotations: Iterable[str | None]) -> list[dict[str, Any]]:
 Interval = tuple[datetime, datetime]
 
 
+def pod_is_running(pod: Mapping[str, Any]) -> bool:
+    """Whether one of the pod's containers runs (by this copy of the pod)."""
+    return any(
+        (cs.get("state") or {}).get("running")
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
 def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | None:
     """When a pod's containers ran: from the first start to the last end, or to ``now`` while
     one still runs. A Pending pod, whose containers never started, ran for no time."""

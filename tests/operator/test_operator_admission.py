@@ -6,6 +6,7 @@ with a conflict, and it can 'crash' (raise) at a chosen call to imitate a SIGKIL
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -727,3 +728,40 @@ def test_a_status_write_that_lost_to_a_status_change_waits_and_its_event_is_post
     assert api.state("b") == "Waiting"
     reasons = [e.reason for e in (*second, *third) if e.obj["metadata"]["name"] == "b"]
     assert reasons == ["ExceedsBudget"], reasons
+
+
+def test_a_job_is_settled_from_its_pods_final_run_when_the_pod_cache_lags_the_job() -> None:
+    # The Job's watch says Complete while the pod's still says running (two watch streams):
+    # settling then charged the pod up to now, and a crash before the job's final status let
+    # the next pass re-measure the (by then terminated) pod: job and budget disagreed.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 2))
+    api.add_job("a")
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    terminated = copy.deepcopy(api.pods["a-p0"])
+    api.pods["a-p0"]["status"]["containerStatuses"][0]["state"] = {
+        "running": {"startedAt": T0.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    }
+    api.calls, api.crash_after_calls = 0, 4  # get budget, list LeptonJobs and Jobs, write budget
+    with contextlib.suppress(SimulatedCrashError):
+        run_pass(api, now=T0 + timedelta(seconds=610))
+    api.crash_after_calls = None
+    api.pods["a-p0"] = terminated  # the pod's watch catches up
+    run_pass(api, now=T0 + timedelta(seconds=611), memory=PassMemory())
+    run_pass(api, now=T0 + timedelta(seconds=612), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert api.state("a") == "Finished" and status["reservations"] == []
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    ran_600_s = one_estimate() * 600 / estimate_energy_seconds()
+    assert used == pytest.approx(ran_600_s, rel=1e-5), "charged past the pod's end"
+    assert status["consumedWattHours"] == pytest.approx(used, rel=1e-5), "job and budget differ"
+
+
+def estimate_energy_seconds(seconds: int = 3600) -> float:
+    spec = LeptonJobSpec.model_validate(
+        {"budgetName": "team", "gpuModels": ["A40"], "work": {"referenceGpuSeconds": seconds}}
+        | {"template": {}}
+    )
+    return estimate_energy(spec).duration_seconds
