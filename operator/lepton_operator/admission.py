@@ -140,18 +140,22 @@ def measure(
     config: OperatorConfig,
     now: datetime,
     pods: Sequence[Mapping[str, Any]] = (),
+    until: datetime | None = None,
 ) -> Usage | None:
     """The job's energy so far: from the exporters via Prometheus when it has the job's
     series (labelled Estimated when those come from the exporter's model backend), else
-    the energy model's estimate from run time."""
+    the energy model's estimate from run time. ``until`` (a past instant: the start of a new
+    period) asks for what the job had used by then only, not its lifetime figure so far."""
     status = lj.get("status") or {}
-    previous = float(status.get("consumedWattHours") or 0.0)
+    # The lifetime figure never goes back; one up to a past instant may be below it.
+    previous = float(status.get("consumedWattHours") or 0.0) if until is None else 0.0
+    at = until or now
     admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
     if config.energy_source is not None and admitted is not None:
-        range_seconds = int((now - admitted).total_seconds()) + 60
+        range_seconds = int((at - admitted).total_seconds()) + 60
         try:
             reported = config.energy_source.job_energy(
-                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds
+                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds, at=until
             )
         except Exception as error:  # a Prometheus outage must not stop admission
             log.warning("prometheus query failed, estimating instead: %s", error)
@@ -160,7 +164,8 @@ def measure(
             return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
     # No meter: the estimate's power for as long as the pods ran (not since the Job's
     # startTime, which Kubernetes sets while pods are still Pending and resets on resume).
-    ran = tr.run_seconds(tr.run_intervals(status, pods, now))
+    intervals = [(s, min(e, at)) for s, e in tr.run_intervals(status, pods, at) if s < at]
+    ran = tr.run_seconds(intervals)
     if estimate is None or ran <= 0:
         return Usage(previous, measured=False) if previous else None
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
@@ -263,8 +268,29 @@ def reconcile_budget(
         )
 
     events: list[EventNote] = []
-    state: BudgetState = roll_over(tr.budget_state(budget, now), now)
-    if budget.get("status") and state.period_start != tr.budget_state(budget, now).period_start:
+    books = tr.budget_state(budget, now)
+    state: BudgetState = roll_over(books, now)
+    if budget.get("status") and state.period_start != books.period_start:
+        # What running jobs used until the new period began belongs to the old one (the
+        # operator may have been down across the end): consume it there, then roll over.
+        for reservation in books.reservations:
+            plan = plans.get(reservation.job_uid)
+            if plan is None or _pod_cache_lags(plan, now):
+                continue
+            with contextlib.suppress(ValidationError, ValueError):
+                plan.estimate = _estimate(plan.lj, memory)
+            at_end = measure(
+                plan.lj,
+                plan.observation,
+                plan.estimate,
+                config,
+                now,
+                plan.pods,
+                until=state.period_start,
+            )
+            if at_end is not None:
+                books = consume(books, reservation.job_uid, at_end.watt_hours)
+        state = roll_over(books, now)
         events.append(
             EventNote(
                 _ref(budget, "EnergyBudget"),

@@ -574,7 +574,7 @@ class FakeMeter:
         self.estimated = estimated
 
     def job_energy(
-        self, namespace: str, pods: Sequence[str], range_seconds: int
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
     ) -> JobEnergy | None:
         return JobEnergy(12.5, self.estimated)
 
@@ -765,3 +765,25 @@ def estimate_energy_seconds(seconds: int = 3600) -> float:
         | {"template": {}}
     )
     return estimate_energy(spec).duration_seconds
+
+
+def test_energy_used_before_a_period_ends_stays_in_it_when_the_operator_was_down_across_it() -> (
+    None
+):
+    # The operator was down from 3000 s to 4200 s; the period ended at 3600 s. The job ran
+    # throughout: 600 s of it belong to the old period, only 600 s to the new one.
+    api = FakeApi()
+    api.add_budget("team", 100_000, periodSeconds=3600)
+    api.add_job("a", seconds=36_000)
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    run_pass(api, now=T0 + timedelta(seconds=3000))
+    run_pass(api, now=T0 + timedelta(seconds=4200), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert status["periodStartTime"] == "2025-01-01T01:00:00Z"
+    per_second = one_estimate(36_000) / estimate_energy_seconds(36_000)
+    assert status["consumedWattHours"] == pytest.approx(600 * per_second, rel=1e-4), (
+        "the new period was charged what the job used in the old one"
+    )
+    lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert lifetime == pytest.approx(4200 * per_second, rel=1e-4)
