@@ -270,6 +270,7 @@ def reconcile_budget(
     events: list[EventNote] = []
     books = tr.budget_state(budget, now)
     state: BudgetState = roll_over(books, now)
+    closed: BudgetState | None = None  # the final books of the period this pass ends
     if budget.get("status") and state.period_start != books.period_start:
         # What running jobs used until the new period began belongs to the old one (the
         # operator may have been down across the end): consume it there, then roll over.
@@ -290,13 +291,17 @@ def reconcile_budget(
             )
             if at_end is not None:
                 books = consume(books, reservation.job_uid, at_end.watt_hours)
+        closed = books
         state = roll_over(books, now)
         events.append(
             EventNote(
                 _ref(budget, "EnergyBudget"),
                 "Normal",
                 "PeriodRolledOver",
-                f"new period from {tr.format_time(state.period_start)}",
+                f"new period from {tr.format_time(state.period_start)}; the period from "
+                f"{tr.format_time(closed.period_start)} closed with "
+                f"{closed.consumed_watt_hours:.4f} Wh consumed of "
+                f"{closed.limit_watt_hours:.0f} Wh",
             )
         )
 
@@ -402,6 +407,7 @@ def reconcile_budget(
         previous=budget.get("status") or {},
         generation=budget["metadata"].get("generation"),
         now=now,
+        closed=closed,
     )
     api.replace_budget_status(budget, status)  # the commit point; Conflict aborts the pass
     was_exhausted = any(

@@ -114,11 +114,26 @@ def budget_status(
     previous: Mapping[str, Any],
     generation: int | None,
     now: datetime,
+    closed: BudgetState | None = None,
 ) -> dict[str, Any]:
-    """The EnergyBudget status body for the books in ``state``."""
+    """The EnergyBudget status body for the books in ``state``; ``closed`` is the final books of
+    the period this pass ended (else the previous status' figures are kept)."""
     old_conditions = previous.get("conditions") or []
     exhausted = state.exhausted
+    last_period = (
+        {
+            "previousPeriodStartTime": _format_precise(closed.period_start),
+            "previousPeriodConsumedWattHours": round(closed.consumed_watt_hours, 6),
+        }
+        if closed is not None
+        else {
+            k: previous[k]
+            for k in ("previousPeriodStartTime", "previousPeriodConsumedWattHours")
+            if k in previous
+        }
+    )
     return {
+        **last_period,
         "observedGeneration": generation,
         "periodStartTime": _format_precise(state.period_start),
         "consumedWattHours": round(state.consumed_watt_hours, 6),
