@@ -197,12 +197,29 @@ class JobPlan:
     blocked_message: str = ""
     deleting: bool = False  # the LeptonJob is being deleted: settle it, touch nothing
     deferred: bool = False  # its Job ended but its pods' cache has not: settle it next pass
+    stopping: bool = False  # being deleted while its pods run: stop them, settle it after
     closing: bool = False  # its budget is being deleted: suspend it
 
 
 # How long after its Job ended a pod may still look running in the watch cache before the job is
 # settled anyway (charged up to now): past this the cache is not lagging, the pod is stuck.
 POD_CACHE_LAG_SECONDS = 30.0
+
+
+# How long a deleted LeptonJob's pods may take to stop (suspending its Job deletes them, with
+# their termination grace period) before it is settled anyway, charged up to now.
+POD_STOP_SECONDS = 120.0
+
+
+def _pods_still_run_after_deletion(plan: JobPlan, now: datetime) -> bool:
+    """The LeptonJob is being deleted and one of its pods still runs: its energy until it has
+    stopped is the job's, so it is settled once it has (or after POD_STOP_SECONDS)."""
+    deleted = tr.parse_time(plan.lj["metadata"].get("deletionTimestamp"))
+    if not plan.deleting or deleted is None:
+        return False
+    if (now - deleted).total_seconds() > POD_STOP_SECONDS:
+        return False
+    return any(tr.pod_is_running(pod) for pod in plan.pods)
 
 
 def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
@@ -322,6 +339,8 @@ def reconcile_budget(
         if _pod_cache_lags(plan, now):
             plan.deferred = True  # settled on a later pass, from the pods' final intervals
             continue
+        if _pods_still_run_after_deletion(plan, now):
+            plan.stopping = True  # its Job is suspended below; settled once its pods stopped
         try:
             plan.estimate = _estimate(plan.lj, memory)
         except (ValidationError, ValueError):
@@ -329,10 +348,10 @@ def reconcile_budget(
         plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
         if plan.usage is not None:
             state = consume(state, reservation.job_uid, plan.usage.watt_hours)
-        if plan.observation.finished or plan.deleting:
+        if plan.observation.finished or (plan.deleting and not plan.stopping):
             state = release(state, reservation.job_uid)
             plan.released = True
-        if plan.deleting:
+        if plan.deleting and plan.released:
             used = plan.usage.watt_hours if plan.usage else 0.0
             events.append(
                 EventNote(
@@ -490,6 +509,9 @@ def _act_on_job(
     plan: JobPlan,
     now: datetime,
 ) -> list[EventNote]:
+    if plan.stopping and plan.observation.exists and not plan.observation.suspended:
+        meta = plan.lj["metadata"]
+        api.set_job_suspended(meta["namespace"], meta["name"], True)  # its pods stop
     if plan.deleting or plan.deferred:
         return []  # settled above, or on the next pass; the LeptonJob and its Job are going
     lj = plan.lj

@@ -425,18 +425,30 @@ def _running_job(seconds: int = 36000) -> tuple[FakeApi, float]:
     return api, estimate.watt_hours / estimate.duration_seconds
 
 
-def test_deleting_a_running_lepton_job_settles_what_it_used_since_the_last_pass() -> None:
+def test_deleting_a_running_lepton_job_stops_its_pods_and_settles_what_they_used_until_then() -> (
+    None
+):
     api, per_second = _running_job()
     run_pass(api, now=T0 + timedelta(minutes=10))
-    # Deleted at minute 20 (kopf's finalizer holds it): the pass settles 20 minutes, not 10.
+    # Deleted at minute 20 (kopf's finalizer holds it): its pods are stopped first (the Job is
+    # suspended), and what they use until they have stopped is settled, not only until then.
     api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
     before = copy.deepcopy(api.lepton_jobs["a"]["status"])
-    events = reconcile_budget(
+    reconcile_budget(
         api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=20)
+    )  # type: ignore[arg-type]
+    assert api.jobs["a"]["spec"]["suspend"] is True, "the deleted job's pods run on"
+    assert admitted(api) == ["a"], "settled while its pod still ran"
+    # The pod stops 30 s later (its termination grace period).
+    api.pods["a-p0"]["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"startedAt": "2025-01-01T00:00:00Z", "finishedAt": "2025-01-01T00:20:30Z"}
+    }
+    events = reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=21)
     )  # type: ignore[arg-type]
     status = api.budgets["team"]["status"]
     assert status["reservations"] == []
-    assert status["settledWattHours"] == pytest.approx(per_second * 1200, rel=1e-4)
+    assert status["settledWattHours"] == pytest.approx(per_second * 1230, rel=1e-4)
     assert status["settledJobUids"] == ["uid-a"]
     assert api.lepton_jobs["a"]["status"] == before, "a LeptonJob being deleted is left alone"
     assert any(e.reason == "JobDeletedSettled" for e in events)
