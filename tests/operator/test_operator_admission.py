@@ -799,3 +799,28 @@ def test_energy_used_before_a_period_ends_stays_in_it_when_the_operator_was_down
     )
     lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
     assert lifetime == pytest.approx(4200 * per_second, rel=1e-4)
+
+
+def test_a_pass_that_loses_the_budget_write_race_is_a_kopf_temporary_error() -> None:
+    # kopf retries it after CONFLICT_RETRY_SECONDS on fresh state (it was swallowed before).
+    import asyncio
+
+    import kopf
+    from lepton_operator.handlers import CONFLICT_RETRY_SECONDS, OperatorMemo, run_budget_pass
+
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    original = api.get_budget
+
+    def stale(namespace: str, name: str) -> dict[str, Any] | None:
+        read = original(namespace, name)
+        api.budgets[name]["metadata"]["resourceVersion"] = str(next(api.versions))
+        return read
+
+    api.get_budget = stale  # type: ignore[method-assign]
+    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
+    with pytest.raises(kopf.TemporaryError) as raised:
+        asyncio.run(run_budget_pass(memo, NS, "team"))
+    assert raised.value.delay == CONFLICT_RETRY_SECONDS
+    assert api.jobs == {}, "a pass that lost its commit touches no job"
