@@ -123,6 +123,7 @@ class Usage:
 
     watt_hours: float
     measured: bool
+    sampled_until: datetime | None = None  # a meter's figure: what it had counted by then
 
 
 def pod_names(lj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -161,7 +162,11 @@ def measure(
             log.warning("prometheus query failed, estimating instead: %s", error)
             reported = None
         if reported is not None:
-            return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
+            return Usage(
+                max(previous, reported.watt_hours),
+                measured=not reported.estimated,
+                sampled_until=reported.sampled_until,
+            )
     # No meter: the estimate's power for as long as the pods ran (not since the Job's
     # startTime, which Kubernetes sets while pods are still Pending and resets on resume).
     intervals = [(s, min(e, at)) for s, e in tr.run_intervals(status, pods, at) if s < at]
@@ -220,6 +225,24 @@ def _pods_still_run_after_deletion(plan: JobPlan, now: datetime) -> bool:
     if (now - deleted).total_seconds() > POD_STOP_SECONDS:
         return False
     return any(tr.pod_is_running(pod) for pod in plan.pods)
+
+
+# A meter's figure settles a finished job once its samples are this much newer than the Job's end
+# (the exporter samples, and Prometheus scrapes, every few seconds), or this long after it ends.
+METER_SETTLE_MARGIN_SECONDS = 5.0
+METER_LAG_SECONDS = 60.0
+
+
+def _meter_lags(plan: JobPlan, now: datetime) -> bool:
+    """The Job ended, but the meter's newest samples of its pods are from before the end (plus
+    a sampling margin): settling now would leave its last seconds' energy in no book."""
+    ended = plan.observation.completion_time
+    sampled = plan.usage.sampled_until if plan.usage else None
+    if not plan.observation.finished or plan.deleting or ended is None or sampled is None:
+        return False
+    if (now - ended).total_seconds() > METER_LAG_SECONDS:
+        return False
+    return (sampled - ended).total_seconds() < METER_SETTLE_MARGIN_SECONDS
 
 
 def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
@@ -348,6 +371,9 @@ def reconcile_budget(
         plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
         if plan.usage is not None:
             state = consume(state, reservation.job_uid, plan.usage.watt_hours)
+        if _meter_lags(plan, now):
+            plan.deferred = True  # consumed so far; settled once the meter has the end
+            continue
         if plan.observation.finished or (plan.deleting and not plan.stopping):
             state = release(state, reservation.job_uid)
             plan.released = True

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 # What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
@@ -71,6 +71,9 @@ class JobEnergy:
 
     watt_hours: float
     estimated: bool
+    # The oldest of the job's series' newest samples: the figure counts what the meters had
+    # counted by then (None where a custom query does not say).
+    sampled_until: datetime | None = None
 
 
 class EnergySource(Protocol):
@@ -134,4 +137,7 @@ class PrometheusEnergySource:
             return None
         joules = sum(reset_safe_total([float(v) for _, v in s["values"]]) for s in matrix)
         estimated = any(s["metric"].get("source") == MODEL_SOURCE for s in matrix)
-        return JobEnergy(joules / JOULES_PER_WATT_HOUR, estimated)
+        newest = min(float(s["values"][-1][0]) for s in matrix)
+        return JobEnergy(
+            joules / JOULES_PER_WATT_HOUR, estimated, datetime.fromtimestamp(newest, UTC)
+        )

@@ -824,3 +824,35 @@ def test_a_pass_that_loses_the_budget_write_race_is_a_kopf_temporary_error() -> 
         asyncio.run(run_budget_pass(memo, NS, "team"))
     assert raised.value.delay == CONFLICT_RETRY_SECONDS
     assert api.jobs == {}, "a pass that lost its commit touches no job"
+
+
+class ScrapedMeter:
+    """A meter whose figure and newest sample the test sets (Prometheus scrapes every few s)."""
+
+    def __init__(self) -> None:
+        self.watt_hours = 0.0
+        self.sampled_until = T0
+
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
+    ) -> JobEnergy | None:
+        return JobEnergy(self.watt_hours, False, self.sampled_until)
+
+
+def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> None:
+    meter = ScrapedMeter()
+    config = OperatorConfig(workers=2, energy_source=meter)
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    run_pass(api, config=config)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    # The last scrape (2 s before the end) misses the job's last seconds.
+    meter.watt_hours, meter.sampled_until = 9.9, T0 + timedelta(seconds=598)
+    run_pass(api, now=T0 + timedelta(seconds=601), config=config)
+    assert admitted(api) == ["a"], "settled from a scrape older than the job's end"
+    meter.watt_hours, meter.sampled_until = 10.0, T0 + timedelta(seconds=606)
+    run_pass(api, now=T0 + timedelta(seconds=607), config=config)
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [] and status["settledWattHours"] == 10.0
+    assert api.lepton_jobs["a"]["status"]["consumedWattHours"] == 10.0

@@ -154,6 +154,7 @@ class World:
             with contextlib.suppress(SimulatedCrashError):
                 self.run_pass()
             api.crash_after_calls = None
+            self.check()  # what the dying pass committed (its budget write is atomic)
             self.memory = PassMemory()  # the operator restarts, remembering nothing
         elif kind == "advance":
             self.advance(value)
