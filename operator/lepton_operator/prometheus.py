@@ -32,6 +32,9 @@ CHARGED_METRICS = (
 )
 DEFAULT_QUERY_TEMPLATE = "default"
 JOULES_PER_WATT_HOUR = 3600.0
+# A series whose newest sample is this much older than the job's newest is a pod gone for good
+# (its exporter's retention ended), not one whose last samples are still to come.
+STALE_SERIES_SECONDS = 300.0
 MODEL_SOURCE = "model"
 
 
@@ -137,7 +140,9 @@ class PrometheusEnergySource:
             return None
         joules = sum(reset_safe_total([float(v) for _, v in s["values"]]) for s in matrix)
         estimated = any(s["metric"].get("source") == MODEL_SOURCE for s in matrix)
-        newest = min(float(s["values"][-1][0]) for s in matrix)
+        # The series still scraped (not those of pods gone for minutes) must all have caught up.
+        newest = [float(s["values"][-1][0]) for s in matrix]
+        current = [t for t in newest if t >= max(newest) - STALE_SERIES_SECONDS]
         return JobEnergy(
-            joules / JOULES_PER_WATT_HOUR, estimated, datetime.fromtimestamp(newest, UTC)
+            joules / JOULES_PER_WATT_HOUR, estimated, datetime.fromtimestamp(min(current), UTC)
         )

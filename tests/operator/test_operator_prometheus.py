@@ -153,6 +153,8 @@ def test_a_job_counts_only_its_own_pods_and_keeps_energy_across_a_counter_reset(
     energy = source.job_energy("ml", ["train-abcde", "train-1-qwert"], 600)
     assert energy is not None and not energy.estimated
     assert energy.watt_hours * JOULES_PER_WATT_HOUR == pytest.approx(200.0 + 80.0 + 30.0)
+    # What the meters had counted by when: both series' newest samples, after the reset's.
+    assert energy.sampled_until is not None and energy.sampled_until.timestamp() > before_reset
     other = source.job_energy("ml", ["train-2-fghij"], 600)
     assert other is not None and other.watt_hours * JOULES_PER_WATT_HOUR == pytest.approx(5000.0)
     assert source.job_energy("ml", ["train-gone0"], 600) is None
