@@ -224,6 +224,22 @@ class EnergyBudgetStatus(_Model):
         default=0.0, description="Held for admitted jobs beyond what they consumed so far."
     )
     remaining_watt_hours: float = Field(default=0.0, description="Left for new jobs.")
+    overrun_watt_hours: float = Field(
+        default=0.0,
+        description="Consumed this period beyond what the jobs reserved (a job used more than "
+        "its estimate): by this much consumed plus reserved may exceed the limit.",
+    )
+    settled_overrun_watt_hours: float = Field(
+        default=0.0, description="The part of overrunWattHours of jobs that have since ended."
+    )
+    previous_period_start_time: datetime | None = Field(
+        default=None, description="When the period that ended last began."
+    )
+    previous_period_consumed_watt_hours: float | None = Field(
+        default=None,
+        description="The final books of the period that ended last: what its jobs consumed in "
+        "it, up to its end (also what the operator used while down before the end).",
+    )
     admitted_jobs: int = 0
     queued_jobs: int = 0
     reservations: list[Reservation] = Field(

@@ -14,7 +14,8 @@ reserving twice is a no-op, which is what makes admission idempotent across cras
 
 Invariants (checked by the property tests):
 - ``consumed + reserved <= limit`` after every successful reservation; it can only be exceeded
-  when a job consumes more than it reserved or the limit is lowered (then new jobs wait);
+  when a job consumes more than it reserved (by at most ``overrun``, which status shows) or the
+  limit is lowered (then new jobs wait);
 - every watt-hour a job reports is counted exactly once, in the period in which it was used;
 - ``remaining = max(0, limit - consumed - reserved)``.
 """
@@ -67,11 +68,21 @@ class BudgetState:
     # Jobs released (finished, failed, deleted): never reserved again, whatever their status
     # says. Kept across periods; the operator forgets a UID once its LeptonJob is gone.
     settled_job_uids: frozenset[str] = frozenset()
+    # What released jobs consumed this period beyond their reservations (meter-reported overrun).
+    settled_overrun_watt_hours: float = 0.0
 
     @property
     def consumed_watt_hours(self) -> float:
         """Consumed in this period, by finished and running jobs."""
         return self.settled_watt_hours + sum(r.consumed_watt_hours for r in self.reservations)
+
+    @property
+    def overrun_watt_hours(self) -> float:
+        """Consumed this period beyond what the jobs reserved: the only way the books exceed
+        the limit (besides a lowered limit), shown in the budget's status."""
+        return self.settled_overrun_watt_hours + sum(
+            max(0.0, r.consumed_watt_hours - r.reserved_watt_hours) for r in self.reservations
+        )
 
     @property
     def reserved_watt_hours(self) -> float:
@@ -164,7 +175,9 @@ def hold_only_used(state: BudgetState, job_uid: str) -> BudgetState:
     return replace(
         state,
         reservations=tuple(
-            replace(r, reserved_watt_hours=r.consumed_watt_hours) if r.job_uid == job_uid else r
+            replace(r, reserved_watt_hours=min(r.reserved_watt_hours, r.consumed_watt_hours))
+            if r.job_uid == job_uid
+            else r
             for r in state.reservations
         ),
     )
@@ -185,6 +198,8 @@ def release(state: BudgetState, job_uid: str, total_watt_hours: float | None = N
     return replace(
         state,
         settled_watt_hours=state.settled_watt_hours + used,
+        settled_overrun_watt_hours=state.settled_overrun_watt_hours
+        + max(0.0, used - gone.reserved_watt_hours),
         reservations=tuple(r for r in state.reservations if r.job_uid != job_uid),
         settled_job_uids=state.settled_job_uids | {job_uid},
     )
@@ -222,6 +237,7 @@ def roll_over(state: BudgetState, now: datetime) -> BudgetState:
         state,
         period_start=state.period_start + timedelta(seconds=periods * state.period_seconds),
         settled_watt_hours=0.0,
+        settled_overrun_watt_hours=0.0,
         reservations=carried,
     )
 

@@ -129,6 +129,7 @@ class Usage:
 
     watt_hours: float
     measured: bool
+    sampled_until: datetime | None = None  # a meter's figure: what it had counted by then
 
 
 def pod_names(lj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -146,27 +147,36 @@ def measure(
     config: OperatorConfig,
     now: datetime,
     pods: Sequence[Mapping[str, Any]] = (),
+    until: datetime | None = None,
 ) -> Usage | None:
     """The job's energy so far: from the exporters via Prometheus when it has the job's
     series (labelled Estimated when those come from the exporter's model backend), else
-    the energy model's estimate from run time."""
+    the energy model's estimate from run time. ``until`` (a past instant: the start of a new
+    period) asks for what the job had used by then only, not its lifetime figure so far."""
     status = lj.get("status") or {}
-    previous = float(status.get("consumedWattHours") or 0.0)
+    # The lifetime figure never goes back; one up to a past instant may be below it.
+    previous = float(status.get("consumedWattHours") or 0.0) if until is None else 0.0
+    at = until or now
     admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
     if config.energy_source is not None and admitted is not None:
-        range_seconds = int((now - admitted).total_seconds()) + 60
+        range_seconds = int((at - admitted).total_seconds()) + 60
         try:
             reported = config.energy_source.job_energy(
-                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds
+                lj["metadata"]["namespace"], pod_names(lj, pods), range_seconds, at=until
             )
         except Exception as error:  # a Prometheus outage must not stop admission
             log.warning("prometheus query failed, estimating instead: %s", error)
             reported = None
         if reported is not None:
-            return Usage(max(previous, reported.watt_hours), measured=not reported.estimated)
+            return Usage(
+                max(previous, reported.watt_hours),
+                measured=not reported.estimated,
+                sampled_until=reported.sampled_until,
+            )
     # No meter: the estimate's power for as long as the pods ran (not since the Job's
     # startTime, which Kubernetes sets while pods are still Pending and resets on resume).
-    ran = tr.run_seconds(tr.run_intervals(status, pods, now))
+    intervals = [(s, min(e, at)) for s, e in tr.run_intervals(status, pods, at) if s < at]
+    ran = tr.run_seconds(intervals)
     if estimate is None or ran <= 0:
         return Usage(previous, measured=False) if previous else None
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
@@ -198,7 +208,60 @@ class JobPlan:
     blocked_reason: str | None = None  # InvalidSpec, SelectorMismatch
     blocked_message: str = ""
     deleting: bool = False  # the LeptonJob is being deleted: settle it, touch nothing
+    deferred: bool = False  # its Job ended but its pods' cache has not: settle it next pass
+    stopping: bool = False  # being deleted while its pods run: stop them, settle it after
     closing: bool = False  # its budget is being deleted: suspend it
+
+
+# How long after its Job ended a pod may still look running in the watch cache before the job is
+# settled anyway (charged up to now): past this the cache is not lagging, the pod is stuck.
+POD_CACHE_LAG_SECONDS = 30.0
+
+
+# How long a deleted LeptonJob's pods may take to stop (suspending its Job deletes them, with
+# their termination grace period) before it is settled anyway, charged up to now.
+POD_STOP_SECONDS = 120.0
+
+
+def _pods_still_run_after_deletion(plan: JobPlan, now: datetime) -> bool:
+    """The LeptonJob is being deleted and one of its pods still runs: its energy until it has
+    stopped is the job's, so it is settled once it has (or after POD_STOP_SECONDS)."""
+    deleted = tr.parse_time(plan.lj["metadata"].get("deletionTimestamp"))
+    if not plan.deleting or deleted is None:
+        return False
+    if (now - deleted).total_seconds() > POD_STOP_SECONDS:
+        return False
+    return any(tr.pod_is_running(pod) for pod in plan.pods)
+
+
+# A meter's figure settles a finished job once its samples are this much newer than the Job's end
+# (the exporter samples, and Prometheus scrapes, every few seconds), or this long after it ends.
+METER_SETTLE_MARGIN_SECONDS = 5.0
+METER_LAG_SECONDS = 60.0
+
+
+def _meter_lags(plan: JobPlan, now: datetime) -> bool:
+    """The Job ended, but the meter's newest samples of its pods are from before the end (plus
+    a sampling margin): settling now would leave its last seconds' energy in no book."""
+    ended = plan.observation.completion_time
+    sampled = plan.usage.sampled_until if plan.usage else None
+    if not plan.observation.finished or plan.deleting or ended is None or sampled is None:
+        return False
+    if (now - ended).total_seconds() > METER_LAG_SECONDS:
+        return False
+    return (sampled - ended).total_seconds() < METER_SETTLE_MARGIN_SECONDS
+
+
+def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
+    """The Job ended, yet one of its pods still runs by the cache (the Job's and the pods'
+    watches are separate streams): settling now would charge that pod until now, and a pass
+    re-measuring it later (its final status lost to a crash) would charge less."""
+    ended = plan.observation.completion_time
+    if not plan.observation.finished or plan.deleting or ended is None:
+        return False
+    if (now - ended).total_seconds() > POD_CACHE_LAG_SECONDS:
+        return False
+    return any(tr.pod_is_running(pod) for pod in plan.pods)
 
 
 def reconcile_budget(
@@ -252,14 +315,40 @@ def reconcile_budget(
         )
 
     events: list[EventNote] = []
-    state: BudgetState = roll_over(tr.budget_state(budget, now), now)
-    if budget.get("status") and state.period_start != tr.budget_state(budget, now).period_start:
+    books = tr.budget_state(budget, now)
+    state: BudgetState = roll_over(books, now)
+    closed: BudgetState | None = None  # the final books of the period this pass ends
+    if budget.get("status") and state.period_start != books.period_start:
+        # What running jobs used until the new period began belongs to the old one (the
+        # operator may have been down across the end): consume it there, then roll over.
+        for reservation in books.reservations:
+            plan = plans.get(reservation.job_uid)
+            if plan is None or _pod_cache_lags(plan, now):
+                continue
+            with contextlib.suppress(ValidationError, ValueError):
+                plan.estimate = _estimate(plan.lj, memory)
+            at_end = measure(
+                plan.lj,
+                plan.observation,
+                plan.estimate,
+                config,
+                now,
+                plan.pods,
+                until=state.period_start,
+            )
+            if at_end is not None:
+                books = consume(books, reservation.job_uid, at_end.watt_hours)
+        closed = books
+        state = roll_over(books, now)
         events.append(
             EventNote(
                 _ref(budget, "EnergyBudget"),
                 "Normal",
                 "PeriodRolledOver",
-                f"new period from {tr.format_time(state.period_start)}",
+                f"new period from {tr.format_time(state.period_start)}; the period from "
+                f"{tr.format_time(closed.period_start)} closed with "
+                f"{closed.consumed_watt_hours:.4f} Wh consumed of "
+                f"{closed.limit_watt_hours:.0f} Wh",
             )
         )
 
@@ -277,6 +366,11 @@ def reconcile_budget(
                 )
             )
             continue
+        if _pod_cache_lags(plan, now):
+            plan.deferred = True  # settled on a later pass, from the pods' final intervals
+            continue
+        if _pods_still_run_after_deletion(plan, now):
+            plan.stopping = True  # its Job is suspended below; settled once its pods stopped
         try:
             plan.estimate = _estimate(plan.lj, memory)
         except (ValidationError, ValueError):
@@ -294,25 +388,28 @@ def reconcile_budget(
             plan.usage = Usage(recorded, status.get("consumptionSource") == "Measured")
             state = release(state, reservation.job_uid, recorded)
             plan.released = True
-        else:
-            plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
-            if plan.usage is not None:
-                state = consume(state, reservation.job_uid, plan.usage.watt_hours)
-            if plan.deleting:
-                state = release(state, reservation.job_uid)
-                plan.released = True
-            elif plan.observation.finished:
-                # Phase one: the job's final status is written first, with the figure the
-                # budget holds for it (never less); the next pass settles that figure. A pass
-                # that dies, or loses the job's write, between the two leaves the reservation,
-                # so the figure is never recomputed from a later (different) view of its pods.
-                state = hold_only_used(state, reservation.job_uid)
-                held = state.reservation(reservation.job_uid)
-                total = held.baseline_watt_hours + held.consumed_watt_hours if held else 0.0
-                measured = plan.usage.measured if plan.usage else False
-                plan.usage = Usage(round(max(total, recorded), 6), measured)
-                plan.finishing = True
-        if plan.deleting:
+            continue
+        plan.usage = measure(plan.lj, plan.observation, plan.estimate, config, now, plan.pods)
+        if plan.usage is not None:
+            state = consume(state, reservation.job_uid, plan.usage.watt_hours)
+        if _meter_lags(plan, now):
+            plan.deferred = True  # consumed so far; settled once the meter has the end
+            continue
+        if plan.deleting and not plan.stopping:
+            state = release(state, reservation.job_uid)
+            plan.released = True
+        elif plan.observation.finished and not plan.deleting:
+            # Phase one: the job's final status is written first, with the figure the budget
+            # holds for it (never less); the next pass settles that figure. A pass that dies,
+            # or loses the job's write, between the two leaves the reservation, so the figure
+            # is never recomputed from a later (different) view of its pods or its meter.
+            state = hold_only_used(state, reservation.job_uid)
+            held = state.reservation(reservation.job_uid)
+            total = held.baseline_watt_hours + held.consumed_watt_hours if held else 0.0
+            measured = plan.usage.measured if plan.usage else False
+            plan.usage = Usage(round(max(total, recorded), 6), measured)
+            plan.finishing = True
+        if plan.deleting and plan.released:
             used = plan.usage.watt_hours if plan.usage else 0.0
             events.append(
                 EventNote(
@@ -387,6 +484,7 @@ def reconcile_budget(
         previous=budget.get("status") or {},
         generation=budget["metadata"].get("generation"),
         now=now,
+        closed=closed,
     )
     api.replace_budget_status(budget, status)  # the commit point; Conflict aborts the pass
     was_exhausted = any(
@@ -469,8 +567,11 @@ def _act_on_job(
     plan: JobPlan,
     now: datetime,
 ) -> list[EventNote]:
-    if plan.deleting:
-        return []  # settled above; the LeptonJob and its Job are going
+    if plan.stopping and plan.observation.exists and not plan.observation.suspended:
+        meta = plan.lj["metadata"]
+        api.set_job_suspended(meta["namespace"], meta["name"], True)  # its pods stop
+    if plan.deleting or plan.deferred:
+        return []  # settled above, or on the next pass; the LeptonJob and its Job are going
     lj = plan.lj
     meta = lj["metadata"]
     namespace, job_name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -479,6 +580,7 @@ def _act_on_job(
     generation = meta.get("generation")
     ref = _ref(lj, "LeptonJob")
     events: list[EventNote] = []
+    written_note: EventNote | None = None  # posted only once the status that says it is written
     observation = plan.observation
     reservation = state.reservation(uid)
     desired: dict[str, Any] = {"observedGeneration": generation, "jobName": job_name}
@@ -498,10 +600,8 @@ def _act_on_job(
     def cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
         return tr.condition(type_, ok, reason, message, now, old_conditions, generation)
 
-    if not observation.exists and reservation is None and plan.blocked_reason is None:
-        with contextlib.suppress(ValueError):  # an invalid template is reported in status
-            api.create_job(build_job(lj, scheduler_name=config.scheduler_name))
-
+    # A waiting job's suspended Job is created by the LeptonJob's create handler, and an
+    # admitted one's below if it is missing: a pass never re-creates one the cache lags on.
     if plan.released or plan.finishing or current.get("state") in FINAL_STATES:
         if current.get("state") in FINAL_STATES and not (plan.released or plan.finishing):
             return []
@@ -528,15 +628,15 @@ def _act_on_job(
                 ),
             ],
         )
-        events.append(
-            EventNote(
-                ref,
-                "Normal" if observation.succeeded else "Warning",
-                final_state.value,
-                desired["conditions"][-1]["message"],
+        if _write_status(api, lj, desired):  # else the next pass writes it, and says so then
+            events.append(
+                EventNote(
+                    ref,
+                    "Normal" if observation.succeeded else "Warning",
+                    final_state.value,
+                    desired["conditions"][-1]["message"],
+                )
             )
-        )
-        _write_status(api, lj, desired)
         return events
 
     if reservation is not None:
@@ -674,20 +774,46 @@ def _act_on_job(
             if old_message == message or time.monotonic() - last < WAITING_MESSAGE_REFRESH_SECONDS:
                 return events
         else:
-            events.append(EventNote(ref, "Normal", reason, message))
+            written_note = EventNote(ref, "Normal", reason, message)
         memory.waiting_written[uid] = time.monotonic()
 
-    if any(current.get(k) != v for k, v in desired.items()):
-        _write_status(api, lj, desired)
+    changed = any(current.get(k) != v for k, v in desired.items())
+    if changed and _write_status(api, lj, desired) and written_note is not None:
+        events.append(written_note)
     return events
 
 
-def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
-    """Write a job's status if the LeptonJob is still the one it was decided from; a lost race
-    is left to the next pass (a second later, on fresh state), the budget's books are not
-    affected (they were committed first)."""
+def _decided_from(lj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a job's status decision reads from its LeptonJob: identity, spec, labels, whether
+    it is being deleted, and the status it had."""
+    meta = lj.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("labels") or {},
+        meta.get("deletionTimestamp"),
+        lj.get("status") or {},
+    )
+
+
+def _write_status(api: KubeApi, lj: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Write a job's status if the LeptonJob is still the one it was decided from; True when
+    written. A conflict whose cause changed nothing the decision read (kopf's own finalizer or
+    annotation patch, the usual one while a burst is created) is retried at once on the fresh
+    resourceVersion; any other lost race is left to the next pass, on fresh state. The budget's
+    books are not affected either way (they were committed first)."""
     meta = lj["metadata"]
     try:
         api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, meta)
+        return True
+    except ConflictError as error:
+        fresh = api.get_lepton_job(meta["namespace"], meta["name"])
+        if fresh is None or _decided_from(fresh) != _decided_from(lj):
+            log.debug("status not written, the next pass will: %s", error)
+            return False
+    try:
+        api.patch_lepton_job_status(meta["namespace"], meta["name"], desired, fresh["metadata"])
     except ConflictError as error:
         log.debug("status not written, the next pass will: %s", error)
+        return False
+    return True

@@ -110,6 +110,12 @@ def pods_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return {namespace: copy.deepcopy(dict(body))}
 
 
+@kopf.index(GROUP, VERSION, "energybudgets", registry=registry)
+def budgets_index(namespace: str | None, name: str | None, **_: Any) -> Any:
+    """Every EnergyBudget's name, by namespace (a new LeptonJob's budget is looked up here)."""
+    return {namespace: name}
+
+
 def snapshot_from(indices: Mapping[str, Any], namespace: str) -> Snapshot | None:
     """The namespace's objects from kopf's indices, or None where a handler has none."""
     try:
@@ -199,7 +205,7 @@ def lepton_job_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **
 @kopf.on.create(GROUP, VERSION, "leptonjobs", registry=registry)
 @kopf.on.resume(GROUP, VERSION, "leptonjobs", registry=registry)
 async def lepton_job_created(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any
 ) -> None:
     """Create the LeptonJob's suspended Job; report a missing budget with the fix."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
@@ -219,8 +225,9 @@ async def lepton_job_created(
     created = await asyncio.to_thread(memo.api.create_job, job)
     if created:
         kopf.info(body, reason="JobCreated", message=f"created suspended Job {name!r}")
-    budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
-    if budget is None:
+    # The watch cache knows the budget in all but a race with its creation: only then ask.
+    known = budget_name in (kwargs.get("budgets_index") or {}).get(namespace, ())
+    if not known and await asyncio.to_thread(memo.api.get_budget, namespace, budget_name) is None:
         message = (
             f"EnergyBudget {budget_name!r} not found in namespace {namespace!r} — create one "
             "or set spec.budgetName"

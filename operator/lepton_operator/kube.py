@@ -97,6 +97,17 @@ class KubeApi:
         items: list[dict[str, Any]] = body.get("items", [])
         return items
 
+    def get_lepton_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "leptonjobs", name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
+
     def patch_lepton_job_status(
         self,
         namespace: str,

@@ -156,14 +156,32 @@ class LeaseElector:
 
     def keep_renewing(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
         """Renew every fifth of the lease until ``stop``; call ``on_lost`` once renewal has
-        failed past the renew deadline (before another replica may take over)."""
+        failed past the renew deadline (before another replica may take over). A watchdog
+        thread checks the deadline, so that a renewal hanging on a slow apiserver cannot keep
+        this replica acting as leader after the others may have taken over."""
         interval = max(0.25, self.lease_seconds / 5.0)
-        while not stop.wait(interval):
+        lost = threading.Event()
+        guard = threading.Lock()
+
+        def lose() -> None:
+            with guard:
+                if lost.is_set():
+                    return
+                lost.set()
+            log.error("leader election: lost Lease %s; stopping", self.name)
+            on_lost()
+
+        def watchdog() -> None:
+            while not stop.wait(min(0.1, interval)) and not lost.is_set():
+                if not self.is_leader:
+                    lose()
+
+        threading.Thread(target=watchdog, daemon=True, name="lease-watchdog").start()
+        while not stop.wait(interval) and not lost.is_set():
             try:
                 self.try_acquire_or_renew()
             except Exception as error:  # the apiserver is unreachable: keep trying until late
                 log.warning("leader election: renewal failed: %s", error)
             if not self.is_leader:
-                log.error("leader election: lost Lease %s; stopping", self.name)
-                on_lost()
+                lose()
                 return

@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 # What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
@@ -31,6 +32,9 @@ CHARGED_METRICS = (
 )
 DEFAULT_QUERY_TEMPLATE = "default"
 JOULES_PER_WATT_HOUR = 3600.0
+# A series whose newest sample is this much older than the job's newest is a pod gone for good
+# (its exporter's retention ended), not one whose last samples are still to come.
+STALE_SERIES_SECONDS = 300.0
 MODEL_SOURCE = "model"
 
 
@@ -70,16 +74,19 @@ class JobEnergy:
 
     watt_hours: float
     estimated: bool
+    # The oldest of the job's series' newest samples: the figure counts what the meters had
+    # counted by then (None where a custom query does not say).
+    sampled_until: datetime | None = None
 
 
 class EnergySource(Protocol):
     """Where job energy from the exporters comes from."""
 
     def job_energy(
-        self, namespace: str, pods: Sequence[str], range_seconds: int
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
     ) -> JobEnergy | None:
-        """The lifetime energy of the job whose pods are ``pods``; None when Prometheus has no
-        series for them."""
+        """The lifetime energy of the job whose pods are ``pods`` (up to ``at``, else now);
+        None when Prometheus has no series for them."""
 
 
 class PrometheusEnergySource:
@@ -95,21 +102,24 @@ class PrometheusEnergySource:
         self.query_template = query_template
         self.timeout_seconds = timeout_seconds
 
-    def _result(self, promql: str) -> list[dict[str, Any]]:
-        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    def _result(self, promql: str, at: datetime | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
+        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(address, timeout=self.timeout_seconds) as response:
             payload = json.load(response)
         if payload.get("status") != "success":
             raise RuntimeError(f"Prometheus query failed: {payload.get('error')!r} for {promql}")
         return list(payload["data"]["result"])
 
-    def query(self, promql: str) -> float | None:
-        """The scalar value of an instant query; None for an empty result."""
-        result = self._result(promql)
+    def query(self, promql: str, at: datetime | None = None) -> float | None:
+        """The scalar value of an instant query (at ``at``, else now); None for an empty result."""
+        result = self._result(promql, at)
         return float(result[0]["value"][1]) if result else None
 
     def job_energy(
-        self, namespace: str, pods: Sequence[str], range_seconds: int
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
     ) -> JobEnergy | None:
         if not pods:
             return None
@@ -121,12 +131,18 @@ class PrometheusEnergySource:
                     namespace=promql_string(namespace),
                     pods=promql_string(exact_alternation(pods)),
                     range_seconds=window,
-                )
+                ),
+                at,
             )
             return None if joules is None else JobEnergy(joules / JOULES_PER_WATT_HOUR, False)
-        matrix = self._result(f"{series_selector(namespace, pods)}[{window}s]")
+        matrix = self._result(f"{series_selector(namespace, pods)}[{window}s]", at)
         if not matrix:
             return None
         joules = sum(reset_safe_total([float(v) for _, v in s["values"]]) for s in matrix)
         estimated = any(s["metric"].get("source") == MODEL_SOURCE for s in matrix)
-        return JobEnergy(joules / JOULES_PER_WATT_HOUR, estimated)
+        # The series still scraped (not those of pods gone for minutes) must all have caught up.
+        newest = [float(s["values"][-1][0]) for s in matrix]
+        current = [t for t in newest if t >= max(newest) - STALE_SERIES_SECONDS]
+        return JobEnergy(
+            joules / JOULES_PER_WATT_HOUR, estimated, datetime.fromtimestamp(min(current), UTC)
+        )

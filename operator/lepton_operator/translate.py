@@ -75,6 +75,7 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
         settled_job_uids=frozenset(status.get("settledJobUids") or ()),
+        settled_overrun_watt_hours=float(status.get("settledOverrunWattHours", 0.0)),
     )
 
 
@@ -113,16 +114,33 @@ def budget_status(
     previous: Mapping[str, Any],
     generation: int | None,
     now: datetime,
+    closed: BudgetState | None = None,
 ) -> dict[str, Any]:
-    """The EnergyBudget status body for the books in ``state``."""
+    """The EnergyBudget status body for the books in ``state``; ``closed`` is the final books of
+    the period this pass ended (else the previous status' figures are kept)."""
     old_conditions = previous.get("conditions") or []
     exhausted = state.exhausted
+    last_period = (
+        {
+            "previousPeriodStartTime": _format_precise(closed.period_start),
+            "previousPeriodConsumedWattHours": round(closed.consumed_watt_hours, 6),
+        }
+        if closed is not None
+        else {
+            k: previous[k]
+            for k in ("previousPeriodStartTime", "previousPeriodConsumedWattHours")
+            if k in previous
+        }
+    )
     return {
+        **last_period,
         "observedGeneration": generation,
         "periodStartTime": _format_precise(state.period_start),
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
         "reservedWattHours": round(state.reserved_watt_hours, 6),
+        "overrunWattHours": round(state.overrun_watt_hours, 6),
+        "settledOverrunWattHours": state.settled_overrun_watt_hours,
         "remainingWattHours": round(state.remaining_watt_hours, 6),
         "admittedJobs": len(state.reservations),
         "queuedJobs": queued_jobs,
@@ -157,6 +175,11 @@ def budget_status(
                     f"consumed {state.consumed_watt_hours:.2f} Wh of "
                     f"{state.limit_watt_hours:.0f} Wh"
                     + (f"; whenExhausted={when_exhausted.value} applies" if exhausted else "")
+                    + (
+                        f"; {state.overrun_watt_hours:.2f} Wh metered beyond the jobs' reservations"
+                        if state.overrun_watt_hours > 0
+                        else ""
+                    )
                 ),
                 now,
                 old_conditions,
@@ -263,6 +286,14 @@ def sum_phases(annotations: Iterable[str | None]) -> list[dict[str, Any]]:
 
 
 Interval = tuple[datetime, datetime]
+
+
+def pod_is_running(pod: Mapping[str, Any]) -> bool:
+    """Whether one of the pod's containers runs (by this copy of the pod)."""
+    return any(
+        (cs.get("state") or {}).get("running")
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    )
 
 
 def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | None:

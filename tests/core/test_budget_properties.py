@@ -65,6 +65,8 @@ def test_budget_invariants_hold_under_any_interleaving(
     # such a thing happened in this period: only then may consumed + reserved exceed the limit.
     tainted: set[str] = set()
     period_tainted = False
+    limit_lowered = False  # in this period: then even the overrun does not bound the excess
+    lowered_holders: set[str] = set()  # jobs admitted under a limit since lowered
 
     for kind, uid, value in operations:
         before = state
@@ -102,6 +104,7 @@ def test_budget_invariants_hold_under_any_interleaving(
             state = release(state, uid)
             running.discard(uid)
             tainted.discard(uid)
+            lowered_holders.discard(uid)
             finished.add(uid)
             assert abs(state.consumed_watt_hours - before.consumed_watt_hours) < 1e-6
         elif kind == "advance":
@@ -110,6 +113,7 @@ def test_budget_invariants_hold_under_any_interleaving(
             state = roll_over(state, now)
             if state.period_start != before.period_start:
                 accounted_in_closed_periods += before.consumed_watt_hours
+                limit_lowered = False
                 assert state.consumed_watt_hours == 0.0
                 assert state.period_start <= now < state.period_end
                 period_tainted = False  # a new period starts from clean books
@@ -118,12 +122,18 @@ def test_budget_invariants_hold_under_any_interleaving(
             if value < state.limit_watt_hours:
                 tainted |= running
                 period_tainted = True
+                limit_lowered = True
+                lowered_holders |= running
             state = replace(state, limit_watt_hours=value)
 
         check_books(state)
         assert {r.job_uid for r in state.reservations} == running
         if not tainted and not period_tainted:
             assert state.committed_watt_hours <= state.limit_watt_hours + EPSILON_WATT_HOURS
+        if not limit_lowered and not lowered_holders:
+            # Beyond the limit only by the overrun the books show.
+            excess = state.committed_watt_hours - state.limit_watt_hours
+            assert excess <= state.overrun_watt_hours + EPSILON_WATT_HOURS
 
     # Every watt-hour reported was accounted exactly once across the periods.
     total_reported = sum(lifetime.values())

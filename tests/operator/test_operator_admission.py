@@ -6,6 +6,7 @@ with a conflict, and it can 'crash' (raise) at a chosen call to imitate a SIGKIL
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -19,7 +20,7 @@ from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budg
 from lepton_operator.kube import ConflictError
 from lepton_operator.prometheus import JobEnergy
 
-from lepton.api.jobspec import estimate_energy
+from lepton.api.jobspec import build_job, estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.core.names import LABEL_JOB_UID
 
@@ -41,6 +42,8 @@ class FakeApi:
         self.calls = 0
         self.unsuspensions: list[str] = []
         self.pods: dict[str, dict[str, Any]] = {}
+        self.status_writes = 0
+        self.job_creations = 0
 
     def _tick(self) -> None:
         self.calls += 1
@@ -118,6 +121,16 @@ class FakeApi:
         if name in self.lepton_jobs:
             merged = {**self.lepton_jobs[name].get("status", {}), **status}
             self.lepton_jobs[name]["status"] = {k: v for k, v in merged.items() if v is not None}
+            self.lepton_jobs[name]["metadata"]["resourceVersion"] = str(next(self.versions))
+        self.status_writes += 1
+
+    def get_lepton_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._tick()
+        return copy.deepcopy(self.lepton_jobs.get(name))
+
+    def touch(self, name: str) -> None:
+        """Another writer (kopf's finalizer or annotation patch) moves the resourceVersion on."""
+        self.lepton_jobs[name]["metadata"]["resourceVersion"] = str(next(self.versions))
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         self._tick()
@@ -125,6 +138,7 @@ class FakeApi:
 
     def create_job(self, job: dict[str, Any]) -> bool:
         self._tick()
+        self.job_creations += 1
         if job["metadata"]["name"] in self.jobs:
             return False
         self.jobs[job["metadata"]["name"]] = copy.deepcopy(job)
@@ -237,12 +251,12 @@ def test_twenty_jobs_against_a_budget_for_five_admit_exactly_five() -> None:
     message = api.lepton_jobs["j05"]["status"]["conditions"][0]["message"]
     assert f"needs {estimate:.2f} Wh" in message and f"of {limit:.2f} Wh left" in message
     assert api.lepton_jobs["j05"]["status"]["conditions"][0]["reason"] == "WaitingForBudget"
-    assert len(api.jobs) == 20 and all(
-        j["spec"]["suspend"] for n, j in api.jobs.items() if n not in admitted(api)
-    )
+    # The admitted jobs' Jobs run; a waiting job's suspended Job is the create handler's.
+    assert sorted(api.jobs) == admitted(api)
+    assert not any(j["spec"]["suspend"] for j in api.jobs.values())
 
 
-@pytest.mark.parametrize("crash_after_calls", [1, 2, 3, 4, 5, 7, 9, 11, 13, 15, 17])
+@pytest.mark.parametrize("crash_after_calls", range(1, 15))  # every call of the pass
 def test_a_crash_at_any_call_never_admits_twice_and_the_next_pass_completes(
     crash_after_calls: int,
 ) -> None:
@@ -348,6 +362,7 @@ def test_a_running_job_without_a_reservation_is_suspended() -> None:
     # The reservation is gone (the budget was recreated, its status reset) while "a" runs.
     api.budgets["team"]["status"]["reservations"] = []
     api.budgets["team"]["status"]["settledJobUids"] = []
+    api.create_job(build_job(api.lepton_jobs["b"]))  # the create handler's suspended Job
     api.jobs["b"]["spec"]["suspend"] = False  # and someone un-suspended a waiting job
     run_pass(api, now=T0 + timedelta(seconds=5))
     reserved = admitted(api)
@@ -418,18 +433,30 @@ def _running_job(seconds: int = 36000) -> tuple[FakeApi, float]:
     return api, estimate.watt_hours / estimate.duration_seconds
 
 
-def test_deleting_a_running_lepton_job_settles_what_it_used_since_the_last_pass() -> None:
+def test_deleting_a_running_lepton_job_stops_its_pods_and_settles_what_they_used_until_then() -> (
+    None
+):
     api, per_second = _running_job()
     run_pass(api, now=T0 + timedelta(minutes=10))
-    # Deleted at minute 20 (kopf's finalizer holds it): the pass settles 20 minutes, not 10.
+    # Deleted at minute 20 (kopf's finalizer holds it): its pods are stopped first (the Job is
+    # suspended), and what they use until they have stopped is settled, not only until then.
     api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
     before = copy.deepcopy(api.lepton_jobs["a"]["status"])
-    events = reconcile_budget(
+    reconcile_budget(
         api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=20)
+    )  # type: ignore[arg-type]
+    assert api.jobs["a"]["spec"]["suspend"] is True, "the deleted job's pods run on"
+    assert admitted(api) == ["a"], "settled while its pod still ran"
+    # The pod stops 30 s later (its termination grace period).
+    api.pods["a-p0"]["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"startedAt": "2025-01-01T00:00:00Z", "finishedAt": "2025-01-01T00:20:30Z"}
+    }
+    events = reconcile_budget(
+        api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0 + timedelta(minutes=21)
     )  # type: ignore[arg-type]
     status = api.budgets["team"]["status"]
     assert status["reservations"] == []
-    assert status["settledWattHours"] == pytest.approx(per_second * 1200, rel=1e-4)
+    assert status["settledWattHours"] == pytest.approx(per_second * 1230, rel=1e-4)
     assert status["settledJobUids"] == ["uid-a"]
     assert api.lepton_jobs["a"]["status"] == before, "a LeptonJob being deleted is left alone"
     assert any(e.reason == "JobDeletedSettled" for e in events)
@@ -481,6 +508,27 @@ def test_a_pass_fed_by_the_watch_caches_lists_nothing() -> None:
     )  # type: ignore[arg-type]
     assert listed == []
     assert admitted(api) == ["a"] and api.state("b") == "Waiting"
+
+
+def test_a_job_running_past_its_estimate_shows_as_overrun_in_the_budget() -> None:
+    api, per_second = _running_job(seconds=3600)
+    reserved = api.budgets["team"]["status"]["reservations"][0]["reservedWattHours"]
+    run_pass(api, now=T0 + timedelta(hours=3))  # well past the estimated run time
+    status = api.budgets["team"]["status"]
+    assert status["consumedWattHours"] == pytest.approx(per_second * 3 * 3600, rel=1e-4)
+    assert status["overrunWattHours"] == pytest.approx(
+        status["consumedWattHours"] - reserved, rel=1e-4
+    )
+    exhausted = next(c for c in status["conditions"] if c["type"] == "Exhausted")
+    assert "metered beyond the jobs' reservations" in exhausted["message"]
+    api.finish("a", T0, T0 + timedelta(hours=3))
+    run_pass(api, now=T0 + timedelta(hours=3, seconds=1))  # the job's final status first
+    overrun = api.budgets["team"]["status"]["overrunWattHours"]
+    run_pass(api, now=T0 + timedelta(hours=3, seconds=2))  # then the budget settles it
+    status = api.budgets["team"]["status"]
+    assert status["overrunWattHours"] == pytest.approx(overrun)
+    assert status["settledOverrunWattHours"] == pytest.approx(status["overrunWattHours"])
+    assert status["overrunWattHours"] > 0
 
 
 def test_raising_the_limit_admits_the_waiting_job() -> None:
@@ -549,7 +597,7 @@ class FakeMeter:
         self.estimated = estimated
 
     def job_energy(
-        self, namespace: str, pods: Sequence[str], range_seconds: int
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
     ) -> JobEnergy | None:
         return JobEnergy(12.5, self.estimated)
 
@@ -717,3 +765,165 @@ def test_a_lost_final_status_write_leaves_the_books_in_agreement() -> None:
     for second in range(1, 5):
         run_pass(api, now=T0 + timedelta(minutes=16, seconds=second))
     _books_agree(api)
+
+
+def test_a_status_write_that_lost_only_to_a_metadata_patch_is_written_in_the_same_pass() -> None:
+    # kopf patches a new LeptonJob's finalizer and annotations while the first pass decides on
+    # it: the write conflicts, but nothing the decision read changed, so it is written at once.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 1.5))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    original = api.patch_lepton_job_status
+    raced: set[str] = set()
+
+    def racing_kopf(namespace: str, name: str, status: Any, precondition: Any = None) -> None:
+        if name not in raced:
+            raced.add(name)
+            api.touch(name)
+        original(namespace, name, status, precondition)
+
+    api.patch_lepton_job_status = racing_kopf  # type: ignore[method-assign]
+    events = reconcile_budget(api, OperatorConfig(workers=2), PassMemory(), NS, "team", T0)  # type: ignore[arg-type]
+    assert raced == {"a", "b"}
+    assert api.state("a") == "Admitted" and api.state("b") == "Waiting"
+    assert [e.reason for e in events if e.obj["metadata"]["name"] == "b"] == ["WaitingForBudget"]
+
+
+def test_a_status_write_that_lost_to_a_status_change_waits_and_its_event_is_posted_once() -> None:
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 0.5))
+    api.add_job("b")
+    original = api.patch_lepton_job_status
+    api.patch_lepton_job_status = lambda namespace, name, status, precondition=None: (  # type: ignore[method-assign]
+        api.lepton_jobs[name].setdefault("status", {}).update(observedGeneration=0),
+        api.touch(name),
+        original(namespace, name, status, precondition),
+    )
+    memory = PassMemory()
+    first = reconcile_budget(api, OperatorConfig(workers=2), memory, NS, "team", T0)  # type: ignore[arg-type]
+    assert api.state("b") is None, "decided from a status that changed: not written"
+    assert [e for e in first if e.obj["metadata"]["name"] == "b"] == []
+    api.patch_lepton_job_status = original  # type: ignore[method-assign]
+    second = reconcile_budget(api, OperatorConfig(workers=2), memory, NS, "team", T0)  # type: ignore[arg-type]
+    third = reconcile_budget(api, OperatorConfig(workers=2), memory, NS, "team", T0)  # type: ignore[arg-type]
+    assert api.state("b") == "Waiting"
+    reasons = [e.reason for e in (*second, *third) if e.obj["metadata"]["name"] == "b"]
+    assert reasons == ["ExceedsBudget"], reasons
+
+
+def test_a_job_is_settled_from_its_pods_final_run_when_the_pod_cache_lags_the_job() -> None:
+    # The Job's watch says Complete while the pod's still says running (two watch streams):
+    # settling then charged the pod up to now, and a crash before the job's final status let
+    # the next pass re-measure the (by then terminated) pod: job and budget disagreed.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 2))
+    api.add_job("a")
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    terminated = copy.deepcopy(api.pods["a-p0"])
+    api.pods["a-p0"]["status"]["containerStatuses"][0]["state"] = {
+        "running": {"startedAt": T0.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    }
+    api.calls, api.crash_after_calls = 0, 4  # get budget, list LeptonJobs and Jobs, write budget
+    with contextlib.suppress(SimulatedCrashError):
+        run_pass(api, now=T0 + timedelta(seconds=610))
+    api.crash_after_calls = None
+    api.pods["a-p0"] = terminated  # the pod's watch catches up
+    run_pass(api, now=T0 + timedelta(seconds=611), memory=PassMemory())
+    run_pass(api, now=T0 + timedelta(seconds=612), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert api.state("a") == "Finished" and status["reservations"] == []
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    ran_600_s = one_estimate() * 600 / estimate_energy_seconds()
+    assert used == pytest.approx(ran_600_s, rel=1e-5), "charged past the pod's end"
+    assert status["consumedWattHours"] == pytest.approx(used, rel=1e-5), "job and budget differ"
+
+
+def estimate_energy_seconds(seconds: int = 3600) -> float:
+    spec = LeptonJobSpec.model_validate(
+        {"budgetName": "team", "gpuModels": ["A40"], "work": {"referenceGpuSeconds": seconds}}
+        | {"template": {}}
+    )
+    return estimate_energy(spec).duration_seconds
+
+
+def test_energy_used_before_a_period_ends_stays_in_it_when_the_operator_was_down_across_it() -> (
+    None
+):
+    # The operator was down from 3000 s to 4200 s; the period ended at 3600 s. The job ran
+    # throughout: 600 s of it belong to the old period, only 600 s to the new one.
+    api = FakeApi()
+    api.add_budget("team", 100_000, periodSeconds=3600)
+    api.add_job("a", seconds=36_000)
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    run_pass(api, now=T0 + timedelta(seconds=3000))
+    run_pass(api, now=T0 + timedelta(seconds=4200), memory=PassMemory())
+    status = api.budgets["team"]["status"]
+    assert status["periodStartTime"] == "2025-01-01T01:00:00Z"
+    per_second = one_estimate(36_000) / estimate_energy_seconds(36_000)
+    assert status["consumedWattHours"] == pytest.approx(600 * per_second, rel=1e-4), (
+        "the new period was charged what the job used in the old one"
+    )
+    lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert lifetime == pytest.approx(4200 * per_second, rel=1e-4)
+
+
+def test_a_pass_that_loses_the_budget_write_race_is_a_kopf_temporary_error() -> None:
+    # kopf retries it after CONFLICT_RETRY_SECONDS on fresh state (it was swallowed before).
+    import asyncio
+
+    import kopf
+    from lepton_operator.handlers import CONFLICT_RETRY_SECONDS, OperatorMemo, run_budget_pass
+
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    original = api.get_budget
+
+    def stale(namespace: str, name: str) -> dict[str, Any] | None:
+        read = original(namespace, name)
+        api.budgets[name]["metadata"]["resourceVersion"] = str(next(api.versions))
+        return read
+
+    api.get_budget = stale  # type: ignore[method-assign]
+    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
+    with pytest.raises(kopf.TemporaryError) as raised:
+        asyncio.run(run_budget_pass(memo, NS, "team"))
+    assert raised.value.delay == CONFLICT_RETRY_SECONDS
+    assert api.jobs == {}, "a pass that lost its commit touches no job"
+
+
+class ScrapedMeter:
+    """A meter whose figure and newest sample the test sets (Prometheus scrapes every few s)."""
+
+    def __init__(self) -> None:
+        self.watt_hours = 0.0
+        self.sampled_until = T0
+
+    def job_energy(
+        self, namespace: str, pods: Sequence[str], range_seconds: int, at: datetime | None = None
+    ) -> JobEnergy | None:
+        return JobEnergy(self.watt_hours, False, self.sampled_until)
+
+
+def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> None:
+    meter = ScrapedMeter()
+    config = OperatorConfig(workers=2, energy_source=meter)
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    run_pass(api, config=config)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    # The last scrape (2 s before the end) misses the job's last seconds.
+    meter.watt_hours, meter.sampled_until = 9.9, T0 + timedelta(seconds=598)
+    run_pass(api, now=T0 + timedelta(seconds=601), config=config)
+    assert admitted(api) == ["a"], "settled from a scrape older than the job's end"
+    meter.watt_hours, meter.sampled_until = 10.0, T0 + timedelta(seconds=606)
+    run_pass(api, now=T0 + timedelta(seconds=607), config=config)  # the job's final status
+    run_pass(api, now=T0 + timedelta(seconds=608), config=config)  # the budget settles it
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [] and status["settledWattHours"] == 10.0
+    assert api.lepton_jobs["a"]["status"]["consumedWattHours"] == 10.0

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -135,14 +136,25 @@ def test_a_job_counts_only_its_own_pods_and_keeps_energy_across_a_counter_reset(
         counters.values[(ACTIVE, "ml", "train-1-qwert")] = 30.0  # an Indexed Job's pod
         counters.values[(ACTIVE, "ml", "train-2-fghij")] = 5000.0  # another job, train-2
         counters.values[(ACTIVE, "other", "train-zzzzz")] = 7000.0  # same name, other namespace
+    before_reset = 0.0
     for value in (100.0, 200.0, 50.0, 80.0):  # 200 -> 50: the exporter restarted
         with counters.lock:
             counters.values[(ACTIVE, *train)] = value
         _scraped(url, train[1], value)
+        if value == 200.0:
+            before_reset = time.time()
     source = PrometheusEnergySource(url)
+    # Asked at a past instant (the end of a budget period), it counts what was used by then.
+    then = source.job_energy(
+        "ml", ["train-abcde", "train-1-qwert"], 600, at=datetime.fromtimestamp(before_reset, UTC)
+    )
+    assert then is not None
+    assert then.watt_hours * JOULES_PER_WATT_HOUR == pytest.approx(200.0 + 30.0)
     energy = source.job_energy("ml", ["train-abcde", "train-1-qwert"], 600)
     assert energy is not None and not energy.estimated
     assert energy.watt_hours * JOULES_PER_WATT_HOUR == pytest.approx(200.0 + 80.0 + 30.0)
+    # What the meters had counted by when: both series' newest samples, after the reset's.
+    assert energy.sampled_until is not None and energy.sampled_until.timestamp() > before_reset
     other = source.job_energy("ml", ["train-2-fghij"], 600)
     assert other is not None and other.watt_hours * JOULES_PER_WATT_HOUR == pytest.approx(5000.0)
     assert source.job_energy("ml", ["train-gone0"], 600) is None

@@ -1,11 +1,13 @@
-"""The books under any mix of create, delete, start, finish, crash, restart and period rollover.
+"""The books under any mix of create, edit, delete, start, finish, crash, restart and rollover.
 
 Hypothesis drives the operator's real admission pass (against the in-memory API of
 test_operator_admission, which keeps resourceVersions and can crash at any call) beside a
 model of the world: what each job's pods really ran. Jobs stop before their estimated run time,
 so no job overruns its reservation and the limit is a hard bound. Invariants:
 
-- used plus reserved never exceeds the limit, after every pass;
+- used plus reserved never exceeds the limit in force after a pass that admits, nor ever unless
+  an edit lowered the limit under running jobs;
+- each closed period's books hold what the pods ran in it, up to its end;
 - every job's energy is counted exactly once: the periods' books add up to what the jobs ran;
 - nothing admitted is lost: every reservation is a live job's, every running Job holds one, and
   every live unfinished job is admitted or waiting.
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
+from lepton_operator.translate import parse_time
 from test_operator_admission import NS, T0, FakeApi, SimulatedCrashError
 
 from lepton.api.jobspec import estimate_energy
@@ -33,7 +36,7 @@ ESTIMATE = estimate_energy(LeptonJobSpec.model_validate({**SPEC, "template": {}}
 PER_SECOND = ESTIMATE.watt_hours / ESTIMATE.duration_seconds
 # A pod stops before 90 % of the estimated run time: no overrun, so the limit is hard.
 MAX_RUN = int(ESTIMATE.duration_seconds * 0.9)
-PERIOD = 3600
+PERIOD = 900  # short, so that most runs cross several rollovers with jobs running
 LIMIT = math.ceil(ESTIMATE.watt_hours * 2.5)
 
 job_index = st.integers(0, 11)
@@ -45,6 +48,7 @@ operations = st.lists(
         st.tuples(st.just("pass"), st.just(0)),
         st.tuples(st.just("crash"), st.integers(1, 8)),
         st.tuples(st.just("advance"), st.integers(1, 900)),
+        st.tuples(st.just("edit"), st.sampled_from([0.5, 1.0, 2.0])),
     ),
     max_size=50,
 )
@@ -62,6 +66,8 @@ class World:
         self.closed_periods = 0.0
         self.period_start: str | None = None
         self.last_consumed = 0.0
+        self.held_before: set[str] = set()
+        self.lowered = False  # an edit lowered the limit
 
     def run_pass(self) -> None:
         reconcile_budget(self.api, OperatorConfig(workers=2), self.memory, NS, "team", self.now)  # type: ignore[arg-type]
@@ -78,13 +84,35 @@ class World:
         if not status:
             return
         if self.period_start is not None and status["periodStartTime"] != self.period_start:
-            self.closed_periods += self.last_consumed
+            # The closed period's final books: what the pods ran in it, up to its end (not to
+            # the last pass before it, and none of it charged to the new period).
+            assert status["previousPeriodStartTime"] == self.period_start
+            closed = status["previousPeriodConsumedWattHours"]
+            ran_in_it = self.ran_between(self.period_start, status["periodStartTime"])
+            assert closed == pytest.approx(ran_in_it, rel=1e-6, abs=1e-6), "wrong period"
+            self.closed_periods += closed
         self.period_start = status["periodStartTime"]
         self.last_consumed = status["consumedWattHours"]
         used_and_held = status["consumedWattHours"] + status["reservedWattHours"]
-        assert used_and_held <= LIMIT + EPSILON_WATT_HOURS, status
+        limit = self.api.budgets["team"]["spec"]["limitWattHours"]
         uids = [r["jobUid"] for r in status["reservations"]]
+        admitted_now = set(uids) - self.held_before
+        self.held_before = set(uids)
+        # Within the limit in force: always, unless an edit lowered it under running jobs
+        # (then they keep their reservations), and after every pass that admitted a job.
+        if admitted_now or not self.lowered:
+            assert used_and_held <= limit + EPSILON_WATT_HOURS, (status, limit)
         assert len(uids) == len(set(uids)), "a job holds two reservations"
+
+    def ran_between(self, start: str, end: str) -> float:
+        """Watt-hours the pods ran between two of the budget's period starts."""
+        since, until = parse_time(start), parse_time(end)
+        assert since is not None and until is not None
+        seconds = 0.0
+        for name, started in self.started.items():
+            stopped = started + timedelta(seconds=self.ran[name]) if name in self.ran else self.now
+            seconds += max(0.0, (min(stopped, until) - max(started, since)).total_seconds())
+        return seconds * PER_SECOND
 
     def stop_pod(self, name: str, at: datetime) -> None:
         self.api.finish(name, self.started[name], at)
@@ -103,7 +131,7 @@ class World:
         api = self.api
         value, later = arg if isinstance(arg, tuple) else (arg, 0)
         names = [n for n in self.created if n in api.lepton_jobs]
-        name = names[value % len(names)] if names else None
+        name = names[int(value) % len(names)] if names else None
         if kind == "create":
             name = f"j{len(self.created):02d}"
             self.created.append(name)
@@ -126,12 +154,20 @@ class World:
             with contextlib.suppress(SimulatedCrashError):
                 self.run_pass()
             api.crash_after_calls = None
+            self.check()  # what the dying pass committed (its budget write is atomic)
             self.memory = PassMemory()  # the operator restarts, remembering nothing
         elif kind == "advance":
             self.advance(value)
             self.run_pass()
         elif kind == "pass":
             self.run_pass()
+        elif kind == "edit":  # the limit edited mid-period; the next pass reads it
+            budget = api.budgets["team"]
+            new = math.ceil(LIMIT * value)
+            self.lowered |= new < budget["spec"]["limitWattHours"]
+            budget["spec"]["limitWattHours"] = new
+            budget["metadata"]["generation"] += 1
+            budget["metadata"]["resourceVersion"] = str(next(api.versions))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,10 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from lepton.api.jobspec import estimate_energy
+from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.stack import LeptonStack
 from lepton.cluster.tools import tool_path
 
 pytestmark = pytest.mark.e2e
+
+# Measured twice here: 324.3 Wh booked where the model gives 359.8 Wh (A100), 10 % short, both
+# before and after settling waited for a sample past the end; the cause is not found (the start
+# of the run, sampled every 2 s of ~40 s, is a candidate). Active-only metering is 19-42 % short.
+PLUGIN_METER_TOLERANCE = 0.15
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -136,7 +143,8 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
     final = finished()
     # The kwok fleet's power comes from the exporter's model backend: never called measured.
     assert final["consumptionSource"] == "Estimated"
-    assert 0 < float(str(final["consumedWattHours"])) <= float(str(final["estimatedWattHours"]))
+    consumed = float(str(final["consumedWattHours"]))
+    assert 0 < consumed <= float(str(final["estimatedWattHours"]))
     # Status says where the job ran: pod → node → the GPU model it got.
     placements = final["placements"]
     assert isinstance(placements, list) and placements[0]["pod"] == pod
@@ -145,6 +153,14 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
         "get", "node", node, "-o", "jsonpath={.metadata.labels.lepton\\.dev/gpu-model}"
     ).stdout
     assert final["gpuModel"] == placements[0]["gpuModel"] == node_model
+    # One basis for reserved and used: what the meter (here the exporter's model backend)
+    # charged is what the estimate gives for the same work on the GPU the job got, not merely
+    # below the estimate for the hungriest model it accepts (active-only metering passed that).
+    spec = LeptonJobSpec.model_validate(_job("runs", 4 * 3600, [node_model])["spec"])
+    on_its_gpu = estimate_energy(spec).watt_hours
+    assert consumed == pytest.approx(on_its_gpu, rel=PLUGIN_METER_TOLERANCE), (
+        f"consumed {consumed:.3f} Wh, the model gives {on_its_gpu:.3f} Wh on {node_model}"
+    )
 
     missing = kubectl_lepton(lepton_stack, "explain", "nope", "-n", ns)
     assert missing.returncode != 0 and "not found" in missing.stderr
