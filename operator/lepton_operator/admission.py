@@ -385,7 +385,7 @@ def reconcile_budget(
             and recorded >= booked - SETTLE_TOLERANCE_WATT_HOURS
         ):
             # Phase two: the job's final status holds its figure; the budget settles exactly it.
-            plan.usage = Usage(recorded, status.get("consumptionSource") == "Measured")
+            plan.usage = Usage(recorded, status.get("consumptionSource") == tr.source_label(True))
             state = release(state, reservation.job_uid, recorded)
             plan.released = True
             continue
