@@ -386,13 +386,17 @@ class LoadPredictor:
 
 
 def workload_forecast(predictor: LoadPredictor, siblings: Sequence[Series]) -> Forecast | None:
-    """A new pod's forecast from the other pods of its workload: the mean of theirs.
+    """A new pod's forecast from the other pods of its workload: the mean of theirs."""
+    return mean_forecast([f for f in predictor.forecast_many(siblings) if f is not None])
+
+
+def mean_forecast(forecasts: Sequence[Forecast]) -> Forecast | None:
+    """The workload's forecast from its pods' forecasts: the mean of theirs.
 
     A replica behind the same load balancer gets a share like theirs. The upper
     bound is the mean of their upper bounds, not the quantile of the mixture: a
     little low when the siblings differ widely.
     """
-    forecasts = [f for f in predictor.forecast_many(siblings) if f is not None]
     if not forecasts:
         return None
     return Forecast(
@@ -439,16 +443,42 @@ def service_demand(
     The history must hold at least ``min_own_samples`` (default: the horizon) to be
     trusted over the workload's.
     """
+    own_forecast = predictor.forecast(own) if own is not None and len(own) else None
+    trusted = own is not None and len(own) >= own_samples_needed(predictor, min_own_samples)
+    siblings = [] if trusted else [s for s in workload if len(s)]
+    return demand_from_forecasts(
+        own_forecast,
+        [f for f in predictor.forecast_many(siblings) if f is not None],
+        own_trusted=trusted,
+        declared_percent=declared_percent,
+        prior=prior,
+        measured_speed=measured_speed,
+    )
+
+
+def own_samples_needed(predictor: LoadPredictor, min_own_samples: int | None = None) -> int:
+    """How many samples a pod's own history needs to be trusted over its workload's."""
+    needed = predictor.config.horizon_steps if min_own_samples is None else min_own_samples
+    return max(needed, 1)
+
+
+def demand_from_forecasts(
+    own: Forecast | None,
+    workload: Sequence[Forecast],
+    *,
+    own_trusted: bool,
+    declared_percent: float | None = None,
+    prior: Forecast = DEFAULT_PRIOR,
+    measured_speed: float = 1.0,
+) -> ServiceDemand:
+    """:func:`service_demand` from forecasts already made (the extender makes them off the
+    request path): own when trusted, else the workload's mean, else a short own history,
+    else declared, else the prior."""
     if measured_speed <= 0 or not math.isfinite(measured_speed):
         raise ValueError(f"measured_speed must be a positive number, got {measured_speed}")
-    needed = predictor.config.horizon_steps if min_own_samples is None else min_own_samples
-    forecast: Forecast | None = None
-    if own is not None and len(own) >= max(needed, 1):
-        forecast = predictor.forecast(own)
+    forecast = own if own_trusted else None
     if forecast is None:
-        forecast = workload_forecast(predictor, [s for s in workload if len(s)])
-        if forecast is None and own is not None and len(own):
-            forecast = predictor.forecast(own)  # a short history beats none
+        forecast = mean_forecast(workload) or own  # a short history beats none
     if forecast is not None:
         percent = min(100.0, forecast.upper * measured_speed * 100.0)
         return ServiceDemand(forecast, percent)
@@ -488,8 +518,12 @@ def hints_with_forecast(
         declared_percent=hints.reference_utilization_percent if declared else None,
         measured_speed=measured_speed,
     )
-    replaced = replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
-    return replaced, demand
+    return with_demand(hints, demand), demand
+
+
+def with_demand(hints: JobHints, demand: ServiceDemand) -> JobHints:
+    """A service's hints with ``u_ref`` set to its demand."""
+    return replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
 
 
 # Baselines every forecast is scored against, on the same rows: what a scheduler
