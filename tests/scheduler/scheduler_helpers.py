@@ -299,13 +299,13 @@ def workload_openmetrics(
     """The exporter's GPU utilisation and pod energy, a sample a minute for ``hours``.
 
     Each workload (an owner's name, its mean utilisation) has two pods
-    (``OWNER-x0``, ``OWNER-x1``), each on a GPU of its own on node ``a40-W``.
+    (``OWNER-x0``, ``OWNER-x1``), each on a GPU of its own on node ``hist-a40-W``.
     """
     utilization = ["# TYPE lepton_gpu_utilization_ratio gauge"]
     energy = ["# TYPE lepton_pod_gpu_idle_energy_joules counter"]
     for w, (owner, level) in enumerate(workloads.items()):
         for replica in range(2):
-            labels = _GPU.format(node=f"a40-{w}", gpu=f"GPU-{w}{replica}")
+            labels = _GPU.format(node=f"hist-a40-{w}", gpu=f"GPU-{w}{replica}")
             pod = f'{labels},namespace="{namespace}",pod="{owner}-x{replica}",container="server"'
             for k, t in enumerate(range(now - hours * 3600, now, 60)):
                 busy = level + 0.1 * math.sin(k / 9 + replica) + 0.05 * math.sin(k / 2.3)
