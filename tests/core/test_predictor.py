@@ -154,6 +154,9 @@ def test_model_beats_every_baseline_on_pods_it_has_never_seen() -> None:
     A new Deployment's pods have no history the model trained on: 30 of the 100 pods
     are held out whole. Smaller than the benchmark's model (10,000 rows, 50 trees) to
     stay fast; the benchmark measures about 0.57x with 40,000 rows and 100 trees.
+    This split trains on the other pods' rows of the hours it scores (see
+    ``test_the_unseen_split_learns_the_test_hours_from_siblings_the_honest_one_cannot``):
+    the honest new-pod figure is ``Split.UNSEEN_LATER``'s, in the benchmark.
     """
     with UTILIZATION.open() as handle:
         history = utilization_csv(handle)
