@@ -19,24 +19,32 @@ Histories:
 
 Splits (``lepton.core.predictor.evaluate``): **later in time** — every series cut
 at the moment 70 % of the samples lie before, trained before and scored after;
-**unseen series** — 30 % of the series held out whole (a new Deployment's pods).
+**unseen series** — 30 % of the series held out whole (a new Deployment's pods);
+**unseen series, later in time** — both: trained on the other 70 % of the series
+before the cut, scored on the held-out ones after it (the unseen split trains on
+the siblings' rows of the very hours it scores, whose horizons are the test rows'
+future: where pods move together, as a Deployment's replicas do, that leaks).
 
 Baselines, scored on exactly the model's test rows: the last value, an
-exponentially weighted mean (its smoothing chosen on the training rows) and the
-series' own rolling p90; each serves as both the mean and the upper forecast.
+exponentially weighted mean (adjusted: the weighted mean of the samples seen; its
+smoothing chosen on the training rows), the series' own rolling p90 and its own
+rolling mean (window chosen on the training rows); each serves as both the mean
+and the upper forecast. ``--recency-seconds`` weights the utilisation model's
+training rows by their age (chosen on a cut inside the training period: 3600).
 Reported: MAE of the horizon's mean against each baseline and the best, coverage
 of the p90 (share of the horizon's samples at or below it) and its pinball loss.
 Writes ``results/bench_predictor.json``, ``results/predictor.md`` and
 ``results/bench_predictor.png`` (the ratios, and forecast against actual for a
 few unseen pods).
 
-    python -m bench.bench_predictor [--out results] [--utilization PATH]
+    python -m bench.bench_predictor [--out results] [--utilization PATH] [--recency-seconds S]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -186,6 +194,8 @@ def run(
     for name in BASELINES:
         row[f"mae_ratio_vs_{_key(name)}"] = result.mae_ratio(name)
     row["ewm_alpha"] = result.ewm_alpha
+    row["rolling_mean_window"] = result.mean_window
+    row["recency_seconds"] = config.recency_seconds
     for name in (MODEL, *BASELINES):
         scores = result.scores[name]
         row[f"{_key(name)}_mae"] = scores.mae
@@ -203,7 +213,7 @@ def goals(row: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars, for the utilisation data (reported, never enforced here)."""
     low, high = GOAL_COVERAGE
     out = {"mae_ratio_at_most_0.8": row["mae_ratio_vs_best"] <= GOAL_MAE_RATIO}
-    if row["split"] == Split.UNSEEN_SERIES:
+    if row["split"] in (Split.UNSEEN_SERIES, Split.UNSEEN_LATER):
         out["p90_coverage_85_to_95"] = low <= row["model_p90_coverage"] <= high
     return out
 
@@ -217,15 +227,17 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         "samples at or below the forecast p90 (target 0.9); pinball: its quantile loss.",
         "",
         "| dataset | split | test rows | model MAE | vs last value | vs EWM | vs rolling p90 "
-        "| vs best | model p90 coverage | pinball model | pinball best baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| vs rolling mean | vs best | model p90 coverage | pinball model "
+        "| pinball best baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         best_pinball = min(r[f"{_key(b)}_pinball"] for b in BASELINES)
         lines.append(
             f"| {r['dataset']} | {r['split']} | {r['test_rows']} | {r['model_mae']:.4f} "
             f"| {r['mae_ratio_vs_last_value']:.2f}x | {r['mae_ratio_vs_ewm']:.2f}x "
-            f"| {r['mae_ratio_vs_own_rolling_p90']:.2f}x | **{r['mae_ratio_vs_best']:.2f}x** "
+            f"| {r['mae_ratio_vs_own_rolling_p90']:.2f}x "
+            f"| {r['mae_ratio_vs_own_rolling_mean']:.2f}x | **{r['mae_ratio_vs_best']:.2f}x** "
             f"({r['best_baseline']}) | {r['model_p90_coverage']:.1%} "
             f"| {r['model_pinball']:.4f} | {best_pinball:.4f} |"
         )
@@ -247,10 +259,10 @@ def chart(rows: list[dict[str, Any]], shown: Evaluation, path: Path) -> None:
     grid = fig.add_gridspec(CHART_SERIES, 2, width_ratios=(1, 1.6))
     ax = fig.add_subplot(grid[:, 0])
     x = np.arange(len(rows))
+    width = 0.8 / len(BASELINES)
     for k, name in enumerate(BASELINES):
-        ax.bar(
-            x + (k - 1) * 0.27, [r[f"mae_ratio_vs_{_key(name)}"] for r in rows], 0.27, label=name
-        )
+        offset = (k - (len(BASELINES) - 1) / 2) * width
+        ax.bar(x + offset, [r[f"mae_ratio_vs_{_key(name)}"] for r in rows], width, label=name)
     ax.axhline(1.0, color="black", lw=0.8)
     ax.axhline(GOAL_MAE_RATIO, color="#aa3377", lw=0.8, ls="--", label="goal 0.8x")
     ax.set_xticks(x, [f"{r['dataset']}\n{r['split']}" for r in rows], fontsize=8)
@@ -302,15 +314,24 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_UTILIZATION,
         help="CSV of timestamp_anon,value,container_ip (value in percent), one sample a minute",
     )
+    parser.add_argument(
+        "--recency-seconds",
+        type=float,
+        default=None,
+        help="weight the utilisation model's training rows by exp(-age/this) (default: alike)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    utilization_config = dataclasses.replace(
+        UTILIZATION_CONFIG, recency_seconds=args.recency_seconds
+    )
     with args.utilization.open() as handle:
         utilization = utilization_csv(handle)
     trace, info = trace_history(trace_dir(), TRACE_CONFIG.step_seconds)
     rows: list[dict[str, Any]] = []
     shown: Evaluation | None = None
     for dataset, history, config in (
-        ("utilisation", utilization, UTILIZATION_CONFIG),
+        ("utilisation", utilization, utilization_config),
         ("openb allocation", trace, TRACE_CONFIG),
     ):
         for split in Split:

@@ -100,6 +100,9 @@ class PredictorConfig:
     scale_floor: float = 0.01  # a series idle so far is measured against 1 % utilisation
     busy_threshold: float = 0.01  # a sample above this counts as busy
     weight_power: float = 1.0  # rows weighted by scale**power: 1 keeps the loss in utilisation
+    # Rows weighted by exp(-age / recency_seconds), age from the newest training row: a
+    # model that follows a level shift (a busy period gone quiet). None: all rows alike.
+    recency_seconds: float | None = None
     max_training_rows: int = 200_000
     max_iter: int = 100
     random_state: int = 0
@@ -138,13 +141,23 @@ def window_quantile(values: Array, window: int, q: float) -> tuple[Array, Array]
     return quantile, ordered[rows, counts - 1]
 
 
-def _ewma(values: Array, alpha: float) -> Array:
-    """Exponentially weighted mean up to each index, started at the first value."""
+def _ewma(values: Array, alpha: float, adjusted: bool = False) -> Array:
+    """Exponentially weighted mean up to each index, started at the first value.
+
+    ``adjusted``: the weighted mean of the samples seen so far (pandas' ``adjust=True``),
+    which does not over-weight the first sample while the series is young.
+    """
     out = np.empty(len(values))
     level = float(values[0]) if len(values) else 0.0
+    total = weights = 0.0
     for i, value in enumerate(values.tolist()):
-        level += alpha * (value - level)
-        out[i] = level
+        if adjusted:
+            total = (1.0 - alpha) * total + value
+            weights = (1.0 - alpha) * weights + 1.0
+            out[i] = total / weights
+        else:
+            level += alpha * (value - level)
+            out[i] = level
     return out
 
 
@@ -201,6 +214,7 @@ class Rows:
     future: Array  # rows x horizon_steps: the horizon's samples (the upper bound's)
     series: np.ndarray[Any, np.dtype[np.int64]]  # which series (index into the input)
     position: np.ndarray[Any, np.dtype[np.int64]]  # index of the row's sample in its series
+    time: Array  # unix seconds of the row's sample
 
     def __len__(self) -> int:
         return len(self.future_mean)
@@ -217,6 +231,7 @@ class Rows:
                 np.empty((0, config.horizon_steps)),
                 empty_int,
                 empty_int.copy(),
+                np.empty(0),
             )
         return Rows(
             np.vstack([p.x for p in parts]),
@@ -225,6 +240,7 @@ class Rows:
             np.vstack([p.future for p in parts]),
             np.concatenate([p.series for p in parts]),
             np.concatenate([p.position for p in parts]),
+            np.concatenate([p.time for p in parts]),
         )
 
 
@@ -245,6 +261,7 @@ def training_rows(series: Series, config: PredictorConfig, index: int = 0) -> Ro
         np.array(future),
         np.full(count, index, dtype=np.int64),
         at.astype(np.int64),
+        series.timestamps[at],
     )
 
 
@@ -323,6 +340,8 @@ class LoadPredictor:
         # Targets relative to the scale, rows weighted by it: the loss stays in utilisation.
         mean_model = HistGradientBoostingRegressor(loss="absolute_error", **common)
         weight = rows.scale**self.config.weight_power
+        if self.config.recency_seconds and len(rows):
+            weight = weight * np.exp((rows.time - rows.time.max()) / self.config.recency_seconds)
         mean_model.fit(rows.x, rows.future_mean / rows.scale, sample_weight=weight)
         which, targets = _sample_future(rows, rng, draws=2)
         upper_model = HistGradientBoostingRegressor(
@@ -386,13 +405,17 @@ class LoadPredictor:
 
 
 def workload_forecast(predictor: LoadPredictor, siblings: Sequence[Series]) -> Forecast | None:
-    """A new pod's forecast from the other pods of its workload: the mean of theirs.
+    """A new pod's forecast from the other pods of its workload: the mean of theirs."""
+    return mean_forecast([f for f in predictor.forecast_many(siblings) if f is not None])
+
+
+def mean_forecast(forecasts: Sequence[Forecast]) -> Forecast | None:
+    """The workload's forecast from its pods' forecasts: the mean of theirs.
 
     A replica behind the same load balancer gets a share like theirs. The upper
     bound is the mean of their upper bounds, not the quantile of the mixture: a
     little low when the siblings differ widely.
     """
-    forecasts = [f for f in predictor.forecast_many(siblings) if f is not None]
     if not forecasts:
         return None
     return Forecast(
@@ -439,16 +462,42 @@ def service_demand(
     The history must hold at least ``min_own_samples`` (default: the horizon) to be
     trusted over the workload's.
     """
+    own_forecast = predictor.forecast(own) if own is not None and len(own) else None
+    trusted = own is not None and len(own) >= own_samples_needed(predictor, min_own_samples)
+    siblings = [] if trusted else [s for s in workload if len(s)]
+    return demand_from_forecasts(
+        own_forecast,
+        [f for f in predictor.forecast_many(siblings) if f is not None],
+        own_trusted=trusted,
+        declared_percent=declared_percent,
+        prior=prior,
+        measured_speed=measured_speed,
+    )
+
+
+def own_samples_needed(predictor: LoadPredictor, min_own_samples: int | None = None) -> int:
+    """How many samples a pod's own history needs to be trusted over its workload's."""
+    needed = predictor.config.horizon_steps if min_own_samples is None else min_own_samples
+    return max(needed, 1)
+
+
+def demand_from_forecasts(
+    own: Forecast | None,
+    workload: Sequence[Forecast],
+    *,
+    own_trusted: bool,
+    declared_percent: float | None = None,
+    prior: Forecast = DEFAULT_PRIOR,
+    measured_speed: float = 1.0,
+) -> ServiceDemand:
+    """:func:`service_demand` from forecasts already made (the extender makes them off the
+    request path): own when trusted, else the workload's mean, else a short own history,
+    else declared, else the prior."""
     if measured_speed <= 0 or not math.isfinite(measured_speed):
         raise ValueError(f"measured_speed must be a positive number, got {measured_speed}")
-    needed = predictor.config.horizon_steps if min_own_samples is None else min_own_samples
-    forecast: Forecast | None = None
-    if own is not None and len(own) >= max(needed, 1):
-        forecast = predictor.forecast(own)
+    forecast = own if own_trusted else None
     if forecast is None:
-        forecast = workload_forecast(predictor, [s for s in workload if len(s)])
-        if forecast is None and own is not None and len(own):
-            forecast = predictor.forecast(own)  # a short history beats none
+        forecast = mean_forecast(workload) or own  # a short history beats none
     if forecast is not None:
         percent = min(100.0, forecast.upper * measured_speed * 100.0)
         return ServiceDemand(forecast, percent)
@@ -488,8 +537,12 @@ def hints_with_forecast(
         declared_percent=hints.reference_utilization_percent if declared else None,
         measured_speed=measured_speed,
     )
-    replaced = replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
-    return replaced, demand
+    return with_demand(hints, demand), demand
+
+
+def with_demand(hints: JobHints, demand: ServiceDemand) -> JobHints:
+    """A service's hints with ``u_ref`` set to its demand."""
+    return replace(hints, reference_utilization_percent=demand.reference_utilization_percent)
 
 
 # Baselines every forecast is scored against, on the same rows: what a scheduler
@@ -497,9 +550,12 @@ def hints_with_forecast(
 LAST_VALUE = "last value"
 EWM = "exponentially weighted mean"
 ROLLING_P90 = "own rolling p90"
-BASELINES = (LAST_VALUE, EWM, ROLLING_P90)
+ROLLING_MEAN = "own rolling mean"
+BASELINES = (LAST_VALUE, EWM, ROLLING_P90, ROLLING_MEAN)
 MODEL = "model"
 EWM_ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # the EWM baseline's, best on training rows
+# The rolling mean's window in samples (the last is the whole history), best on training rows.
+MEAN_WINDOWS = (5, 15, 30, 60, 120, 240, 1_000_000)
 
 
 class Split(StrEnum):
@@ -507,6 +563,11 @@ class Split(StrEnum):
 
     LATER_IN_TIME = "later in time"  # every series cut at one moment: train before, test after
     UNSEEN_SERIES = "unseen series"  # some series held out whole: a new Deployment's pods
+    # Held out whole AND later in time: trained on the other series before the cut, tested on
+    # the held-out ones after it. What the extender faces: a new pod, forecast from siblings'
+    # past only. UNSEEN_SERIES trains on siblings' rows of the very hours it tests (their
+    # horizons are the test rows' future): where pods move together, that leaks.
+    UNSEEN_LATER = "unseen series, later in time"
 
 
 @dataclass(frozen=True)
@@ -535,18 +596,29 @@ def score(rows: Rows, mean: Array, upper: Array, quantile: float) -> Scores:
 
 
 def baseline_forecasts(
-    history: Sequence[Series], rows: Rows, config: PredictorConfig, ewm_alpha: float
+    history: Sequence[Series],
+    rows: Rows,
+    config: PredictorConfig,
+    ewm_alpha: float,
+    mean_window: int | None = None,
 ) -> dict[str, Array]:
-    """Each baseline's value at each row, from the samples up to the row only."""
+    """Each baseline's value at each row, from the samples up to the row only.
+
+    The EWM is the adjusted one (the weighted mean of the samples seen): started at
+    the first value, it leans on that one sample for the first ~1/alpha samples,
+    a handicap on young series (every row of a new pod's first hours).
+    """
+    window = mean_window or config.scale_window
     out = {name: np.empty(len(rows)) for name in BASELINES}
     for i in np.unique(rows.series).tolist():
         at = rows.series == i
         values, position = history[i].values, rows.position[at]
         out[LAST_VALUE][at] = values[position]
-        out[EWM][at] = _ewma(values, ewm_alpha)[position]
+        out[EWM][at] = _ewma(values, ewm_alpha, adjusted=True)[position]
         out[ROLLING_P90][at] = window_quantile(values, config.scale_window, config.quantile)[0][
             position
         ]
+        out[ROLLING_MEAN][at] = _window_mean(values, window)[0][position]
     return out
 
 
@@ -562,6 +634,18 @@ def best_ewm_alpha(history: Sequence[Series], rows: Rows, config: PredictorConfi
     return min(EWM_ALPHAS, key=mae)
 
 
+def best_mean_window(history: Sequence[Series], rows: Rows, config: PredictorConfig) -> int:
+    """The rolling mean baseline's window, chosen on the training rows."""
+    if not len(rows):
+        return config.scale_window
+
+    def mae(window: int) -> float:
+        mean = baseline_forecasts(history, rows, config, 1.0, window)[ROLLING_MEAN]
+        return float(np.abs(mean - rows.future_mean).mean())
+
+    return min(MEAN_WINDOWS, key=mae)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The model and every baseline, scored on the same held-out rows of one split."""
@@ -574,6 +658,7 @@ class Evaluation:
     test_series: int = 0
     rows: Rows | None = None  # the test rows, and each forecaster's (mean, upper) on them
     forecasts: dict[str, tuple[Array, Array]] = field(default_factory=dict)
+    mean_window: int = 0  # the rolling mean baseline's, chosen on the training rows
 
     @property
     def model_mae(self) -> float:
@@ -664,18 +749,27 @@ def evaluate(
         cut_at = np.array([len(train_part[n]) for n in names], dtype=np.int64)
         train_rows = rows_of([train_part[n] for n in names], config)
         test = rows.position >= cut_at[rows.series] - 1
-    else:
+    elif split is Split.UNSEEN_SERIES:
         held = split_series(names, 1.0 - train_fraction, seed)
         held_index = np.array([n in held for n in names])
         test = held_index[rows.series]
         train_rows = _select(rows, ~test)
+    else:
+        held = split_series(names, 1.0 - train_fraction, seed)
+        held_index = np.array([n in held for n in names])
+        train_part, _ = split_in_time(history, train_fraction)
+        cut_at = np.array([len(train_part[n]) for n in names], dtype=np.int64)
+        before = rows_of([train_part[n] for n in names], config)
+        train_rows = _select(before, ~held_index[before.series])
+        test = held_index[rows.series] & (rows.position >= cut_at[rows.series] - 1)
     if len(train_rows) >= 2 * rows.x.shape[1]:
         predictor.fit_rows(train_rows)
     alpha = best_ewm_alpha(series, train_rows, config)
+    window = best_mean_window(series, train_rows, config)
     test_rows = _select(rows, test)
     forecasts = {
         name: (value, value)
-        for name, value in baseline_forecasts(series, test_rows, config, alpha).items()
+        for name, value in baseline_forecasts(series, test_rows, config, alpha, window).items()
     }
     if predictor.trained:
         forecasts[MODEL] = predictor.forecast_rows(test_rows.x, test_rows.scale)
@@ -694,6 +788,7 @@ def evaluate(
         len(np.unique(test_rows.series)),
         test_rows,
         forecasts,
+        window,
     )
 
 
@@ -705,4 +800,5 @@ def _select(rows: Rows, keep: np.ndarray[Any, np.dtype[np.bool_]]) -> Rows:
         rows.future[keep],
         rows.series[keep],
         rows.position[keep],
+        rows.time[keep],
     )

@@ -62,6 +62,7 @@ from .policies import (
     PolicyName,
     make_policy,
 )
+from .service_load import ServiceLoad
 from .trace import (
     BATCH,
     DEFAULT_KIND_MAP,
@@ -121,6 +122,9 @@ class SimConfig:
     percentage_of_nodes_to_score: int | None = None
     # Lepton: pass each node's current GPU utilisation as the load forecast
     forecast: bool = True
+    # With measured service loads (simulate's service_loads): the policy sees each service's
+    # forecast demand (True) or the declared service_reference_utilization_percent (False).
+    forecast_services: bool = True
     # The measurement window's end: "arrivals" (the last arrival: the steady
     # state a load level describes), "trace" (the trace's own end: the last
     # deletion) or "run" (the last event: every joule of the run).
@@ -157,6 +161,7 @@ class SimConfig:
             "timeCompression": self.time_compression,
             "percentageOfNodesToScore": self.percentage_of_nodes_to_score,
             "forecast": self.forecast,
+            "forecastServices": self.forecast_services,
             "window": self.window,
             "warmupFraction": self.warmup_fraction,
         }
@@ -416,8 +421,14 @@ def simulate(
     nodes: Sequence[TraceNode],
     policy_name: PolicyName,
     config: SimConfig | None = None,
+    service_loads: Mapping[str, ServiceLoad] | None = None,
 ) -> SimResult:
-    """Replay ``pods`` on ``nodes`` under one policy, in ``config.regime``."""
+    """Replay ``pods`` on ``nodes`` under one policy, in ``config.regime``.
+
+    ``service_loads`` (:mod:`lepton.sim.service_load`): the services the trace gives
+    a measured history run at their measured load; the policy sees their forecast
+    demand, or with ``config.forecast_services`` off, the declared one.
+    """
     config = config or SimConfig()
     started = time.perf_counter()
     compression = config.time_compression or 1.0
@@ -452,10 +463,19 @@ def simulate(
     creation: dict[str, float] = {}
     deadlines: dict[str, float] = {}
     requests: list[PodRequest] = []
-    for pod, kind in zip(pods, kinds, strict=True):
+    loads = service_loads or {}
+    # a measured service's (mean, upper) % of a reference GPU as it runs, per GPU held
+    measured: dict[int, tuple[float, float]] = {}
+    for index, (pod, kind) in enumerate(zip(pods, kinds, strict=True)):
         run_seconds = pod.trace_run_seconds / compression
         creation[pod.name] = pod.creation_seconds / compression
         share = min(pod.gpu_milli, FULL_GPU_MILLI) / FULL_GPU_MILLI if pod.num_gpu > 0 else 0.0
+        demand_percent = 100.0 * u_ref_full * share
+        load = loads.get(pod.name) if kind == SERVICE else None
+        if load is not None:
+            measured[index] = (100.0 * load.actual_mean * share, 100.0 * load.actual_upper * share)
+            if config.forecast_services:
+                demand_percent = load.demand_percent * share
         if kind == BATCH and config.deadline_factor > 0 and pod.num_gpu > 0:
             deadlines[pod.name] = creation[pod.name] + config.deadline_factor * run_seconds
         requests.append(
@@ -470,9 +490,7 @@ def simulate(
                 work_reference_gpu_hours=pod.num_gpu * run_seconds * trace_speed / SECONDS_PER_HOUR
                 if kind == BATCH
                 else 0.0,
-                reference_utilization_percent=100.0 * u_ref_full * share
-                if kind == SERVICE
-                else 0.0,
+                reference_utilization_percent=demand_percent if kind == SERVICE else 0.0,
                 lifetime_seconds=run_seconds if kind == SERVICE else None,
                 deadline_seconds=deadlines.get(pod.name),
             )
@@ -553,12 +571,13 @@ def simulate(
             dynamic = 0.0
             if pod.num_gpu > 0:
                 per_gpu_share = share / pod.num_gpu
-                utilization = service_utilization(
-                    get_profile(model),
-                    requests[i].reference_utilization_percent,
-                    run.limit_watts,
+                mean_percent, upper_percent = measured.get(
+                    i, (requests[i].reference_utilization_percent,) * 2
                 )
-                above = utilization > target * per_gpu_share + 1e-12
+                profile = get_profile(model)
+                utilization = service_utilization(profile, mean_percent, run.limit_watts)
+                peak = service_utilization(profile, upper_percent, run.limit_watts)
+                above = peak > target * per_gpu_share + 1e-12
                 busy = pod.num_gpu * min(1.0, utilization)
                 dynamic = busy * run.dynamic_watts_per_gpu
         else:

@@ -30,6 +30,11 @@ millisecond here is a millisecond of the whole cluster's scheduling. Hence:
 * **One computation per pod.** filter keeps the candidates' table it built,
   keyed by the pod's UID, the node names it answered and the cache's
   generation; prioritize for the same pod reuses it.
+* **A service's demand, read, never fetched.** With Prometheus, a service pod's
+  ``u_ref`` comes from its own or its workload's forecast
+  (:mod:`lepton_scheduler.demand`): a background thread fetches and forecasts
+  the workloads asked about (first when the watch sees a service pod pending);
+  a call reads what it kept, and keeps the declared hints until then.
 * **Nothing else on the path.** Explanations are kept as the scorer's columns
   and only turned into rows when read; Events are built and posted by a
   background thread, batched and rate-limited; pods without Lepton hints are
@@ -58,8 +63,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
-from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from lepton.core.hints import (
+    HintError,
+    JobHints,
+    hints_from_pod_metadata,
+    is_lepton_pod,
+    owner_name,
+)
+from lepton.core.names import ANNOTATION_REFERENCE_UTILIZATION_PERCENT, ANNOTATION_WORK_GPU_HOURS
 from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
@@ -75,7 +86,9 @@ from lepton.core.scoring import (
 
 from .assumed import AssumedPlacements
 from .cache import ClusterCache
+from .demand import ServiceDemands
 from .events import EventRecorder, event_body
+from .history import PrometheusHistory
 from .metrics import ExtenderMetrics
 from .protocol import (
     ExtenderArgs,
@@ -140,6 +153,7 @@ class _Computation:
 
 
 COMPUTATIONS_KEPT = 16  # kube-scheduler asks prioritize right after filter: a few suffice
+DEMAND_NOTES_KEPT = 1_024  # a service's demand, from _hints to the decision explained
 
 
 class _Stopwatch:
@@ -189,6 +203,9 @@ class Extender:
         self._watch_errors: dict[str, str] = {}
         self.stop = threading.Event()
         self.predictor = LoadPredictor(self.config.predictor)
+        # A service's demand from its workload's history (set by build_app with Prometheus).
+        self.demands: ServiceDemands | None = None
+        self._demand_notes: OrderedDict[str, str] = OrderedDict()
         if history is not None:
             self.metrics.degraded.labels("no_forecast").set(1)
 
@@ -238,6 +255,7 @@ class Extender:
             return
         key = f"{metadata.get('namespace')}/{metadata.get('name')}"
         if not (obj.get("spec") or {}).get("nodeName"):
+            self._want_demand(metadata)
             if len(self._seen_pending) > 100_000:  # pods deleted unscheduled are never seen bound
                 self._seen_pending.clear()
             self._seen_pending.add(key)
@@ -255,6 +273,20 @@ class Extender:
             created = _parse_time(metadata.get("creationTimestamp"))
             if created and self.clock() - created < timedelta(hours=1):
                 self.metrics.unscored_pods.inc()
+
+    def _want_demand(self, metadata: Mapping[str, Any]) -> None:
+        """A pending service pod: fetch its workload's forecasts before it is asked about."""
+        if self.demands is None:
+            return
+        try:
+            owner = owner_name(metadata)
+            hints = hints_from_pod_metadata(
+                metadata.get("labels"), metadata.get("annotations"), owner, metadata.get("name", "")
+            )
+        except HintError:
+            return
+        if hints is not None and hints.is_service:
+            self.demands.want(str(metadata.get("namespace")), owner or hints.job_name)
 
     def forget_pod(self, obj: Mapping[str, Any]) -> None:
         """The watch saw a pod deleted: it counts for its siblings no more."""
@@ -285,6 +317,24 @@ class Extender:
             pressure = self.cache.budget_pressure(args.namespace, budget)
             if pressure is not None:
                 hints = dataclasses.replace(hints, budget_pressure=pressure)
+        if self.demands is not None and hints.is_service:
+            # Only what the background thread fetched: a workload not fetched yet (or a
+            # Prometheus that cannot answer) keeps the hints the pod declared.
+            hints, demand = self.demands.hints(
+                args.namespace,
+                args.name,
+                args.owner_name or hints.job_name,
+                hints,
+                declared=ANNOTATION_REFERENCE_UTILIZATION_PERCENT in args.annotations,
+            )
+            key = f"{args.namespace}/{args.name}"
+            if demand is not None:
+                self._demand_notes[key] = demand.explain()
+                self._demand_notes.move_to_end(key)
+                while len(self._demand_notes) > DEMAND_NOTES_KEPT:
+                    self._demand_notes.popitem(last=False)
+            else:
+                self._demand_notes.pop(key, None)
         return hints
 
     def _placed(self, args: ExtenderArgs, hints: JobHints) -> dict[str, int]:
@@ -420,13 +470,15 @@ class Extender:
             watch.lap("scoring")
         key = f"{args.namespace}/{args.name}"
         now = self.clock()
-        self._keep_decision(key, _Decision(result.explanation, now, len(known)))
+        explanation = result.explanation
+        note = self._demand_notes.get(key)
+        if note is not None:
+            explanation = dataclasses.replace(explanation, notes=(*explanation.notes, note))
+        self._keep_decision(key, _Decision(explanation, now, len(known)))
         if watch:
             watch.lap("explanation")
         if self.recorder is not None:
-            build = partial(
-                _scored_event, args.namespace, args.name, args.uid, result.explanation, now
-            )
+            build = partial(_scored_event, args.namespace, args.name, args.uid, explanation, now)
             self.recorder.record(args.uid or key, build)
         if watch:
             watch.lap("event")
@@ -677,7 +729,8 @@ def build_app(
     the server is ready at once; with it, watches of Nodes, Pods and
     EnergyBudgets feed the cache, Events are recorded on pods, and the server
     is ready when the caches are synced. With ``history`` a background thread
-    keeps each node's load forecast current.
+    keeps each node's load forecast current; with a :class:`PrometheusHistory`
+    another keeps services' workload forecasts, their demand (``u_ref``).
     """
     cache = cache if cache is not None else ClusterCache()
     config = config or ExtenderConfig()
@@ -703,6 +756,8 @@ def build_app(
     )
     if recorder is not None:
         recorder.on_drop = extender.metrics.events_dropped.inc
+    if isinstance(history, PrometheusHistory):
+        extender.demands = ServiceDemands(history, extender.predictor, config.history_seconds)
     # aiohttp answers 413 itself past client_max_size; _read_args words the message.
     app = web.Application(client_max_size=config.max_body_bytes)
     app[EXTENDER_KEY] = extender
@@ -721,9 +776,15 @@ def build_app(
             _start_watches(extender, kube_api)
         if history is not None:
             threading.Thread(target=extender.forecast_loop, name="forecast", daemon=True).start()
+        if extender.demands is not None:
+            threading.Thread(
+                target=extender.demands.loop, args=(extender.stop,), name="demand", daemon=True
+            ).start()
 
     async def stop_background(app: web.Application) -> None:
         extender.stop.set()
+        if extender.demands is not None:
+            extender.demands.wake.set()
         if extender.recorder is not None:
             extender.recorder.close()
 
@@ -761,7 +822,6 @@ def run(
     tls_key_file: str | None = None,
 ) -> None:
     """Serve the extender until interrupted (``lepton scheduler``)."""
-    from .history import PrometheusHistory
     from .watch import load_kube_config
 
     api = load_kube_config(kubeconfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,14 +12,18 @@ import pytest
 from lepton.core.hints import JobHints, WorkloadKind
 from lepton.core.predictor import (
     BASELINES,
+    EWM,
     MODEL,
+    ROLLING_MEAN,
     ForecastSource,
     LoadPredictor,
     PredictorConfig,
     Series,
     Split,
+    baseline_forecasts,
     evaluate,
     hints_with_forecast,
+    rows_of,
     series_features,
     service_demand,
     split_in_time,
@@ -149,6 +154,9 @@ def test_model_beats_every_baseline_on_pods_it_has_never_seen() -> None:
     A new Deployment's pods have no history the model trained on: 30 of the 100 pods
     are held out whole. Smaller than the benchmark's model (10,000 rows, 50 trees) to
     stay fast; the benchmark measures about 0.57x with 40,000 rows and 100 trees.
+    This split trains on the other pods' rows of the hours it scores (see
+    ``test_the_unseen_split_learns_the_test_hours_from_siblings_the_honest_one_cannot``):
+    the honest new-pod figure is ``Split.UNSEEN_LATER``'s, in the benchmark.
     """
     with UTILIZATION.open() as handle:
         history = utilization_csv(handle)
@@ -194,3 +202,75 @@ def test_a_service_with_history_is_placed_by_its_forecast_p90_not_its_declared_d
     assert demand is not None and demand.source is ForecastSource.PRIOR
     batch = JobHints("train")
     assert hints_with_forecast(batch, predictor, quiet, declared=False) == (batch, None)
+
+
+def test_the_ewm_baseline_is_the_weighted_mean_of_what_a_young_series_has_shown() -> None:
+    """Started at the first value, the EWM leaned on that one sample for ~1/alpha samples:
+    a weak baseline on a new pod's first hour (the unseen split is every row of new pods).
+    Failed before the fix (0.33 after twenty busy samples, not 0.96)."""
+    values = [0.0] + [1.0] * 40
+    series = Series.of([(60.0 * k, v) for k, v in enumerate(values)])
+    config = PredictorConfig(step_seconds=60.0, horizon_steps=5, min_history=1)
+    rows = rows_of([series], config)
+    ewm = baseline_forecasts([series], rows, config, ewm_alpha=0.02)[EWM]
+    at = int(np.flatnonzero(rows.position == 20)[0])
+    expected = sum(0.98**k for k in range(20)) / sum(0.98**k for k in range(21))
+    assert ewm[at] == pytest.approx(expected)  # 20 ones and a zero, weighted
+    assert ewm[at] > 0.9
+
+
+def test_the_rolling_mean_baseline_window_is_chosen_on_training_rows_only() -> None:
+    """A level that steps: a short window wins on training rows; the test rows never vote."""
+    rng = np.random.default_rng(3)
+    history = {
+        f"p{i}": Series.of(
+            [
+                (60.0 * k, 0.2 + 0.6 * ((k // 90) % 2) + 0.02 * rng.standard_normal())
+                for k in range(900)
+            ]
+        )
+        for i in range(6)
+    }
+    config = PredictorConfig(step_seconds=60.0, horizon_steps=10, time_of_day=False, max_iter=10)
+    result = evaluate(history, config, split=Split.LATER_IN_TIME)
+    assert result.mean_window <= 15
+    assert result.scores[ROLLING_MEAN].mae < result.scores["own rolling p90"].mae
+
+
+def test_recency_weighting_follows_a_level_shift_the_training_period_ends_with() -> None:
+    """Pods whose bursts shrink late in training: weighting recent rows more forecasts the
+    quieter regime better than weighting every row alike."""
+    rng = np.random.default_rng(5)
+
+    def pod(seed: int) -> Series:
+        local = np.random.default_rng(seed)
+        out = []
+        for k in range(1200):
+            burst = 0.6 if k < 900 else 0.1  # busy, then quiet
+            out.append((60.0 * k, burst * float(local.random() < 0.3) + 0.01 * rng.random()))
+        return Series.of(out)
+
+    history = {f"p{i}": pod(i) for i in range(8)}
+    base = PredictorConfig(step_seconds=60.0, horizon_steps=30, time_of_day=False, max_iter=30)
+    plain = evaluate(history, base, train_fraction=0.85)
+    recent = evaluate(history, dataclasses.replace(base, recency_seconds=3600.0), 0.85)
+    assert recent.model_mae < plain.model_mae
+
+
+def test_the_unseen_split_learns_the_test_hours_from_siblings_the_honest_one_cannot() -> None:
+    """Replicas that move together (one shared, unforecastable random walk): held out whole,
+    the model learns each hour's future from the siblings' rows of that same hour (the
+    series' length tells it the hour); held out and later in time, it has only the past."""
+    rng = np.random.default_rng(11)
+    shared = np.clip(0.4 + np.cumsum(0.03 * rng.standard_normal(1500)), 0.05, 0.95)
+    history = {
+        f"p{i}": Series.of(
+            [(60.0 * k, float(v + 0.02 * rng.standard_normal())) for k, v in enumerate(shared)]
+        )
+        for i in range(10)
+    }
+    config = PredictorConfig(step_seconds=60.0, horizon_steps=30, time_of_day=False, max_iter=40)
+    leaky = evaluate(history, config, split=Split.UNSEEN_SERIES)
+    honest = evaluate(history, config, split=Split.UNSEEN_LATER)
+    assert leaky.mae_ratio(EWM) < 0.7  # "beats" a random walk's best forecast: it saw it
+    assert honest.mae_ratio(EWM) > 0.9  # nothing beats the last level of a random walk

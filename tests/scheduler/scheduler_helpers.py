@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import math
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -280,3 +285,72 @@ def placed(
 
     wait_for(bound, timeout, f"pods {names} to be scheduled")
     return result
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+HISTORY_HOURS = 6
+_GPU = 'node="{node}",gpu_uuid="{gpu}",gpu_model="NVIDIA-A40",source="nvml"'
+
+
+def workload_openmetrics(
+    now: int, namespace: str, workloads: Mapping[str, float], hours: int = HISTORY_HOURS
+) -> str:
+    """The exporter's GPU utilisation and pod energy, a sample a minute for ``hours``.
+
+    Each workload (an owner's name, its mean utilisation) has two pods
+    (``OWNER-x0``, ``OWNER-x1``), each on a GPU of its own on node ``hist-a40-W``.
+    """
+    utilization = ["# TYPE lepton_gpu_utilization_ratio gauge"]
+    energy = ["# TYPE lepton_pod_gpu_idle_energy_joules counter"]
+    for w, (owner, level) in enumerate(workloads.items()):
+        for replica in range(2):
+            labels = _GPU.format(node=f"hist-a40-{w}", gpu=f"GPU-{w}{replica}")
+            pod = f'{labels},namespace="{namespace}",pod="{owner}-x{replica}",container="server"'
+            for k, t in enumerate(range(now - hours * 3600, now, 60)):
+                busy = level + 0.1 * math.sin(k / 9 + replica) + 0.05 * math.sin(k / 2.3)
+                utilization.append(f"lepton_gpu_utilization_ratio{{{labels}}} {busy:.4f} {t}")
+                energy.append(f"lepton_pod_gpu_idle_energy_joules_total{{{pod}}} {k} {t}")
+    return "\n".join([*utilization, *energy, "# EOF"]) + "\n"
+
+
+@contextlib.contextmanager
+def backfilled_prometheus(directory: Path, openmetrics: str) -> Iterator[str]:
+    """A real Prometheus over a TSDB that ``promtool`` backfilled with ``openmetrics``."""
+    promtool, binary = shutil.which("promtool"), shutil.which("prometheus")
+    assert promtool and binary, "install Prometheus: apt-get install -y prometheus"
+    source = directory / "history.om"
+    source.write_text(openmetrics)
+    tsdb = directory / "tsdb"
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        check=True,
+        capture_output=True,
+    )
+    config = directory / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={tsdb}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, 30, "Prometheus to become ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
