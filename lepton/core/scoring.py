@@ -16,7 +16,9 @@ limit ``cap`` (from the job's ``powerCap``):
   ``excess = max(0, u - target) / (1 - target)`` for the node's predicted GPU
   utilisation ``u`` over the job's horizon (a loaded host slows a job: shared
   PCIe, CPU, memory bandwidth and power headroom);
-* dynamic energy ``g · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds;
+* dynamic energy ``g · s · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds
+  (``s`` ≤ 1 the share of each GPU it holds, as for a service: a pod on a quarter of
+  a time-sliced GPU adds a quarter of its active draw, as the simulator charges it);
 * marginal idle energy ``P_node_idle · T`` if the node is empty (placing there
   wakes it), else 0 (a busy node pays its idle draw anyway: consolidation saves);
 * terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``.
@@ -578,7 +580,8 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
         )
     seconds = np.asarray(base_seconds, dtype=np.float64)[m] * slowdown
     hours = seconds / SECONDS_PER_HOUR
-    dynamic = gpus * active_per_gpu * hours
+    # a pod on a share of a GPU (time-slicing, MPS) adds its share of the active draw
+    dynamic = gpus * share * active_per_gpu * hours
     idle = wake * hours
     if hints.deadline_time is not None:
         meets = seconds <= (_aware(hints.deadline_time) - _aware(now)).total_seconds()
