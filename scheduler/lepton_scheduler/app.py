@@ -422,6 +422,7 @@ class Extender:
         key = f"{args.namespace}/{args.name}"
         now = self.clock()
         self._keep_decision(key, _Decision(result.explanation, now, len(known)))
+        self.metrics.pods_scored.labels(str(hints.workload_kind)).inc()
         if watch:
             watch.lap("explanation")
         if self.recorder is not None:

@@ -20,7 +20,7 @@ from scheduler_helpers import (
     plain_pod,
 )
 
-from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
 
 ALL = [n[0] for n in FLEET]
 
@@ -213,6 +213,21 @@ def test_health_readiness_and_metrics(make_server: Any) -> None:
     assert 'lepton_scheduler_decisions_total{outcome="passthrough",verb="filter"} 1.0' in text
     assert 'lepton_scheduler_degraded{reason="cache_not_synced"} 0.0' in text
     assert 'lepton_scheduler_cache_objects{kind="nodes"} 6.0' in text
+
+
+def test_scored_pods_are_counted_by_their_workload_kind(make_server: Any) -> None:
+    # The kind has one name from the pod's lepton.dev/workload-kind annotation to the
+    # explanation's workloadKind and this metric's workload_kind label (missing before).
+    server = make_server(fleet_cache())
+    service = JobHints(
+        job_name="infer", workload_kind=WorkloadKind.SERVICE, reference_utilization_percent=20
+    )
+    server.post("prioritize", extender_args(lepton_pod(), ALL))
+    server.post("prioritize", extender_args(lepton_pod(service, name="infer-1"), ALL))
+    server.post("prioritize", extender_args(lepton_pod(service, name="infer-2"), ALL))
+    text = server.get("/metrics").text
+    assert 'lepton_scheduler_pods_scored_total{workload_kind="Batch"} 1.0' in text
+    assert 'lepton_scheduler_pods_scored_total{workload_kind="Service"} 2.0' in text
 
 
 def test_unsynced_cache_fails_open_and_reports_degraded(make_server: Any) -> None:
