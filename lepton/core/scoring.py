@@ -671,8 +671,12 @@ def filter_nodes(
                 f"a service at {hints.reference_utilization_percent:g} % of an A40 would keep "
                 f"this {terms.profiles[m]} {terms.gpu_utilization[m]:.0%} busy at "
                 f"{terms.power_limit_watts[m]:g} W, above the target "
-                f"{ceiling:.0%}"
-                + (f" of its {hints.gpu_share:g} GPU share" if hints.gpu_share < 1 else "")
+                + (
+                    f"{ceiling:.0%} of the GPU ({config.service_target_utilization:.0%} of its "
+                    f"{hints.gpu_share:g} GPU share)"
+                    if hints.gpu_share < 1
+                    else f"{ceiling:.0%}"
+                )
                 + ": choose a faster GPU model or lower the demand"
             )
         ok &= ~heavy

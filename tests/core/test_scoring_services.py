@@ -254,3 +254,10 @@ def test_a_batch_pod_on_a_share_of_a_gpu_is_charged_its_share_of_the_active_draw
     share_of_active = 0.25 * (p100.busy_power_at(limit) - p100.idle_watts) * hours
     assert by_node["p100"].dynamic_watt_hours == pytest.approx(share_of_active)
     assert result.scores["p100"] > result.scores["h100"], result.explanation.nodes
+
+
+def test_a_shared_service_too_heavy_for_its_share_says_both_targets_right() -> None:
+    # Found in review: "68% busy … above the target 40% of its 0.5 GPU share" read as 40 %
+    # of the share; the ceiling is 40 % of the GPU, i.e. the 80 % target of the share.
+    message = filter_nodes(MIXED, service(30.0, gpu_milli=500), now=NOW).failed["t4"]
+    assert "above the target 40% of the GPU (80% of its 0.5 GPU share)" in message, message
