@@ -24,7 +24,8 @@ limit ``cap`` (from the job's ``powerCap``):
 * terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``.
 
 **Service.** A service with demand ``u_ref`` (its utilisation of one reference GPU at
-its expected load) holding ``g`` GPUs (each a share ``s`` ≤ 1 of a GPU):
+its expected load) holding ``g`` GPUs (each a share ``s`` ≤ 1 of a GPU: its
+``gpu-milli``, at most one replica of a time-sliced node's board):
 
 * ``u_m = u_ref / speed(m, cap)``; a node where ``u_m > target · s`` fails the filter
   (the GPU cannot carry the load below the target utilisation);
@@ -122,6 +123,9 @@ class CandidateNode:
     # The host's idle draw without its GPUs; None: the sourced default for its GPU count
     # (lepton.core.energy.host_idle_watts), or the node's lepton.dev/host-idle-watts label.
     host_idle_watts: float | None = None
+    # The share of a board one advertised nvidia.com/gpu is here: 1/replicas on a
+    # time-sliced node (GPU feature discovery's nvidia.com/gpu.replicas), else 1.
+    gpu_share: float = 1.0
 
     def domain(self, topology_key: str) -> str | None:
         """The node's value of a topology label (its zone, rack …), or None."""
@@ -144,6 +148,14 @@ class CandidateTable(Sequence[CandidateNode]):
     domains: Mapping[str, tuple[Sequence[str], Ints]] = field(default_factory=dict)
     # Per node; NaN: the default for its GPU count. None: every node at the default.
     host_idle_watts: Floats | None = None
+    # Per node: the share of a board one advertised GPU is (CandidateNode.gpu_share). None: 1.
+    gpu_shares: Floats | None = None
+
+    def pod_share(self, requested: float) -> Floats:
+        """The share of each GPU a pod holds per node: what it asks for, at most one replica."""
+        if self.gpu_shares is None:
+            return np.full(len(self.names), requested, dtype=np.float64)
+        return np.minimum(requested, self.gpu_shares)
 
     def host_idle(self) -> Floats:
         """Each node's host idle draw (watts, GPUs excluded), defaults filled in."""
@@ -183,6 +195,7 @@ class CandidateTable(Sequence[CandidateNode]):
                 [math.nan if n.host_idle_watts is None else n.host_idle_watts for n in nodes],
                 dtype=np.float64,
             ),
+            gpu_shares=np.array([n.gpu_share for n in nodes], dtype=np.float64),
         )
 
     def take(self, rows: Ints | Bools) -> CandidateTable:
@@ -199,6 +212,7 @@ class CandidateTable(Sequence[CandidateNode]):
             labels=[self.labels[i] for i in picked.tolist()],
             domains={k: (values, ids[picked]) for k, (values, ids) in self.domains.items()},
             host_idle_watts=None if self.host_idle_watts is None else self.host_idle_watts[picked],
+            gpu_shares=None if self.gpu_shares is None else self.gpu_shares[picked],
         )
 
     def __len__(self) -> int:
@@ -222,6 +236,7 @@ class CandidateTable(Sequence[CandidateNode]):
             host_idle_watts=None
             if self.host_idle_watts is None or math.isnan(self.host_idle_watts[i])
             else float(self.host_idle_watts[i]),
+            gpu_share=1.0 if self.gpu_shares is None else float(self.gpu_shares[i]),
         )
 
     def __iter__(self) -> Iterator[CandidateNode]:
@@ -518,7 +533,7 @@ def asks_for_gpus(hints: JobHints) -> bool:
 
 def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: ScoringConfig) -> _Terms:
     gpus = max(1, hints.gpus_per_replica)
-    share = hints.gpu_share
+    share = table.pod_share(hints.gpu_share)  # per node
     service = hints.is_service
     # The whole job's work runs on all its replicas at once.
     work_seconds = _work_hours(hints) * SECONDS_PER_HOUR / (gpus * max(1, hints.replicas))
@@ -663,18 +678,20 @@ def filter_nodes(
     notes: list[str] = []
     if hints.is_service and asks_for_gpus(hints) and ok.any():
         terms = _terms(table, hints, now, config)
-        ceiling = config.service_target_utilization * hints.gpu_share
-        heavy = ok & (terms.gpu_utilization[table.model_index] > ceiling + 1e-12)
+        shares = table.pod_share(hints.gpu_share)
+        ceilings = config.service_target_utilization * shares
+        heavy = ok & (terms.gpu_utilization[table.model_index] > ceilings + 1e-12)
         for i in np.flatnonzero(heavy).tolist():
             m = int(table.model_index[i])
+            share, ceiling = float(shares[i]), float(ceilings[i])
             failed[names[i]] = (
                 f"a service at {hints.reference_utilization_percent:g} % of an A40 would keep "
                 f"this {terms.profiles[m]} {terms.gpu_utilization[m]:.0%} busy at "
                 f"{terms.power_limit_watts[m]:g} W, above the target "
                 + (
                     f"{ceiling:.0%} of the GPU ({config.service_target_utilization:.0%} of its "
-                    f"{hints.gpu_share:g} GPU share)"
-                    if hints.gpu_share < 1
+                    f"{share:g} GPU share)"
+                    if share < 1
                     else f"{ceiling:.0%}"
                 )
                 + ": choose a faster GPU model or lower the demand"

@@ -48,6 +48,9 @@ class NodeInfo:
     # node, else the allocatable count. -1: the allocatable count.
     physical_gpus: int = -1
 
+    # The share of a board one advertised GPU is: 1/replicas on a time-sliced node.
+    gpu_share: float = 1.0
+
     @property
     def boards(self) -> int:
         return self.allocatable_gpus if self.physical_gpus < 0 else self.physical_gpus
@@ -102,6 +105,7 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         host_idle_watts=host_idle if math.isfinite(host_idle) and host_idle >= 0 else math.nan,
         # time-sliced: each board is advertised `replicas` times, but idles once
         physical_gpus=-(-gpus // replicas) if replicas > 1 else -1,
+        gpu_share=1.0 / replicas if replicas > 1 else 1.0,
     )
 
 
@@ -187,6 +191,7 @@ class ClusterCache:
         self._model_col = np.zeros(0, dtype=np.int64)
         self._alloc_col = np.zeros(0, dtype=np.int64)
         self._boards_col = np.zeros(0, dtype=np.int64)
+        self._share_col = np.zeros(0, dtype=np.float64)
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
@@ -204,6 +209,7 @@ class ClusterCache:
             "_model_col",
             "_alloc_col",
             "_boards_col",
+            "_share_col",
             "_used_col",
             "_awake_col",
             "_forecast_col",
@@ -240,6 +246,7 @@ class ClusterCache:
         self._model_col[row] = model
         self._alloc_col[row] = info.allocatable_gpus
         self._boards_col[row] = info.boards
+        self._share_col[row] = info.gpu_share
         self._used_col[row] = self._gpus_used.get(info.name, 0)
         self._awake_col[row] = self._awake.get(info.name, 0)
         self._forecast_col[row] = self.forecasts.get(info.name, 0.0)
@@ -251,6 +258,7 @@ class ClusterCache:
         self._model_col = np.zeros(0, dtype=np.int64)
         self._alloc_col = np.zeros(0, dtype=np.int64)
         self._boards_col = np.zeros(0, dtype=np.int64)
+        self._share_col = np.zeros(0, dtype=np.float64)
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
@@ -434,6 +442,7 @@ class ClusterCache:
                 free_gpus=np.maximum(0, alloc - self._used_col[rows]),
                 # what idles: the node's boards (a time-sliced node advertises more)
                 total_gpus=self._boards_col[rows],
+                gpu_shares=self._share_col[rows],
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
                 # gathered now: filter_nodes takes the passed rows, reading every label
