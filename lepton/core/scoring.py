@@ -274,6 +274,7 @@ class NodeTerms:
     workload_kind: WorkloadKind = WorkloadKind.BATCH
     gpu_utilization: float = 1.0  # a service's u_m on this model; 1 for batch
     held_idle_watts: float = 0.0  # service: idle draw of the GPUs it holds
+    gpu_share: float = 1.0  # the share of each GPU the pod holds on this node
     active_watts: float = 0.0  # service: (P_busy - P_idle) · u_m over its GPUs
     wake_watts: float = 0.0  # the node's idle draw if placing here wakes it
     power_watts: float = 0.0  # service: what it is ranked by
@@ -308,6 +309,7 @@ class NodeTerms:
         if self.workload_kind is WorkloadKind.SERVICE:
             return common | {
                 "gpuUtilization": round(self.gpu_utilization, 3),
+                "gpuShare": round(self.gpu_share, 3),
                 "heldIdleWatts": round(self.held_idle_watts, 1),
                 "activeWatts": round(self.active_watts, 1),
                 "wakeWatts": round(self.wake_watts, 1),
@@ -351,6 +353,7 @@ class _Terms:
     dynamic_wh: Floats
     idle_wh: Floats
     held_idle_watts: Floats
+    gpu_share: Floats  # per node
     active_watts: Floats
     wake_watts: Floats
     cost: Floats
@@ -384,6 +387,7 @@ class _Terms:
             workload_kind=self.kind,
             gpu_utilization=float(self.gpu_utilization[m]),
             held_idle_watts=float(self.held_idle_watts[i]),
+            gpu_share=float(self.gpu_share[i]),
             active_watts=float(self.active_watts[i]),
             wake_watts=float(self.wake_watts[i]),
             power_watts=float(self.cost[i]) if self.kind is WorkloadKind.SERVICE else 0.0,
@@ -586,6 +590,7 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
             dynamic_wh=active * life_hours,
             idle_wh=(held + wake) * life_hours,
             held_idle_watts=held,
+            gpu_share=share,
             active_watts=active,
             wake_watts=wake,
             cost=cost,
@@ -612,6 +617,7 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
         dynamic_wh=dynamic,
         idle_wh=idle,
         held_idle_watts=zeros,
+        gpu_share=share,
         active_watts=zeros,
         wake_watts=wake,
         cost=dynamic + idle,

@@ -261,3 +261,8 @@ def test_a_shared_service_too_heavy_for_its_share_says_both_targets_right() -> N
     # of the share; the ceiling is 40 % of the GPU, i.e. the 80 % target of the share.
     message = filter_nodes(MIXED, service(30.0, gpu_milli=500), now=NOW).failed["t4"]
     assert "above the target 40% of the GPU (80% of its 0.5 GPU share)" in message, message
+
+
+def test_the_service_explanation_shows_the_gpu_share_it_was_charged_for() -> None:
+    terms = score_nodes(MIXED, service(10.0, gpu_milli=500), now=NOW).explanation.as_dict()
+    assert {n["gpuShare"] for n in terms["nodes"]} == {0.5}
