@@ -56,7 +56,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
-from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from lepton.core.names import ANNOTATION_GPUS_PER_REPLICA, ANNOTATION_WORK_GPU_HOURS
 from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
@@ -71,7 +71,7 @@ from lepton.core.scoring import (
 )
 
 from .assumed import AssumedPlacements
-from .cache import ClusterCache
+from .cache import ClusterCache, pod_gpus
 from .events import EventRecorder, event_body
 from .metrics import ExtenderMetrics
 from .protocol import (
@@ -270,6 +270,11 @@ class Extender:
             ) from None
         if hints is None:
             return None
+        if ANNOTATION_GPUS_PER_REPLICA not in args.annotations:
+            # a Deployment's (StatefulSet's …) pod: the GPUs it requests, not a default of one
+            spec = args.pod.get("spec")
+            gpus = pod_gpus(spec) if isinstance(spec, Mapping) else 0
+            hints = dataclasses.replace(hints, gpus_per_replica=gpus)
         work = hints.work_reference_gpu_hours
         if not math.isfinite(work) or work < 0:
             raise ProtocolError(
