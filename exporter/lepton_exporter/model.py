@@ -13,13 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lepton.core.names import ANNOTATION_GPU_UTILIZATION, ANNOTATION_POWER_CAP
+from lepton.core.energy import service_utilization
+from lepton.core.hints import HintError, hints_from_pod_metadata
+from lepton.core.names import (
+    ANNOTATION_GPU_UTILIZATION,
+    ANNOTATION_POWER_CAP,
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+)
 from lepton.core.profiles import get_profile
 from lepton_exporter.readings import SOURCE_MODEL, GpuReading, PodRef, Sample
 
 # Optional pod annotation: the fraction of its GPUs' time a pod keeps busy
-# (0..1). Without it a pod holding a GPU counts as fully busy, the
-# conservative estimate for training jobs.
+# (0..1). Without it a service (lepton.dev/reference-utilization-percent) is as
+# busy as its demand on that GPU, u_m = u_ref / speed, as the scorer ranks it;
+# any other pod holding a GPU counts as fully busy, the conservative estimate
+# for training jobs.
 
 
 @dataclass(frozen=True)
@@ -47,15 +55,30 @@ class FleetPod:
         return PodRef(self.namespace, self.name, self.container)
 
 
-def pod_utilization(pod: FleetPod) -> float:
-    """The pod's GPU utilisation: its annotation, else 1.0 (holding a GPU = busy)."""
+def pod_utilization(pod: FleetPod, product: str = "") -> float:
+    """The pod's GPU utilisation: its annotation, a service's demand on ``product``, else 1.0."""
     raw = pod.annotations.get(ANNOTATION_GPU_UTILIZATION)
     if raw is None:
-        return 1.0
+        return _service_utilization(pod, product) if product else 1.0
     try:
         return min(max(float(raw), 0.0), 1.0)
     except ValueError:
         return 1.0
+
+
+def _service_utilization(pod: FleetPod, product: str) -> float:
+    """A service pod's u_m on ``product`` at its power cap; 1.0 for any other pod."""
+    if ANNOTATION_REFERENCE_UTILIZATION_PERCENT not in pod.annotations:
+        return 1.0
+    try:
+        hints = hints_from_pod_metadata(None, pod.annotations, pod_name=pod.name)
+    except HintError:
+        return 1.0
+    if hints is None or not hints.is_service:
+        return 1.0
+    profile = get_profile(product)
+    limit = pod_power_cap_watts(pod, product)
+    return min(1.0, service_utilization(profile, hints.reference_utilization_percent, limit))
 
 
 def pod_power_cap_watts(pod: FleetPod, product: str) -> float | None:
@@ -99,7 +122,8 @@ def estimate_fleet(nodes: Sequence[FleetNode], pods: Sequence[FleetPod]) -> list
                 slot += 1
         for index in range(node.gpu_count):
             gpu_pods = holders[index]
-            utilization = min(sum(pod_utilization(p) for p in gpu_pods), 1.0)
+            shares = {p.ref: pod_utilization(p, node.gpu_product) for p in gpu_pods}
+            utilization = min(sum(shares.values()), 1.0)
             caps = [
                 c for p in gpu_pods if (c := pod_power_cap_watts(p, node.gpu_product)) is not None
             ]
@@ -118,7 +142,7 @@ def estimate_fleet(nodes: Sequence[FleetNode], pods: Sequence[FleetPod]) -> list
                     utilization_ratio=utilization,
                     idle_watts=float(profile.idle_watts),
                     holders=tuple(p.ref for p in gpu_pods),
-                    holder_shares={p.ref: pod_utilization(p) for p in gpu_pods},
+                    holder_shares=shares,
                 )
             )
     return readings

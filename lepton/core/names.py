@@ -27,6 +27,9 @@ RESOURCE_MIG_PREFIX = "nvidia.com/mig-"
 LABEL_GPU_PRODUCT = f"{RESOURCE_GPU}.product"
 # GPU feature discovery's GPU count per node.
 LABEL_GPU_COUNT = f"{RESOURCE_GPU}.count"
+# GPU feature discovery's time-slicing factor: each GPU is advertised as this many
+# nvidia.com/gpu (the node's allocatable is GPUs x replicas).
+LABEL_GPU_REPLICAS = f"{RESOURCE_GPU}.replicas"
 # Lepton's own node label naming a GPU profile (local fleets; fallback to LABEL_GPU_PRODUCT).
 LABEL_LEPTON_GPU_MODEL = f"{GROUP}/gpu-model"
 

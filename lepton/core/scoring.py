@@ -16,13 +16,16 @@ limit ``cap`` (from the job's ``powerCap``):
   ``excess = max(0, u - target) / (1 - target)`` for the node's predicted GPU
   utilisation ``u`` over the job's horizon (a loaded host slows a job: shared
   PCIe, CPU, memory bandwidth and power headroom);
-* dynamic energy ``g · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds;
+* dynamic energy ``g · s · (P_busy(m, cap) - P_idle(m)) · T``: what the job adds
+  (``s`` ≤ 1 the share of each GPU it holds, as for a service: a pod on a quarter of
+  a time-sliced GPU adds a quarter of its active draw, as the simulator charges it);
 * marginal idle energy ``P_node_idle · T`` if the node is empty (placing there
   wakes it), else 0 (a busy node pays its idle draw anyway: consolidation saves);
 * terms relative to the best candidate: ``energy = E_min / E``, ``time = T_min / T``.
 
 **Service.** A service with demand ``u_ref`` (its utilisation of one reference GPU at
-its expected load) holding ``g`` GPUs (each a share ``s`` ≤ 1 of a GPU):
+its expected load) holding ``g`` GPUs (each a share ``s`` ≤ 1 of a GPU: its
+``gpu-milli``, at most one replica of a time-sliced node's board):
 
 * ``u_m = u_ref / speed(m, cap)``; a node where ``u_m > target · s`` fails the filter
   (the GPU cannot carry the load below the target utilisation);
@@ -120,6 +123,9 @@ class CandidateNode:
     # The host's idle draw without its GPUs; None: the sourced default for its GPU count
     # (lepton.core.energy.host_idle_watts), or the node's lepton.dev/host-idle-watts label.
     host_idle_watts: float | None = None
+    # The share of a board one advertised nvidia.com/gpu is here: 1/replicas on a
+    # time-sliced node (GPU feature discovery's nvidia.com/gpu.replicas), else 1.
+    gpu_share: float = 1.0
 
     def domain(self, topology_key: str) -> str | None:
         """The node's value of a topology label (its zone, rack …), or None."""
@@ -142,6 +148,14 @@ class CandidateTable(Sequence[CandidateNode]):
     domains: Mapping[str, tuple[Sequence[str], Ints]] = field(default_factory=dict)
     # Per node; NaN: the default for its GPU count. None: every node at the default.
     host_idle_watts: Floats | None = None
+    # Per node: the share of a board one advertised GPU is (CandidateNode.gpu_share). None: 1.
+    gpu_shares: Floats | None = None
+
+    def pod_share(self, requested: float) -> Floats:
+        """The share of each GPU a pod holds per node: what it asks for, at most one replica."""
+        if self.gpu_shares is None:
+            return np.full(len(self.names), requested, dtype=np.float64)
+        return np.minimum(requested, self.gpu_shares)
 
     def host_idle(self) -> Floats:
         """Each node's host idle draw (watts, GPUs excluded), defaults filled in."""
@@ -181,6 +195,7 @@ class CandidateTable(Sequence[CandidateNode]):
                 [math.nan if n.host_idle_watts is None else n.host_idle_watts for n in nodes],
                 dtype=np.float64,
             ),
+            gpu_shares=np.array([n.gpu_share for n in nodes], dtype=np.float64),
         )
 
     def take(self, rows: Ints | Bools) -> CandidateTable:
@@ -199,6 +214,7 @@ class CandidateTable(Sequence[CandidateNode]):
             labels=[self.labels[i] for i in picked.tolist()],
             domains={k: (values, ids[picked]) for k, (values, ids) in self.domains.items()},
             host_idle_watts=None if self.host_idle_watts is None else self.host_idle_watts[picked],
+            gpu_shares=None if self.gpu_shares is None else self.gpu_shares[picked],
         )
 
     def __len__(self) -> int:
@@ -222,6 +238,7 @@ class CandidateTable(Sequence[CandidateNode]):
             host_idle_watts=None
             if self.host_idle_watts is None or math.isnan(self.host_idle_watts[i])
             else float(self.host_idle_watts[i]),
+            gpu_share=1.0 if self.gpu_shares is None else float(self.gpu_shares[i]),
         )
 
     def __iter__(self) -> Iterator[CandidateNode]:
@@ -259,6 +276,7 @@ class NodeTerms:
     workload_kind: WorkloadKind = WorkloadKind.BATCH
     gpu_utilization: float = 1.0  # a service's u_m on this model; 1 for batch
     held_idle_watts: float = 0.0  # service: idle draw of the GPUs it holds
+    gpu_share: float = 1.0  # the share of each GPU the pod holds on this node
     active_watts: float = 0.0  # service: (P_busy - P_idle) · u_m over its GPUs
     wake_watts: float = 0.0  # the node's idle draw if placing here wakes it
     power_watts: float = 0.0  # service: what it is ranked by
@@ -293,6 +311,7 @@ class NodeTerms:
         if self.workload_kind is WorkloadKind.SERVICE:
             return common | {
                 "gpuUtilization": round(self.gpu_utilization, 3),
+                "gpuShare": round(self.gpu_share, 3),
                 "heldIdleWatts": round(self.held_idle_watts, 1),
                 "activeWatts": round(self.active_watts, 1),
                 "wakeWatts": round(self.wake_watts, 1),
@@ -336,6 +355,7 @@ class _Terms:
     dynamic_wh: Floats
     idle_wh: Floats
     held_idle_watts: Floats
+    gpu_share: Floats  # per node
     active_watts: Floats
     wake_watts: Floats
     cost: Floats
@@ -369,6 +389,7 @@ class _Terms:
             workload_kind=self.kind,
             gpu_utilization=float(self.gpu_utilization[m]),
             held_idle_watts=float(self.held_idle_watts[i]),
+            gpu_share=float(self.gpu_share[i]),
             active_watts=float(self.active_watts[i]),
             wake_watts=float(self.wake_watts[i]),
             power_watts=float(self.cost[i]) if self.kind is WorkloadKind.SERVICE else 0.0,
@@ -518,7 +539,7 @@ def asks_for_gpus(hints: JobHints) -> bool:
 
 def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: ScoringConfig) -> _Terms:
     gpus = max(1, hints.gpus_per_replica)
-    share = hints.gpu_share
+    share = table.pod_share(hints.gpu_share)  # per node
     service = hints.is_service
     # The whole job's work runs on all its replicas at once.
     work_seconds = _work_hours(hints) * SECONDS_PER_HOUR / (gpus * max(1, hints.replicas))
@@ -571,6 +592,7 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
             dynamic_wh=active * life_hours,
             idle_wh=(held + wake) * life_hours,
             held_idle_watts=held,
+            gpu_share=share,
             active_watts=active,
             wake_watts=wake,
             cost=cost,
@@ -580,7 +602,8 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
         )
     seconds = np.asarray(base_seconds, dtype=np.float64)[m] * slowdown
     hours = seconds / SECONDS_PER_HOUR
-    dynamic = gpus * active_per_gpu * hours
+    # a pod on a share of a GPU (time-slicing, MPS) adds its share of the active draw
+    dynamic = gpus * share * active_per_gpu * hours
     idle = wake * hours
     if hints.deadline_time is not None:
         meets = seconds <= (_aware(hints.deadline_time) - _aware(now)).total_seconds()
@@ -596,6 +619,7 @@ def _terms(table: CandidateTable, hints: JobHints, now: datetime, config: Scorin
         dynamic_wh=dynamic,
         idle_wh=idle,
         held_idle_watts=zeros,
+        gpu_share=share,
         active_watts=zeros,
         wake_watts=wake,
         cost=dynamic + idle,
@@ -662,16 +686,22 @@ def filter_nodes(
     notes: list[str] = []
     if hints.is_service and asks_for_gpus(hints) and ok.any():
         terms = _terms(table, hints, now, config)
-        ceiling = config.service_target_utilization * hints.gpu_share
-        heavy = ok & (terms.gpu_utilization[table.model_index] > ceiling + 1e-12)
+        shares = table.pod_share(hints.gpu_share)
+        ceilings = config.service_target_utilization * shares
+        heavy = ok & (terms.gpu_utilization[table.model_index] > ceilings + 1e-12)
         for i in np.flatnonzero(heavy).tolist():
             m = int(table.model_index[i])
+            share, ceiling = float(shares[i]), float(ceilings[i])
             failed[names[i]] = (
                 f"a service at {hints.reference_utilization_percent:g} % of an A40 would keep "
                 f"this {terms.profiles[m]} {terms.gpu_utilization[m]:.0%} busy at "
                 f"{terms.power_limit_watts[m]:g} W, above the target "
-                f"{ceiling:.0%}"
-                + (f" of its {hints.gpu_share:g} GPU share" if hints.gpu_share < 1 else "")
+                + (
+                    f"{ceiling:.0%} of the GPU ({config.service_target_utilization:.0%} of its "
+                    f"{share:g} GPU share)"
+                    if share < 1
+                    else f"{ceiling:.0%}"
+                )
                 + ": choose a faster GPU model or lower the demand"
             )
         ok &= ~heavy

@@ -70,7 +70,11 @@ from lepton.core.hints import (
     is_lepton_pod,
     owner_name,
 )
-from lepton.core.names import ANNOTATION_REFERENCE_UTILIZATION_PERCENT, ANNOTATION_WORK_GPU_HOURS
+from lepton.core.names import (
+    ANNOTATION_GPUS_PER_REPLICA,
+    ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
+    ANNOTATION_WORK_GPU_HOURS,
+)
 from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
@@ -85,7 +89,7 @@ from lepton.core.scoring import (
 )
 
 from .assumed import AssumedPlacements
-from .cache import ClusterCache
+from .cache import ClusterCache, pod_gpus
 from .demand import ServiceDemands
 from .events import EventRecorder, event_body
 from .history import PrometheusHistory
@@ -305,6 +309,11 @@ class Extender:
             ) from None
         if hints is None:
             return None
+        if ANNOTATION_GPUS_PER_REPLICA not in args.annotations:
+            # a Deployment's (StatefulSet's …) pod: the GPUs it requests, not a default of one
+            spec = args.pod.get("spec")
+            gpus = pod_gpus(spec) if isinstance(spec, Mapping) else 0
+            hints = dataclasses.replace(hints, gpus_per_replica=gpus)
         work = hints.work_reference_gpu_hours
         if not math.isfinite(work) or work < 0:
             raise ProtocolError(
@@ -475,6 +484,7 @@ class Extender:
         if note is not None:
             explanation = dataclasses.replace(explanation, notes=(*explanation.notes, note))
         self._keep_decision(key, _Decision(explanation, now, len(known)))
+        self.metrics.pods_scored.labels(str(hints.workload_kind)).inc()
         if watch:
             watch.lap("explanation")
         if self.recorder is not None:

@@ -25,6 +25,7 @@ from lepton.core.hints import owner_name, workload_name
 from lepton.core.names import (
     LABEL_BUDGET_NAME,
     LABEL_GPU_PRODUCT,
+    LABEL_GPU_REPLICAS,
     LABEL_HOST_IDLE_WATTS,
     LABEL_LEPTON_GPU_MODEL,
     RESOURCE_GPU,
@@ -43,6 +44,16 @@ class NodeInfo:
     allocatable_gpus: int
     labels: dict[str, str]
     host_idle_watts: float = math.nan  # from lepton.dev/host-idle-watts; NaN: the default
+    # Physical GPUs (what idles): allocatable over nvidia.com/gpu.replicas on a time-sliced
+    # node, else the allocatable count. -1: the allocatable count.
+    physical_gpus: int = -1
+
+    # The share of a board one advertised GPU is: 1/replicas on a time-sliced node.
+    gpu_share: float = 1.0
+
+    @property
+    def boards(self) -> int:
+        return self.allocatable_gpus if self.physical_gpus < 0 else self.physical_gpus
 
 
 @dataclass(slots=True)
@@ -84,12 +95,17 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
         host_idle = float(labels.get(LABEL_HOST_IDLE_WATTS, "nan"))
     except ValueError:
         host_idle = math.nan  # an unreadable label falls back to the sourced default
+    gpus = _quantity(allocatable.get(RESOURCE_GPU, 0))
+    replicas = _quantity(labels.get(LABEL_GPU_REPLICAS, 1))
     return NodeInfo(
         name=str(metadata.get("name", "")),
         gpu_model=model,
-        allocatable_gpus=_quantity(allocatable.get(RESOURCE_GPU, 0)),
+        allocatable_gpus=gpus,
         labels=labels,
         host_idle_watts=host_idle if math.isfinite(host_idle) and host_idle >= 0 else math.nan,
+        # time-sliced: each board is advertised `replicas` times, but idles once
+        physical_gpus=-(-gpus // replicas) if replicas > 1 else -1,
+        gpu_share=1.0 / replicas if replicas > 1 else 1.0,
     )
 
 
@@ -174,6 +190,8 @@ class ClusterCache:
         self._model_ids: dict[str, int] = {}
         self._model_col = np.zeros(0, dtype=np.int64)
         self._alloc_col = np.zeros(0, dtype=np.int64)
+        self._boards_col = np.zeros(0, dtype=np.int64)
+        self._share_col = np.zeros(0, dtype=np.float64)
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
@@ -190,6 +208,8 @@ class ClusterCache:
         for attr in (
             "_model_col",
             "_alloc_col",
+            "_boards_col",
+            "_share_col",
             "_used_col",
             "_awake_col",
             "_forecast_col",
@@ -225,6 +245,8 @@ class ClusterCache:
             self._models.append(info.gpu_model)
         self._model_col[row] = model
         self._alloc_col[row] = info.allocatable_gpus
+        self._boards_col[row] = info.boards
+        self._share_col[row] = info.gpu_share
         self._used_col[row] = self._gpus_used.get(info.name, 0)
         self._awake_col[row] = self._awake.get(info.name, 0)
         self._forecast_col[row] = self.forecasts.get(info.name, 0.0)
@@ -235,6 +257,8 @@ class ClusterCache:
         self._models, self._model_ids = [], {}
         self._model_col = np.zeros(0, dtype=np.int64)
         self._alloc_col = np.zeros(0, dtype=np.int64)
+        self._boards_col = np.zeros(0, dtype=np.int64)
+        self._share_col = np.zeros(0, dtype=np.float64)
         self._used_col = np.zeros(0, dtype=np.int64)
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
@@ -416,7 +440,9 @@ class ClusterCache:
                 models=list(self._models),
                 model_index=self._model_col[rows],
                 free_gpus=np.maximum(0, alloc - self._used_col[rows]),
-                total_gpus=alloc,
+                # what idles: the node's boards (a time-sliced node advertises more)
+                total_gpus=self._boards_col[rows],
+                gpu_shares=self._share_col[rows],
                 empty=self._awake_col[rows] <= 0,
                 predicted_utilization=self._forecast_col[rows],
                 # gathered now: filter_nodes takes the passed rows, reading every label

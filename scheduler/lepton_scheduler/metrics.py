@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lepton.core.hints import WorkloadKind
 from lepton.core.names import EVENT_REASON_SCORED
 
 # Latency goals are p99 <= 2 ms (1,000 nodes) and <= 10 ms (5,000 nodes): buckets around them.
@@ -71,6 +72,17 @@ class ExtenderMetrics:
             ["verb", "outcome"],
             registry=self.registry,
         )
+        # The label is the pod's lepton.dev/workload-kind (WorkloadKind: Batch, Service):
+        # the same name and values as the annotation and the explanation's workloadKind.
+        self.pods_scored = Counter(
+            "lepton_scheduler_pods_scored_total",
+            "Pods the extender scored (prioritize answers with Lepton's terms), by the "
+            "workload kind they were scored as.",
+            ["workload_kind"],
+            registry=self.registry,
+        )
+        for kind in WorkloadKind:
+            self.pods_scored.labels(str(kind))
         self.degraded = Gauge(
             "lepton_scheduler_degraded",
             "1 while the extender answers without its full inputs (reason: cache_not_synced, "

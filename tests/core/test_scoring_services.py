@@ -232,3 +232,37 @@ def test_the_service_examples_parse_and_carry_service_hints() -> None:
     watts = service_power_watts(a100, 25, 2, 1000, a100.energy_optimal_power_limit_watts)
     assert estimate.gpu_model == "A100"
     assert estimate.watt_hours == pytest.approx(watts * 8)
+
+
+def test_a_batch_pod_on_a_share_of_a_gpu_is_charged_its_share_of_the_active_draw() -> None:
+    # Found in review: a batch pod holding 250 milli of a GPU was charged the whole GPU's
+    # active draw, (P_busy - P_idle) · T, while the simulator (and the GPU) charge it
+    # its share. Against the idle draw of waking an empty node that made the share look
+    # 4x dearer than it is, and the scorer woke an empty H100 server for it.
+    hints = JobHints(
+        job_name="small",
+        energy_policy=EnergyPolicy.EFFICIENCY,
+        work_reference_gpu_hours=1.0,
+        gpu_milli=250,
+    )
+    nodes = [node("p100", "P100"), node("h100", "NVIDIA-H100-80GB-HBM3", empty=True)]
+    result = score_nodes(nodes, hints, now=NOW)
+    by_node = {t.node: t for t in result.explanation.nodes}
+    p100 = get_profile("P100")
+    limit = by_node["p100"].power_limit_watts
+    hours = 1.0 / p100.speed_at(limit)
+    share_of_active = 0.25 * (p100.busy_power_at(limit) - p100.idle_watts) * hours
+    assert by_node["p100"].dynamic_watt_hours == pytest.approx(share_of_active)
+    assert result.scores["p100"] > result.scores["h100"], result.explanation.nodes
+
+
+def test_a_shared_service_too_heavy_for_its_share_says_both_targets_right() -> None:
+    # Found in review: "68% busy … above the target 40% of its 0.5 GPU share" read as 40 %
+    # of the share; the ceiling is 40 % of the GPU, i.e. the 80 % target of the share.
+    message = filter_nodes(MIXED, service(30.0, gpu_milli=500), now=NOW).failed["t4"]
+    assert "above the target 40% of the GPU (80% of its 0.5 GPU share)" in message, message
+
+
+def test_the_service_explanation_shows_the_gpu_share_it_was_charged_for() -> None:
+    terms = score_nodes(MIXED, service(10.0, gpu_milli=500), now=NOW).explanation.as_dict()
+    assert {n["gpuShare"] for n in terms["nodes"]} == {0.5}

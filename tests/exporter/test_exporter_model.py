@@ -79,3 +79,28 @@ def test_one_process_serves_the_whole_fleet_and_charges_each_pod() -> None:
 def test_a_node_scoped_model_backend_serves_only_its_node() -> None:
     backend = ModelBackend(static_fleet(NODES, []), node="kwok-t4-0")
     assert {r.node for r in backend.read().gpus} == {"kwok-t4-0"}
+
+
+def test_a_service_pod_is_as_busy_as_its_demand_on_that_gpu() -> None:
+    # Found in review: without lepton.dev/gpu-utilization the model counted every pod holding
+    # a GPU as fully busy, so a service at 10 % of an A40 was metered (and charged to its
+    # budget) at the whole board's busy draw, not the u_m = u_ref / speed the scorer ranks it by.
+    service = {
+        "lepton.dev/workload-kind": "Service",
+        "lepton.dev/reference-utilization-percent": "10.0",
+        "lepton.dev/power-cap": "Auto",
+    }
+    pods = [
+        FleetPod("web", "embed-0", "kwok-t4-0", 1, annotations=service),
+        FleetPod(
+            "ml", "train-0", "kwok-a40-0", 1, annotations={"lepton.dev/workload-kind": "Batch"}
+        ),
+    ]
+    readings = estimate_fleet(NODES, pods)
+    t4 = get_profile("Tesla-T4")
+    reading = next(r for r in readings if r.node == "kwok-t4-0")
+    limit = t4.energy_optimal_power_limit_watts
+    u = 0.10 / t4.speed_at(limit)
+    assert reading.utilization_ratio == pytest.approx(u)
+    assert reading.power_watts == pytest.approx(t4.active_power_watts(u, limit))
+    assert readings[0].utilization_ratio == 1.0  # batch stays fully busy

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from lepton_scheduler.protocol import decode_extender_args
 from scheduler_helpers import (
     FLEET,
@@ -20,7 +21,8 @@ from scheduler_helpers import (
     plain_pod,
 )
 
-from lepton.core.hints import EnergyPolicy, JobHints
+from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
+from lepton.core.profiles import get_profile
 
 ALL = [n[0] for n in FLEET]
 
@@ -213,6 +215,51 @@ def test_health_readiness_and_metrics(make_server: Any) -> None:
     assert 'lepton_scheduler_decisions_total{outcome="passthrough",verb="filter"} 1.0' in text
     assert 'lepton_scheduler_degraded{reason="cache_not_synced"} 0.0' in text
     assert 'lepton_scheduler_cache_objects{kind="nodes"} 6.0' in text
+
+
+def test_scored_pods_are_counted_by_their_workload_kind(make_server: Any) -> None:
+    # The kind has one name from the pod's lepton.dev/workload-kind annotation to the
+    # explanation's workloadKind and this metric's workload_kind label (missing before).
+    server = make_server(fleet_cache())
+    service = JobHints(
+        job_name="infer", workload_kind=WorkloadKind.SERVICE, reference_utilization_percent=20
+    )
+    server.post("prioritize", extender_args(lepton_pod(), ALL))
+    server.post("prioritize", extender_args(lepton_pod(service, name="infer-1"), ALL))
+    server.post("prioritize", extender_args(lepton_pod(service, name="infer-2"), ALL))
+    text = server.get("/metrics").text
+    assert 'lepton_scheduler_pods_scored_total{workload_kind="Batch"} 1.0' in text
+    assert 'lepton_scheduler_pods_scored_total{workload_kind="Service"} 2.0' in text
+
+
+def deployment_pod(name: str, gpus: int) -> dict[str, Any]:
+    """A Deployment's pod with service hints and no gpus-per-replica annotation."""
+    pod = plain_pod(name)
+    pod["metadata"]["annotations"] = {
+        "lepton.dev/workload-kind": "Service",
+        "lepton.dev/reference-utilization-percent": "10",
+    }
+    pod["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "svc-7d", "controller": True}
+    ]
+    limits = {"nvidia.com/gpu": str(gpus)} if gpus else {}
+    pod["spec"]["containers"][0]["resources"] = {"limits": limits, "requests": limits}
+    return pod
+
+
+def test_a_pod_without_a_leptonjob_is_scored_for_the_gpus_it_requests(make_server: Any) -> None:
+    # Found in review: a Deployment's pod without lepton.dev/gpus-per-replica was scored as a
+    # 1-GPU pod whatever it asked for: a 2-GPU service was charged one GPU's idle draw, and
+    # a CPU-only pod carrying service hints failed every node with no free GPU.
+    server = make_server(fleet_cache())
+    server.post("prioritize", extender_args(deployment_pod("svc-2", 2), ALL))
+    rows = server.get("/explain", params={"pod": "ml/svc-2"}).json()["nodes"]
+    l4 = next(r for r in rows if r["node"] == "l4-0")
+    assert l4["heldIdleWatts"] == pytest.approx(2 * get_profile("L4").idle_watts, abs=0.1)
+    cpu = deployment_pod("svc-cpu", 0)
+    server.extender.cache.upsert_node(node_json("cpu-0", "", 0, "zone-a"))
+    body = server.post("filter", extender_args(cpu, [*ALL, "cpu-0"])).json()
+    assert "cpu-0" in body["NodeNames"] and body["FailedNodes"] == {}, body
 
 
 def test_unsynced_cache_fails_open_and_reports_degraded(make_server: Any) -> None:
