@@ -45,10 +45,10 @@ from bench.scrape import (
 )
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LEPTON_SCHEDULER, LocalCluster
+from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME
+from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
 
 GOAL_RATIO = 0.8
 
@@ -78,7 +78,7 @@ def pod(name: str, namespace: str, scheduler: str, lepton: bool) -> dict[str, An
         "spec": {
             "schedulerName": scheduler,
             "containers": [
-                {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                {"name": "c", "image": "x", "resources": {"limits": {RESOURCE_GPU: "1"}}}
             ],
         },
     }
@@ -190,7 +190,7 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
             cluster.submit_concurrently(
-                ["create"], [pod(f"l-{i}", "lepton", "lepton-scheduler", True) for i in range(pods)]
+                ["create"], [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)]
             )
             results["lepton_scheduler_with_extender"] = measure(
                 cluster,
@@ -199,7 +199,7 @@ def run(pods: int, nodes: int) -> dict[str, Any]:
                 lambda: cluster.start_lepton_scheduler(stack.extender_url),
             )
             ours = results["lepton_scheduler_with_extender"]
-            ours["kube_scheduler"] = scheduler_metrics(cluster, LEPTON_SCHEDULER)
+            ours["kube_scheduler"] = scheduler_metrics(cluster, SCHEDULER_NAME)
             ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
             ours["extender_share_of_algorithm"] = extender_share(
                 ours["kube_scheduler"], ours["extender_phases"]
@@ -227,7 +227,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["default scheduler", "lepton-scheduler + extender"]
+    labels = ["default scheduler", f"{SCHEDULER_NAME} + extender"]
     values = [
         result["default_scheduler"]["pods_per_second"] or 0,
         result["lepton_scheduler_with_extender"]["pods_per_second"] or 0,

@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import ssl
-import string
 import subprocess
 import time
 import urllib.error
@@ -36,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lepton_scheduler.config import render_kube_scheduler_config
 
 from lepton.cluster import certs, tools
 from lepton.cluster.fleet import DEFAULT_FLEET, TAINT_KWOK, Fleet
+from lepton.core.names import LABEL_JOB_NAME, SCHEDULER_NAME
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-LEPTON_SCHEDULER = "lepton-scheduler"
 HEALTH_TIMEOUT_SECONDS = 120.0
 
 
@@ -279,15 +279,15 @@ class LocalCluster:
 
     def start_lepton_scheduler(self, extender_url: str) -> Process:
         """Start a kube-scheduler whose ``lepton-scheduler`` profile calls the extender at URL."""
-        if LEPTON_SCHEDULER in self.state.processes:
-            self.stop_processes([LEPTON_SCHEDULER])
-        config = lepton_scheduler_config(extender_url, self.kubeconfig)
-        config_path = self.dir / "lepton-scheduler.yaml"
+        if SCHEDULER_NAME in self.state.processes:
+            self.stop_processes([SCHEDULER_NAME])
+        config = render_kube_scheduler_config(extender_url, str(self.kubeconfig))
+        config_path = self.dir / f"{SCHEDULER_NAME}.yaml"
         config_path.write_text(config)
         proc = self._start_scheduler(
-            tools.tool_path("kube-scheduler"), name=LEPTON_SCHEDULER, config_path=config_path
+            tools.tool_path("kube-scheduler"), name=SCHEDULER_NAME, config_path=config_path
         )
-        self.wait_healthy([LEPTON_SCHEDULER])
+        self.wait_healthy([SCHEDULER_NAME])
         return proc
 
     def start_default_scheduler(self) -> Process:
@@ -322,8 +322,8 @@ class LocalCluster:
         return proc
 
     def stop_lepton_scheduler(self) -> None:
-        if LEPTON_SCHEDULER in self.state.processes:
-            self.stop_processes([LEPTON_SCHEDULER])
+        if SCHEDULER_NAME in self.state.processes:
+            self.stop_processes([SCHEDULER_NAME])
 
     # --- clients ---------------------------------------------------------------
 
@@ -685,7 +685,7 @@ class LocalCluster:
 # Job's start and completion times (whole seconds) to differ, so run time is never zero.
 JOB_POD_RUN_SECONDS = 2.0
 _HELD_STAGE = "lepton-pod-complete-when-released"
-_LEPTON_POD_KEY = '.metadata.labels["lepton.dev/job-name"]'
+_LEPTON_POD_KEY = f'.metadata.labels["{LABEL_JOB_NAME}"]'
 
 
 def kwok_pod_stages(hold_lepton_pods: bool) -> str:
@@ -707,16 +707,6 @@ def kwok_pod_stages(hold_lepton_pods: bool) -> str:
                 e for e in selector["matchExpressions"] if e["key"] != _LEPTON_POD_KEY
             ]
     return yaml.safe_dump_all(stages, sort_keys=False)
-
-
-def lepton_scheduler_config(extender_url: str, kubeconfig: Path) -> str:
-    """The repository's KubeSchedulerConfiguration for ``lepton-scheduler``, filled in."""
-    template = (
-        resources.files("lepton_scheduler").joinpath("kube-scheduler-config.yaml").read_text()
-    )
-    return string.Template(template).substitute(
-        EXTENDER_URL=extender_url.rstrip("/"), KUBECONFIG=str(kubeconfig)
-    )
 
 
 def _reap(pid: int) -> None:

@@ -42,7 +42,13 @@ import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
+from lepton.core.names import (
+    LABEL_JOB_NAME,
+    LABEL_REPLAY,
+    REPLAY_IMAGE,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
 from lepton.core.profiles import get_profile
 
 from .energy_account import account_powered
@@ -69,7 +75,6 @@ REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.LEPTON_EFFICIENCY,
 )
 MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
-LABEL_REPLAY = "lepton.dev/replay"
 # Real pods of a slice arrive in bursts; the extender on a 2-core machine places
 # 20-50 pods/s, so a slice's busiest second should stay well below that.
 MAX_PEAK_ARRIVALS_PER_SECOND = 20
@@ -259,7 +264,7 @@ def pod_manifest(
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "work", "image": "lepton.dev/replay", "resources": resources}],
+        "containers": [{"name": "work", "image": REPLAY_IMAGE, "resources": resources}],
     }
     if policy in (PolicyName.LEPTON_BALANCED, PolicyName.LEPTON_EFFICIENCY):
         hints = hints_for(policy, request_for(pod, config, trace_speed), epoch)

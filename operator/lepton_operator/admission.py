@@ -50,9 +50,9 @@ from lepton.core.names import (
     ANNOTATION_POWER_LIMIT_WATTS,
     GROUP,
     LABEL_JOB_UID,
+    SCHEDULER_NAME,
     VERSION,
 )
-from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
 from lepton.core.profiles import get_profile
 
 from . import translate as tr
@@ -70,7 +70,7 @@ WAITING_MESSAGE_REFRESH_SECONDS = 15.0
 class OperatorConfig:
     """What the operator was started with."""
 
-    scheduler_name: str = DEFAULT_SCHEDULER_NAME
+    scheduler_name: str = SCHEDULER_NAME
     energy_source: EnergySource | None = None
     interval_seconds: float = 1.0
     workers: int = 16

@@ -14,7 +14,7 @@ import kopf
 from kubernetes import client
 from prometheus_client import start_http_server
 
-from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
+from lepton.core.names import SCHEDULER_NAME
 
 from .admission import OperatorConfig
 from .handlers import OperatorMemo, registry
@@ -57,7 +57,7 @@ def run(
     namespace: str | None = None,
     prometheus_url: str | None = None,
     *,
-    scheduler_name: str = DEFAULT_SCHEDULER_NAME,
+    scheduler_name: str = SCHEDULER_NAME,
     prometheus_query: str = DEFAULT_QUERY_TEMPLATE,
     verbose: bool = False,
     stop_flag: threading.Event | None = None,

@@ -56,13 +56,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lepton.core.hints import HintError, JobHints, hints_from_pod_metadata, is_lepton_pod
-from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
-from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
+from lepton.core.names import ANNOTATION_WORK_GPU_HOURS, EVENT_REASON_SCORED, LABEL_BUDGET_NAME
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,
     CandidateTable,
     Explanation,
+    FailureKind,
     ScoreResult,
     ScoringConfig,
     filter_nodes,
@@ -87,9 +87,6 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-# Failures a preemption could cure (too few free GPUs) go to FailedNodes; the rest
-# (wrong model, redundancy, deadline) cannot be fixed by evicting pods.
-RESOLVABLE_MARKER = "free GPUs"
 UNKNOWN_DOMAIN = "not in the extender's cache yet: its domain for spreadAcross is unknown"
 
 
@@ -277,7 +274,7 @@ class Extender:
                 f"{work!r} must be a finite, non-negative number of GPU-hours",
                 422,
             )
-        budget = args.labels.get("lepton.dev/budget-name")
+        budget = args.labels.get(LABEL_BUDGET_NAME)
         if budget:
             pressure = self.cache.budget_pressure(args.namespace, budget)
             if pressure is not None:
@@ -336,8 +333,10 @@ class Extender:
         result = filter_nodes(known, hints, placed, now, self.config.scoring)
         passed = result.passed
         assert isinstance(passed, CandidateTable)
-        failed = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER in r}
-        unresolvable = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER not in r}
+        # Failures a preemption could cure (too few free GPUs) go to FailedNodes; the rest
+        # (wrong model, redundancy, deadline) cannot be fixed by evicting pods.
+        failed = result.failed_of(FailureKind.RESOLVABLE)
+        unresolvable = result.failed_of(FailureKind.UNRESOLVABLE)
         scored: ScoreResult | None = None
         rows: list[int] | None = None
         if hints.spread_across and len(passed):
@@ -698,14 +697,14 @@ def _start_watches(extender: Extender, kube_api: Any) -> None:
     try:
         core = client.CoreV1Api(kube_api)
         events = core.list_event_for_all_namespaces(
-            field_selector=f"reason={EVENT_REASON}", _preload_content=False
+            field_selector=f"reason={EVENT_REASON_SCORED}", _preload_content=False
         )
         items = json.loads(events.data).get("items") or []
         extender.scored_before_start = {
             str((e.get("involvedObject") or {}).get("uid")) for e in items
         }
     except Exception as error:  # best effort: only refines a metric
-        log.info("could not list earlier %s events: %s", EVENT_REASON, error)
+        log.info("could not list earlier %s events: %s", EVENT_REASON_SCORED, error)
     for kind in kinds(kube_api, extender.cache, extender.observe_pod, extender.forget_pod):
         Informer(kind, extender.stop, extender.watch_error).start()
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_GPU_PRODUCT, LABEL_ZONE, Fleet, NodeGroup
+from lepton.cluster.fleet import DEFAULT_FLEET, Fleet, NodeGroup
 from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
 
 pytestmark = pytest.mark.e2e
 
