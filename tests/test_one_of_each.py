@@ -222,3 +222,14 @@ def test_each_hardware_adapter_exists_once(adapter: str) -> None:
     # fake defines it.
     where -= {"exporter/lepton_exporter/gpucheck.py", "lepton/hw/fake_nvml.py"} - {home}
     assert where == {home}
+
+
+def test_settings_classes_are_all_called_config() -> None:
+    """One word per idea: a component's or a run's settings are a ``…Config`` class."""
+    settings = [
+        f"{path.relative_to(REPO).as_posix()}: {node.name}"
+        for path in package_files()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Settings")
+    ]
+    assert not settings, f"call these …Config, like the others: {settings}"

@@ -47,7 +47,7 @@ from lepton.sim.replay import (
     MOST_ALLOCATED_SCHEDULER_NAME,
     ObservedRun,
     ReplayAutoscaler,
-    ReplaySettings,
+    ReplayConfig,
     placement_for,
     pod_manifest,
 )
@@ -203,7 +203,7 @@ class ReplayDriver:
         self,
         cluster: LocalCluster,
         nodes: Sequence[TraceNode],
-        settings: ReplaySettings,
+        settings: ReplayConfig,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.cluster = cluster
@@ -427,7 +427,7 @@ class ReplayDriver:
 def replay_on_local_cluster(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
-    settings: ReplaySettings,
+    settings: ReplayConfig,
     policies: Sequence[PolicyName],
     state_dir: Path,
     progress: Callable[[str], None] = lambda _: None,

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from lepton.hw.nvml import NvmlGpu, NvmlUnavailableError, PowerLimitError, open_gpus
 from lepton.sdk.engine import LeptonEngine
 from lepton.sdk.meters import CpuModelMeter, Meter, NvmlEnergyMeter
-from lepton.sdk.optimizer import OptimizerSettings, candidate_power_limits
+from lepton.sdk.optimizer import OptimizerConfig, candidate_power_limits
 
 EXIT_NO_NVML = 2
 EXIT_NO_WORKLOAD = 3
@@ -155,7 +155,7 @@ def run_check(
 
     low, high = gpu.power_limit_range_watts()
     default = gpu.default_power_limit_watts()
-    settings = OptimizerSettings(
+    settings = OptimizerConfig(
         max_slowdown=max_slowdown,
         warmup_steps=20,
         settle_steps=5,

@@ -142,7 +142,7 @@ def peak_arrivals_per_second(pods: Sequence[TracePod], compression: float) -> in
 
 
 @dataclass(frozen=True)
-class ReplaySettings:
+class ReplayConfig:
     """What both runs of one slice share; every field is printed beside the results."""
 
     time_compression: float
@@ -615,7 +615,7 @@ def node_idle_watts_by_name(
 
 
 def with_scheduling_lag(
-    pods: Sequence[TracePod], lags_seconds: Sequence[float], settings: ReplaySettings, seed: int
+    pods: Sequence[TracePod], lags_seconds: Sequence[float], settings: ReplayConfig, seed: int
 ) -> list[TracePod]:
     """``pods``, each created later by a lag drawn (seeded) from ``lags_seconds`` (replay s).
 
@@ -653,7 +653,7 @@ def gpu_hours_by_model(
 def compare(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
-    settings: ReplaySettings,
+    settings: ReplayConfig,
     observed: Mapping[PolicyName, ObservedRun],
     seeds: Sequence[int] = (0,),
 ) -> dict[str, Any]:
