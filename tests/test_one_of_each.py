@@ -233,3 +233,14 @@ def test_settings_classes_are_all_called_config() -> None:
         if isinstance(node, ast.ClassDef) and node.name.endswith("Settings")
     ]
     assert not settings, f"call these …Config, like the others: {settings}"
+
+
+def test_the_tests_have_one_wait_for() -> None:
+    """One polling helper in the tests: ``tests.support.wait_for``."""
+    helpers = {
+        f"{path.relative_to(REPO).as_posix()}: {node.name}"
+        for path in (REPO / "tests").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name in {"wait_for", "_wait", "wait_until"}
+    }
+    assert helpers == {"tests/support/wait.py: wait_for"}

@@ -214,7 +214,7 @@ class LocalCluster:
             self._start_kwok(binaries["kwok"], hold_lepton_pods)
             self.wait_healthy(list(COMPONENTS))
             self._create_fleet(fleet)
-            self._wait_for_default_service_account()
+            self.wait_for_default_service_account()
         except BaseException:
             self.progress("[cluster] start failed; stopping what was started")
             self.stop_processes()
@@ -662,9 +662,12 @@ class LocalCluster:
                 )
             time.sleep(0.5)
 
-    def _wait_for_default_service_account(self) -> None:
-        # Pods are rejected until kube-controller-manager has created the namespace's
-        # `default` ServiceAccount: wait for it so that callers can create pods at once.
+    def wait_for_default_service_account(self, namespace: str = "default") -> None:
+        """Return once ``namespace`` has its ``default`` ServiceAccount.
+
+        Pods are rejected until kube-controller-manager has created it: callers wait here
+        so that they can create pods at once.
+        """
         from kubernetes import client
 
         api = client.CoreV1Api(self._api())
@@ -672,13 +675,19 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if any(
                 sa.metadata.name == "default"
-                for sa in api.list_namespaced_service_account("default").items
+                for sa in api.list_namespaced_service_account(namespace).items
             ):
                 return
             time.sleep(0.2)
         raise ClusterError(
-            "the 'default' ServiceAccount never appeared: is kube-controller-manager healthy?"
+            f"the 'default' ServiceAccount of {namespace} never appeared: "
+            "is kube-controller-manager healthy?"
         )
+
+    def create_namespace(self, name: str) -> None:
+        """Create namespace ``name`` and wait until pods can be created in it."""
+        self.kubectl("create", "namespace", name)
+        self.wait_for_default_service_account(name)
 
 
 # A Job pod on kwok runs this long unless held for the work simulator: long enough for the

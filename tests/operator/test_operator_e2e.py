@@ -26,6 +26,7 @@ from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
 from lepton.demo import EXAMPLES_DIR
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -99,13 +100,6 @@ def get(cluster: LocalCluster, namespace: str, *what: str) -> dict[str, Any]:
     out = cluster.kubectl("get", *what, "-n", namespace, "-o", "json").stdout
     result: dict[str, Any] = json.loads(out)
     return result
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
 
 
 def lepton_job(name: str, budget: str = "team", seconds: int = 3600) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import asyncio
 import copy
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import JobHints, hints_to_annotations
 from lepton.core.names import LABEL_JOB_NAME
+from tests.support import wait_for
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ZONE = "topology.kubernetes.io/zone"
@@ -226,14 +226,6 @@ def keep_awake(cache: ClusterCache, *nodes: str) -> None:
 # --------------------------------------------------------------------------- end-to-end
 
 FLEET_NODES = [n["metadata"]["name"] for n in DEFAULT_FLEET.nodes()]
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def gpu_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:

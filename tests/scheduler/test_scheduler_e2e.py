@@ -26,13 +26,14 @@ from typing import Any
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
 from lepton_scheduler.watch import load_kube_config
-from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
+from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve
 
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series
 from lepton.demo import SERVICE_EXAMPLE
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 

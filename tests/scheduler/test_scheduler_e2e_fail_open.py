@@ -14,10 +14,11 @@ import urllib.request
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, build_app
 from lepton_scheduler.watch import load_kube_config
-from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
+from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve
 
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import JobHints
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
