@@ -31,6 +31,17 @@ def shipped_data() -> Path:
     return path
 
 
+# The fixtures that start or use the local control plane: a test asking for one is an
+# end-to-end test whether or not its module says so, so `make test-fast` never starts one.
+CLUSTER_FIXTURES = {"cluster", "lepton_stack"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.__stderr__, flush=True)
 
