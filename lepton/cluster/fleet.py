@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from lepton.core.errors import LeptonError
 from lepton.core.names import (
     LABEL_GPU_COUNT,
     LABEL_GPU_PRODUCT,
@@ -50,7 +51,7 @@ PRODUCT_LABELS: dict[str, str] = {
 }
 
 
-class FleetError(ValueError):
+class FleetError(LeptonError, ValueError):
     """A fleet description is invalid; the message says which entry and how to fix it."""
 
 

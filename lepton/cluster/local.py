@@ -39,6 +39,7 @@ from lepton_scheduler.config import render_kube_scheduler_config
 
 from lepton.cluster import certs, tools
 from lepton.cluster.fleet import DEFAULT_FLEET, TAINT_KWOK, Fleet
+from lepton.core.errors import LeptonError
 from lepton.core.names import LABEL_JOB_NAME, SCHEDULER_NAME
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 HEALTH_TIMEOUT_SECONDS = 120.0
 
 
-class ClusterError(RuntimeError):
+class ClusterError(LeptonError, RuntimeError):
     """The local control plane could not be started or reached; the message says why."""
 
 

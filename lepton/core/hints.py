@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from lepton.core.errors import LeptonError
 from lepton.core.names import (
     ANNOTATION_BUDGET_PRESSURE,
     ANNOTATION_DEADLINE_TIME,
@@ -118,7 +119,7 @@ class JobHints:
         return min(max(self.gpu_milli, 1), FULL_GPU_MILLI) / FULL_GPU_MILLI
 
 
-class HintError(ValueError):
+class HintError(LeptonError, ValueError):
     """A pod's Lepton annotations cannot be read."""
 
 

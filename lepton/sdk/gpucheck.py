@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton.core.errors import LeptonError
 from lepton.hw.nvml import NvmlGpu, NvmlUnavailableError, PowerLimitError, open_gpus
 from lepton.sdk.engine import LeptonEngine
 from lepton.sdk.meters import CpuModelMeter, Meter, NvmlEnergyMeter
@@ -35,7 +36,7 @@ EXIT_NO_PERMISSION = 4
 EXIT_NOT_TUNED = 5
 
 
-class WorkloadUnavailableError(RuntimeError):
+class WorkloadUnavailableError(LeptonError, RuntimeError):
     """The training workload cannot run here (no PyTorch, or no CUDA device)."""
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
+from lepton.core.errors import LeptonError
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
 from lepton.core.names import (
     LABEL_JOB_NAME,
@@ -80,7 +81,7 @@ MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
 MAX_PEAK_ARRIVALS_PER_SECOND = 20
 
 
-class ReplayError(ValueError):
+class ReplayError(LeptonError, ValueError):
     """A slice cannot be replayed as asked; the message says how to change it."""
 
 
