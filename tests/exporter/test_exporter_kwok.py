@@ -21,6 +21,7 @@ from test_exporter_sharing import FakeKubelet, write_process
 from lepton.cluster.local import LocalCluster
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,10 +100,7 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
                 readings = [g.reading for g in snapshot.gpus if g.reading and g.node == node]
                 return all(r.holders == () for r in readings)
 
-            deadline = time.monotonic() + 30
-            while not node_is_free() and time.monotonic() < deadline:
-                time.sleep(0.3)
-            assert node_is_free(), "the deleted pod still holds its modelled GPU"
+            wait_for(node_is_free, 30, "the deleted pod to free its modelled GPU")
     finally:
         stop.set()
         sampler.join(timeout=5)
