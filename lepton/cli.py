@@ -443,26 +443,18 @@ def exporter_command(
     """Run the power exporter: per-GPU, per-CPU-zone and per-pod power and energy on /metrics."""
     from lepton_exporter.main import run
 
-    backends = [b.strip() for b in backend.split(",") if b.strip()]
-    unknown = sorted(set(backends) - {"nvml", "rapl", "model"})
-    if not backends or unknown:
-        raise click.BadParameter(
-            f"unknown backend(s) {unknown or backend!r}: "
-            "use nvml, rapl and/or model, comma-separated",
-            param_hint="--backend",
-        )
-
+    # build_exporter checks the backends and the options that go with them (one place).
     run(
-        backend,
-        host,
-        port,
-        node_name,
-        kubeconfig,
-        sysfs_root,
-        podresources_socket or None,
-        enable_power_capping,
-        interval_seconds,
-        time_compression,
+        backend=backend,
+        host=host,
+        port=port,
+        node_name=node_name,
+        kubeconfig=kubeconfig,
+        sysfs_root=sysfs_root,
+        podresources_socket=podresources_socket or None,
+        enable_power_capping=enable_power_capping,
+        interval_seconds=interval_seconds,
+        time_compression=time_compression,
         sharing_attribution=sharing_attribution,
         proc_root=proc_root,
         dra=dra,

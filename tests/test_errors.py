@@ -39,3 +39,10 @@ def test_every_error_class_in_the_packages_derives_from_lepton_error() -> None:
         lepton |= grown
     loose = [f"{where}: {n}" for n, (where, _) in bases.items() if n not in lepton | INTERNAL]
     assert not loose, f"derive these from lepton.core.errors.LeptonError: {loose}"
+
+
+def test_the_exporter_checks_its_backends_in_one_place_and_the_cli_shows_it() -> None:
+    # build_exporter refuses the backend before anything starts; the CLI has no check of its own.
+    result = CliRunner().invoke(main, ["exporter", "--backend", "dcgm", "--node-name", "n"])
+    assert result.exit_code == 1
+    assert result.output == "Error: unknown backend 'dcgm': choose from nvml, rapl, model\n"
