@@ -167,7 +167,8 @@ def build_exporter(
     stoppers: list[Callable[[], None]] = []
     watcher = None
     if "model" in names or enable_power_capping or sharing_attribution:
-        from lepton_exporter.kube import FleetWatcher, api_client
+        from lepton.kube import api_client
+        from lepton_exporter.kube import FleetWatcher
 
         if api is None:
             api = api_client(kubeconfig)
@@ -224,7 +225,8 @@ def build_exporter(
 
         dra_uuid = uuid_in_device_name
         if dra:
-            from lepton_exporter.kube import ResourceSliceIndex, api_client
+            from lepton.kube import api_client
+            from lepton_exporter.kube import ResourceSliceIndex
 
             slices = ResourceSliceIndex(api if api is not None else api_client(kubeconfig), node)
             slices.start()

@@ -718,10 +718,11 @@ def run(
     tls_key_file: str | None = None,
 ) -> None:
     """Serve the extender until interrupted (``lepton scheduler``)."""
-    from .history import PrometheusHistory
-    from .watch import load_kube_config
+    from lepton.kube import api_client
 
-    api = load_kube_config(kubeconfig)
+    from .history import PrometheusHistory
+
+    api = api_client(kubeconfig)
     history = PrometheusHistory(prometheus_url) if prometheus_url else None
     app = build_app(kube_api=api, history=history)
     context = None

@@ -203,7 +203,9 @@ def test_the_dra_index_reads_resource_slices_where_the_api_serves_them(
 ) -> None:
     """On an API server with resource.k8s.io the index maps a slice's devices; on one without
     (Kubernetes 1.33 serves the group only when enabled) it falls back to UUID-shaped names."""
-    from lepton_exporter.kube import RESOURCE_API_VERSIONS, ResourceSliceIndex, api_client
+    from lepton_exporter.kube import RESOURCE_API_VERSIONS, ResourceSliceIndex
+
+    from lepton.kube import api_client
 
     served = cluster.kubectl("api-versions").stdout.split()
     version = next((v for v in RESOURCE_API_VERSIONS if f"resource.k8s.io/{v}" in served), None)

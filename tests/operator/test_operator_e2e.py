@@ -556,10 +556,11 @@ def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
     cluster: LocalCluster, namespace: str
 ) -> None:
     from kubernetes import client
-    from lepton_operator.kube import load_client
     from lepton_operator.leader import LeaseElector
 
-    api = client.CoordinationV1Api(load_client(str(cluster.kubeconfig)))
+    from lepton.kube import api_client
+
+    api = client.CoordinationV1Api(api_client(str(cluster.kubeconfig)))
     first = LeaseElector(api, namespace, "l", "first", lease_seconds=3)
     second = LeaseElector(api, namespace, "l", "second", lease_seconds=3)
     assert first.try_acquire_or_renew() and first.is_leader
@@ -577,10 +578,12 @@ def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
 def test_a_status_write_from_a_stale_read_conflicts(
     cluster: LocalCluster, namespace: str, crds: None
 ) -> None:
-    from lepton_operator.kube import ConflictError, KubeApi, load_client
+    from lepton_operator.kube import ConflictError, KubeApi
+
+    from lepton.kube import api_client
 
     apply(cluster, namespace, lepton_job("stale"))
-    api = KubeApi(load_client(str(cluster.kubeconfig)))
+    api = KubeApi(api_client(str(cluster.kubeconfig)))
     read = get(cluster, namespace, "leptonjob", "stale")
     api.patch_lepton_job_status(namespace, "stale", {"state": "Waiting"}, read["metadata"])
     with pytest.raises(ConflictError):  # the first write moved the resourceVersion on

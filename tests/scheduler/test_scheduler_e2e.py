@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from lepton_scheduler.watch import load_kube_config
 from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve
 
 from lepton.cluster.local import LocalCluster, free_port
@@ -33,6 +32,7 @@ from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series
 from lepton.demo import SERVICE_EXAMPLE
+from lepton.kube import api_client
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -72,9 +72,7 @@ def live(cluster: LocalCluster) -> Iterator[Live]:
         history_seconds=4 * 3600,
         predictor=PredictorConfig(max_iter=10),
     )
-    app = build_app(
-        kube_api=load_kube_config(str(cluster.kubeconfig)), history=history, config=config
-    )
+    app = build_app(kube_api=api_client(str(cluster.kubeconfig)), history=history, config=config)
     url, stop = serve(app)
     extender = app[EXTENDER_KEY]
     wait_for(lambda: extender.synced, 60, "the extender's caches to sync")
