@@ -260,7 +260,6 @@ prometheus_option = click.option(
     'pods, for pod=~"{pods}"), {range_seconds} (default: the exporter\'s per-pod counters, '
     "reset-safe).",
 )
-@click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
 @click.option(
     "--liveness",
     "liveness_endpoint",
@@ -302,7 +301,6 @@ def operator_command(
     namespace: str | None,
     scheduler_name: str,
     prometheus_query: str | None,
-    verbose: bool,
     liveness_endpoint: str | None,
     metrics_port: int | None,
     metrics_host: str,
@@ -330,7 +328,8 @@ def operator_command(
         prometheus_url,
         scheduler_name=scheduler_name,
         prometheus_query=prometheus_query or DEFAULT_QUERY_TEMPLATE,
-        verbose=verbose or logging.getLogger().level <= logging.INFO,
+        # `lepton -v operator`: the one verbosity flag also logs every kopf handler
+        verbose=logging.getLogger().level <= logging.INFO,
         liveness_endpoint=liveness_endpoint,
         metrics_address=(metrics_host, metrics_port) if metrics_port is not None else None,
         leader_election=election,
