@@ -31,3 +31,28 @@ def test_wait_for_polls_again_on_an_ignored_error_and_raises_any_other() -> None
     wait_for(flaky, 5, "a server", ignoring=(OSError,), interval=0.01)
     with pytest.raises(ZeroDivisionError):
         wait_for(lambda: 1 / 0, 5, "never", ignoring=(OSError,), interval=0.01)
+
+
+def test_the_pod_builder_writes_the_one_default_gpu_pod() -> None:
+    from tests.support.builders import gpu_pod
+
+    assert gpu_pod("p") == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ]
+        },
+    }
+    pod = gpu_pod("q", gpus=2, node="n", requests=True)
+    assert pod["spec"]["nodeName"] == "n"
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"nvidia.com/gpu": "2"},
+        "limits": {"nvidia.com/gpu": "2"},
+    }

@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 
 from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster, free_port
-from tests.support import wait_for
+from tests.support import builders, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -48,21 +48,7 @@ def gpu_pod(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
     """A LeptonJob-like pod holding one GPU on the fleet (kwok keeps it Running)."""
     namespace, name = "dash-team", "dash-train-x7k2p"
     cluster.create_namespace(namespace)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "trainer",
-                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                }
-            ]
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    builders.apply(cluster, namespace, builders.gpu_pod(name, image="trainer"))
     wait_for(
         lambda: (
             cluster.kubectl(

@@ -19,33 +19,23 @@ from prometheus_client import start_http_server
 from test_exporter_sharing import FakeKubelet, write_process
 
 from lepton.cluster.local import LocalCluster
+from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
-from tests.support import wait_for
+from tests.support import builders, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def gpu_pod(name: str, node: str) -> str:
     return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "annotations": {"lepton.dev/gpu-utilization": "0.5"}},
-            "spec": {
-                "nodeName": node,
-                "containers": [
-                    {
-                        "name": "trainer",
-                        "image": "busybox",
-                        "resources": {
-                            "requests": {"nvidia.com/gpu": "1"},
-                            "limits": {"nvidia.com/gpu": "1"},
-                        },
-                    }
-                ],
-            },
-        }
+        builders.gpu_pod(
+            name,
+            node=node,
+            annotations={ANNOTATION_GPU_UTILIZATION: "0.5"},
+            container="trainer",
+            requests=True,
+        )
     )
 
 

@@ -27,6 +27,7 @@ from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
 from lepton.demo import EXAMPLES_DIR
 from tests.support import wait_for
+from tests.support.builders import apply, energy_budget, lepton_job
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -102,34 +103,6 @@ def get(cluster: LocalCluster, namespace: str, *what: str) -> dict[str, Any]:
     return result
 
 
-def lepton_job(name: str, budget: str = "team", seconds: int = 3600) -> dict[str, Any]:
-    return {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": name},
-        "spec": {
-            "budgetName": budget,
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": seconds},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
-
-
-def budget(limit: int, name: str = "team", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "EnergyBudget",
-        "metadata": {"name": name},
-        "spec": {"limitWattHours": limit, **spec},
-    }
-
-
-def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
-    docs = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(docs))
-
-
 def a40_estimate(seconds: int = 3600) -> float:
     spec = LeptonJobSpec.model_validate(lepton_job("x", seconds=seconds)["spec"])
     return estimate_energy(spec).watt_hours
@@ -139,11 +112,19 @@ def a40_estimate(seconds: int = 3600) -> float:
 
 _JOB = lepton_job("bad")["spec"]
 BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [
-    ("zero limit", budget(0), "spec.limitWattHours must be a positive"),
-    ("negative limit", budget(-5), "spec.limitWattHours must be a positive"),
-    ("short period", budget(10, periodSeconds=10), "spec.periodSeconds must be at least 60"),
-    ("unknown policy", budget(10, whenExhausted="Panic"), "spec.whenExhausted: Unsupported value"),
-    ("cap percent", budget(10, cappedPowerPercent=5), "spec.cappedPowerPercent must be between"),
+    ("zero limit", energy_budget(0), "spec.limitWattHours must be a positive"),
+    ("negative limit", energy_budget(-5), "spec.limitWattHours must be a positive"),
+    ("short period", energy_budget(10, periodSeconds=10), "spec.periodSeconds must be at least 60"),
+    (
+        "unknown policy",
+        energy_budget(10, whenExhausted="Panic"),
+        "spec.whenExhausted: Unsupported value",
+    ),
+    (
+        "cap percent",
+        energy_budget(10, cappedPowerPercent=5),
+        "spec.cappedPowerPercent must be between",
+    ),
     (
         "unknown gpu",
         {**lepton_job("b"), "spec": {**_JOB, "gpuModels": ["X100"]}},
@@ -255,7 +236,13 @@ def test_invalid_manifests_are_rejected_with_a_message_naming_the_field(
 def test_the_budget_of_a_lepton_job_cannot_be_changed(
     cluster: LocalCluster, namespace: str, crds: None
 ) -> None:
-    apply(cluster, namespace, budget(1000), budget(1000, name="other"), lepton_job("train"))
+    apply(
+        cluster,
+        namespace,
+        energy_budget(1000),
+        energy_budget(1000, name="other"),
+        lepton_job("train"),
+    )
     result = cluster.kubectl(
         "patch",
         "leptonjob",
@@ -350,7 +337,7 @@ def test_twenty_jobs_at_once_against_a_budget_for_five_admit_exactly_five(
     assert limit < 6 * a40_estimate()
     # Pods that never schedule keep every admitted job running: no room is ever freed.
     start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(limit), *(lepton_job(f"j{i:02d}") for i in range(20)))
+    apply(cluster, namespace, energy_budget(limit), *(lepton_job(f"j{i:02d}") for i in range(20)))
 
     def settled() -> bool:
         _observe(cluster, namespace, limit)
@@ -373,7 +360,7 @@ def test_operator_killed_during_a_burst_admits_each_job_once_and_orphans_nothing
 ) -> None:
     limit = math.ceil(10 * a40_estimate())
     op = start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(limit), *(lepton_job(f"c{i:02d}") for i in range(30)))
+    apply(cluster, namespace, energy_budget(limit), *(lepton_job(f"c{i:02d}") for i in range(30)))
     rng = random.Random(7)
     for _ in range(4):
         time.sleep(rng.uniform(0.3, 2.0))
@@ -416,7 +403,10 @@ def test_operator_killed_while_jobs_finish_settles_each_job_exactly_once(
     op = start_operator("default-scheduler")
     limit = math.ceil(4 * a40_estimate(60))
     apply(
-        cluster, namespace, budget(limit), *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12))
+        cluster,
+        namespace,
+        energy_budget(limit),
+        *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12)),
     )
     rng = random.Random(11)
     for _ in range(3):
@@ -446,7 +436,7 @@ def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
     cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
 ) -> None:
     start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(10_000), lepton_job("keep"), lepton_job("drop"))
+    apply(cluster, namespace, energy_budget(10_000), lepton_job("keep"), lepton_job("drop"))
 
     def reserved() -> set[str]:
         eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
@@ -518,7 +508,7 @@ def test_two_replicas_elect_one_leader_and_survive_three_leader_kills_with_the_b
     wait_for(lambda: leader() is not None, 30, "one replica to take the Lease")
     limit = math.ceil(5 * a40_estimate(60))
     jobs = [lepton_job(f"h{i:02d}", seconds=60) for i in range(20)]
-    apply(cluster, namespace, budget(limit), *jobs)
+    apply(cluster, namespace, energy_budget(limit), *jobs)
     kills = 0
     for pause in (0.5, 4.0, 4.0):  # during admission, then while jobs run and finish
         time.sleep(pause)

@@ -19,7 +19,6 @@ from lepton_scheduler.cache import ClusterCache
 from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME
 from tests.support import wait_for
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -226,34 +225,6 @@ def keep_awake(cache: ClusterCache, *nodes: str) -> None:
 # --------------------------------------------------------------------------- end-to-end
 
 FLEET_NODES = [n["metadata"]["name"] for n in DEFAULT_FLEET.nodes()]
-
-
-def gpu_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {LABEL_JOB_NAME: hints.job_name},
-            "annotations": hints_to_annotations(hints),
-        },
-        "spec": {
-            "schedulerName": "lepton-scheduler",
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "busybox",
-                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                }
-            ],
-        },
-    }
-
-
-def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
-    body = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
 
 
 def placed(
