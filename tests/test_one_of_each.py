@@ -235,12 +235,25 @@ def test_settings_classes_are_all_called_config() -> None:
     assert not settings, f"call these …Config, like the others: {settings}"
 
 
-def test_the_tests_have_one_wait_for() -> None:
-    """One polling helper in the tests: ``tests.support.wait_for``."""
-    helpers = {
+# Helpers that exist once in the packages, the benchmarks and the tests: where, the other
+# names a second copy has had, and whether only the tests are looked at (the demo's own
+# stoppable, status-showing wait is not the tests' wait_for).
+ONE_HELPER = {
+    "wait_for": ("tests/support/wait.py", {"_wait", "wait_until"}, True),
+    "free_port": ("lepton/cluster/local.py", {"_free_port"}, False),
+    "api_client": ("lepton/kube.py", {"load_client", "load_kube_config"}, False),
+}
+
+
+@pytest.mark.parametrize("helper", sorted(ONE_HELPER))
+def test_each_helper_is_defined_once(helper: str) -> None:
+    """One polling helper, one free-port finder, one Kubernetes client factory."""
+    home, aliases, tests_only = ONE_HELPER[helper]
+    tests = list((REPO / "tests").rglob("*.py"))
+    where = {
         f"{path.relative_to(REPO).as_posix()}: {node.name}"
-        for path in (REPO / "tests").rglob("*.py")
+        for path in [*([] if tests_only else package_files()), *tests]
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.FunctionDef) and node.name in {"wait_for", "_wait", "wait_until"}
+        if isinstance(node, ast.FunctionDef) and node.name in {helper, *aliases}
     }
-    assert helpers == {"tests/support/wait.py: wait_for"}
+    assert where == {f"{home}: {helper}"}

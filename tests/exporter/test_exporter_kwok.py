@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from exporter_helpers import free_port, query, running_prometheus, scrape, series, wait_for_series
+from exporter_helpers import query, running_prometheus, scrape, series, wait_for_series
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.podresources import api_pb2_grpc
@@ -18,7 +18,7 @@ from lepton_exporter.podresources.client import fake_response
 from prometheus_client import start_http_server
 from test_exporter_sharing import FakeKubelet, write_process
 
-from lepton.cluster.local import LocalCluster
+from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
