@@ -31,7 +31,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from lepton.cluster.local import LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
 from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
+from lepton.core.times import parse_time
 
 GOAL_RATIO = 0.8
 
@@ -104,9 +104,9 @@ def measure(cluster: LocalCluster, namespace: str, count: int, start: Any) -> di
         ).stdout
     )["items"]
     times = sorted(
-        datetime.fromisoformat(e["eventTime"].replace("Z", "+00:00"))
+        t
         for e in events
-        if e.get("reason") == "Scheduled" and e.get("eventTime")
+        if (t := parse_time(e.get("eventTime"))) and e.get("reason") == "Scheduled"
     )
     bound = _bound(cluster, namespace)
     if len(times) < 2:

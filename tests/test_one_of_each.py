@@ -257,3 +257,13 @@ def test_each_helper_is_defined_once(helper: str) -> None:
         if isinstance(node, ast.FunctionDef) and node.name in {helper, *aliases}
     }
     assert where == {f"{home}: {helper}"}
+
+
+def test_api_times_are_read_in_one_place() -> None:
+    """RFC 3339 from the API is parsed by lepton.core.times.parse_time, not by hand."""
+    by_hand = {
+        path.relative_to(REPO).as_posix()
+        for path in package_files()
+        if 'replace("Z", "+00:00")' in path.read_text()
+    }
+    assert by_hand == {"lepton/core/times.py"}

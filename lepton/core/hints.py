@@ -41,6 +41,7 @@ from lepton.core.names import (
     ANNOTATION_WORKLOAD_NAME,
     LABEL_JOB_NAME,
 )
+from lepton.core.times import parse_time
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -226,7 +227,7 @@ def hints_from_pod_metadata(
     deadline: datetime | None = None
     if raw_deadline := annotations.get(ANNOTATION_DEADLINE_TIME):
         try:
-            deadline = datetime.fromisoformat(raw_deadline.replace("Z", "+00:00"))
+            deadline = parse_time(raw_deadline)
         except ValueError:
             raise HintError(
                 f"annotation {ANNOTATION_DEADLINE_TIME}={raw_deadline!r} is not an RFC 3339 time"

@@ -54,6 +54,7 @@ from lepton.core.names import (
     VERSION,
 )
 from lepton.core.profiles import get_profile
+from lepton.core.times import format_time, parse_time
 
 from . import translate as tr
 from .kube import ConflictError, KubeApi
@@ -146,7 +147,7 @@ def measure(
     the energy model's estimate from run time."""
     status = lj.get("status") or {}
     previous = float(status.get("consumedWattHours") or 0.0)
-    admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
+    admitted = parse_time(status.get("admittedTime")) or observation.start_time
     if config.energy_source is not None and admitted is not None:
         range_seconds = int((now - admitted).total_seconds()) + 60
         try:
@@ -252,7 +253,7 @@ def reconcile_budget(
                 _ref(budget, "EnergyBudget"),
                 "Normal",
                 "PeriodRolledOver",
-                f"new period from {tr.format_time(state.period_start)}",
+                f"new period from {format_time(state.period_start)}",
             )
         )
 
@@ -332,7 +333,7 @@ def reconcile_budget(
             plan.blocked_reason = "InvalidSpec"
             plan.blocked_message = f"the spec cannot be estimated: {error}"
             continue
-        created = tr.parse_time(plan.lj["metadata"].get("creationTimestamp")) or now
+        created = parse_time(plan.lj["metadata"].get("creationTimestamp")) or now
         candidates.append(
             Candidate(
                 uid,
@@ -367,7 +368,7 @@ def reconcile_budget(
                 _ref(budget, "EnergyBudget"),
                 "Warning",
                 "BudgetDeleted",
-                f"final books of period {tr.format_time(state.period_start)}: consumed "
+                f"final books of period {format_time(state.period_start)}: consumed "
                 f"{state.consumed_watt_hours:.4f} Wh (settled {state.settled_watt_hours:.4f} Wh) "
                 f"of {state.limit_watt_hours:.0f} Wh, reserved {state.reserved_watt_hours:.4f} Wh; "
                 f"{len(state.reservations)} admitted job(s) suspended",
@@ -480,7 +481,7 @@ def _act_on_job(
         source = tr.source_label(usage.measured if usage else False)
         desired.update(
             state=final_state.value,
-            completionTime=tr.format_time(observation.completion_time or now),
+            completionTime=format_time(observation.completion_time or now),
             consumedWattHours=consumed,
             consumptionSource=source,
             conditions=[
@@ -568,8 +569,8 @@ def _act_on_job(
         desired.update(
             state=tr.job_state(observation, True, evict).value,
             admittedTime=current.get("admittedTime")
-            or tr.format_time(reservation.admitted_time or now),
-            startTime=tr.format_time(observation.start_time),
+            or format_time(reservation.admitted_time or now),
+            startTime=format_time(observation.start_time),
             consumedWattHours=round(usage.watt_hours, 6) if usage else 0.0,
             consumptionSource=tr.source_label(usage.measured if usage else False),
             powerLimitWatts=limit_watts if cap else None,

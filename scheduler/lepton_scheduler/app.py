@@ -69,6 +69,7 @@ from lepton.core.scoring import (
     replicas_per_domain,
     score_nodes,
 )
+from lepton.core.times import parse_time
 
 from .assumed import AssumedPlacements
 from .cache import ClusterCache
@@ -246,7 +247,11 @@ class Extender:
         elif initial and self.scored_before_start is not None:
             if uid in self.scored_before_start:
                 return
-            created = _parse_time(metadata.get("creationTimestamp"))
+            raw = metadata.get("creationTimestamp")
+            try:
+                created = parse_time(raw) if isinstance(raw, str) else None
+            except ValueError:
+                created = None
             if created and self.clock() - created < timedelta(hours=1):
                 self.metrics.unscored_pods.inc()
 
@@ -502,15 +507,6 @@ class Extender:
             if retrain:
                 last_training = now
             self.stop.wait(self.config.forecast_interval_seconds)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _scored_event(

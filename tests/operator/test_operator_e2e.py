@@ -473,9 +473,8 @@ def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
 def _replayed_consumption(item: dict[str, Any]) -> float:
     """A job's energy as a replay of its recorded events gives it: the model's power for the
     time its pods ran (no kills, no operator: a pure function of the job and its run)."""
-    from lepton_operator.translate import parse_time
-
     from lepton.api.jobspec import estimated_consumption_watt_hours
+    from lepton.core.times import parse_time
 
     estimate = estimate_energy(LeptonJobSpec.model_validate(item["spec"]))
     ran = 0.0
