@@ -7,11 +7,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv tools system-deps test lint bench demo gpu-check crds clean
+.PHONY: help venv tools system-deps test test-fast lint bench demo gpu-check crds clean
 
 help:
 	@echo "make demo       bring up the local control plane with a GPU fleet and show it"
 	@echo "make test       run every test, end-to-end included"
+	@echo "make test-fast  the tests that need no cluster, no tools and no image (the edit-test loop)"
 	@echo "make lint       ruff, ruff format --check, mypy, import-linter"
 	@echo "make bench      benchmarks (JSON + PNG under results/)"
 	@echo "make gpu-check  check the NVML exporter on a real NVIDIA GPU (energy, power limit, a shared GPU's split)"
@@ -46,6 +47,11 @@ tools: venv
 
 test: venv system-deps tools
 	$(BIN)/pytest
+
+# No control plane, no Go-built tools, no image build: tests marked e2e (or using the
+# cluster fixtures, which conftest marks e2e) and slow are left to `make test`.
+test-fast: venv
+	$(BIN)/pytest -m "not e2e and not slow"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -29,6 +29,7 @@ from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
+from lepton.core.names import API_VERSION, GROUP
 
 REPO = Path(__file__).resolve().parents[1]
 APPLY_CLIENTS = 8
@@ -38,7 +39,7 @@ NAMESPACE = "bench-admission"
 
 def lepton_job(name: str) -> dict[str, Any]:
     return {
-        "apiVersion": "lepton.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "LeptonJob",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
@@ -56,11 +57,11 @@ def measure(
     estimate = estimate_energy(LeptonJobSpec.model_validate(lepton_job("x")["spec"])).watt_hours
     limit = math.ceil(admit * estimate)
     cluster.kubectl("apply", "-f", str(crd_dir()))
-    for crd in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
+    for crd in (f"energybudgets.{GROUP}", f"leptonjobs.{GROUP}"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NAMESPACE)
     budget = {
-        "apiVersion": "lepton.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "EnergyBudget",
         "metadata": {"name": "bench", "namespace": NAMESPACE},
         "spec": {"limitWattHours": limit},

@@ -27,10 +27,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lepton.core.names import (
+    LABEL_GPU_PRODUCT,
+    LABEL_HOSTNAME,
+    LABEL_JOB_NAME,
+    LABEL_ZONE,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
+
 NODE_COUNTS = (1000, 5000)
 PODS = 50_000
 GOALS_P99_MS = {1000: 2.0, 5000: 10.0}
-ZONE = "topology.kubernetes.io/zone"
 MODELS = (
     ("NVIDIA-A40", 4),
     ("NVIDIA-A100-SXM4-80GB", 8),
@@ -61,12 +69,12 @@ def fill_cache(cache: Any, nodes: int, pods: int, seed: int = 0) -> None:
                 "metadata": {
                     "name": f"node-{i:05d}",
                     "labels": {
-                        ZONE: f"zone-{i % 8}",
-                        "nvidia.com/gpu.product": product,
-                        "kubernetes.io/hostname": f"node-{i:05d}",
+                        LABEL_ZONE: f"zone-{i % 8}",
+                        LABEL_GPU_PRODUCT: product,
+                        LABEL_HOSTNAME: f"node-{i:05d}",
                     },
                 },
-                "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
+                "status": {"allocatable": {RESOURCE_GPU: str(gpus)}},
             }
         )
     cache.replace_nodes(node_objects)
@@ -127,7 +135,7 @@ def lepton_pod() -> dict[str, Any]:
         energy_policy=EnergyPolicy.BALANCED,
         work_reference_gpu_hours=4.0,
         replicas=5,
-        spread_across=ZONE,
+        spread_across=LABEL_ZONE,
         max_replicas_per_domain=2,
     )
     return {
@@ -135,12 +143,12 @@ def lepton_pod() -> dict[str, Any]:
             "name": "job-7-bench",
             "namespace": "ns-35",
             "uid": "uid-bench",
-            "labels": {"lepton.dev/job-name": "job-7"},
+            "labels": {LABEL_JOB_NAME: "job-7"},
             "annotations": hints_to_annotations(hints),
         },
         "spec": {
-            "schedulerName": "lepton-scheduler",
-            "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+            "schedulerName": SCHEDULER_NAME,
+            "containers": [{"name": "main", "resources": {"limits": {RESOURCE_GPU: "1"}}}],
         },
         "status": {"phase": "Pending"},
     }

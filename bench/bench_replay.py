@@ -36,7 +36,7 @@ from lepton.sim.replay import (
     MAX_PEAK_ARRIVALS_PER_SECOND,
     REPLAY_POLICIES,
     ObservedRun,
-    ReplaySettings,
+    ReplayConfig,
     compare,
     compression_for,
     peak_arrivals_per_second,
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(more than {MAX_PEAK_ARRIVALS_PER_SECOND}); raise --arrival-seconds",
             file=sys.stderr,
         )
-    settings = ReplaySettings(
+    settings = ReplayConfig(
         time_compression=compression,
         window_end_seconds=args.arrival_seconds + args.tail_seconds,
         model_map=dict(DEFAULT_MODEL_MAP),

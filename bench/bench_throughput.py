@@ -37,11 +37,10 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lepton_scheduler.config import kube_scheduler_config
 
 from bench.scrape import (
     ALGORITHM_METRIC,
@@ -53,15 +52,11 @@ from bench.scrape import (
 )
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import (
-    LEPTON_SCHEDULER,
-    LocalCluster,
-    cpu_seconds,
-    lepton_scheduler_config,
-)
+from lepton.cluster.local import LocalCluster, cpu_seconds
 from lepton.cluster.stack import LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME
+from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
+from lepton.core.times import parse_time
 
 GOAL_RATIO = 0.8
 PROFILE_RUN = "lepton-profile-no-extender"
@@ -93,7 +88,7 @@ def pod(name: str, namespace: str, scheduler: str, lepton: bool) -> dict[str, An
         "spec": {
             "schedulerName": scheduler,
             "containers": [
-                {"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                {"name": "c", "image": "x", "resources": {"limits": {RESOURCE_GPU: "1"}}}
             ],
         },
     }
@@ -144,9 +139,9 @@ def measure(
         ).stdout
     )["items"]
     times = sorted(
-        datetime.fromisoformat(e["eventTime"].replace("Z", "+00:00"))
+        t
         for e in events
-        if e.get("reason") == "Scheduled" and e.get("eventTime")
+        if (t := parse_time(e.get("eventTime"))) and e.get("reason") == "Scheduled"
     )
     bound = _bound(cluster, namespace)
     if len(times) < 2:
@@ -236,9 +231,7 @@ def lepton_profile(
     ``percentage`` overrides its ``percentageOfNodesToScore`` (100: the extender sees every
     feasible node), 0 meaning kube-scheduler's adaptive default. ``single_verb``: the extender
     is asked once a pod (``filterVerb: filter-best``, no ``prioritizeVerb``)."""
-    config: dict[str, Any] = yaml.safe_load(
-        lepton_scheduler_config(extender_url, cluster.kubeconfig)
-    )
+    config: dict[str, Any] = kube_scheduler_config(extender_url, str(cluster.kubeconfig))
     for key in ("apiVersion", "kind", "clientConnection", "leaderElection"):
         config.pop(key)
     if percentage is not None:
@@ -280,7 +273,7 @@ def run(
             cluster.kubectl("create", "namespace", "profile")
             cluster.submit_concurrently(
                 ["create"],
-                [pod(f"q-{i}", "profile", "lepton-scheduler", True) for i in range(pods)],
+                [pod(f"q-{i}", "profile", SCHEDULER_NAME, True) for i in range(pods)],
             )
             config = lepton_profile(stack.extender_url, cluster, percentage, single_verb)
             extenders = config.pop("extenders")
@@ -297,19 +290,19 @@ def run(
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
             cluster.submit_concurrently(
-                ["create"], [pod(f"l-{i}", "lepton", "lepton-scheduler", True) for i in range(pods)]
+                ["create"], [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)]
             )
             results["lepton_scheduler_with_extender"] = measure(
                 cluster,
                 "lepton",
                 pods,
                 lambda: cluster.start_scheduler_with(
-                    LEPTON_SCHEDULER, {**config, "extenders": extenders}
+                    SCHEDULER_NAME, {**config, "extenders": extenders}
                 ),
-                LEPTON_SCHEDULER,
+                SCHEDULER_NAME,
             )
             ours = results["lepton_scheduler_with_extender"]
-            ours["kube_scheduler"] = scheduler_metrics(cluster, LEPTON_SCHEDULER)
+            ours["kube_scheduler"] = scheduler_metrics(cluster, SCHEDULER_NAME)
             ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
             ours["extender_share_of_algorithm"] = extender_share(
                 ours["kube_scheduler"], ours["extender_phases"]
@@ -348,7 +341,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["default scheduler", "lepton-scheduler + extender"]
+    labels = ["default scheduler", f"{SCHEDULER_NAME} + extender"]
     values = [
         result["default_scheduler"]["pods_per_second"] or 0,
         result["lepton_scheduler_with_extender"]["pods_per_second"] or 0,
@@ -371,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "--percentage-of-nodes-to-score",
         type=int,
         default=None,
-        help="override the lepton-scheduler profile's 100 (0: kube-scheduler's adaptive default)",
+        help=f"override the {SCHEDULER_NAME} profile's 100 (0: kube-scheduler's adaptive default)",
     )
     parser.add_argument(
         "--single-verb",

@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from lepton import __version__
+from lepton.core.errors import LeptonError
 from lepton.core.names import SCHEDULER_NAME
 
 
@@ -75,7 +77,18 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LeptonGroup(click.Group):
+    """The ``lepton`` command: a :class:`LeptonError` raised anywhere below becomes its message
+    and exit code 1 here, the one place errors meet the user (others keep their traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LeptonError as error:
+            raise click.ClickException(str(error)) from None  # "Error: ...", exit code 1
+
+
+@click.group(cls=LeptonGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lepton")
 @click.option("-v", "--verbose", count=True, help="More logs (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -103,10 +116,7 @@ def tools_build(only: tuple[str, ...]) -> None:
     helm from their Go modules at pinned versions into the cache (a no-op when cached)."""
     from lepton.cluster import tools as t
 
-    try:
-        t.build_all(only or ("etcd", "kwok", "kubernetes", "helm"), progress=_progress)
-    except t.ToolBuildError as error:
-        raise click.ClickException(str(error)) from None
+    t.build_all(only or ("etcd", "kwok", "kubernetes", "helm"), progress=_progress)
     for tool in t.TOOLS.values():
         click.echo(f"{tool.name:<24} {tool.version:<9} {tool.path}")
 
@@ -119,10 +129,7 @@ def tools_path(name: str) -> None:
 
     if name not in t.TOOLS:
         raise click.BadParameter(f"unknown tool {name!r}; one of {', '.join(t.TOOLS)}")
-    try:
-        click.echo(t.tool_path(name))
-    except t.ToolBuildError as error:
-        raise click.ClickException(str(error)) from None
+    click.echo(t.tool_path(name))
 
 
 # --- cluster -----------------------------------------------------------------
@@ -175,22 +182,19 @@ def cluster_up(
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, create
     the GPU fleet and install the CRDs; prints the kubeconfig path when everything is healthy."""
     from lepton.cluster import tools as t
-    from lepton.cluster.fleet import DEFAULT_FLEET, FleetError, load_fleet
-    from lepton.cluster.local import ClusterError, LocalCluster
+    from lepton.cluster.fleet import DEFAULT_FLEET, load_fleet
+    from lepton.cluster.local import LocalCluster
     from lepton.cluster.stack import LeptonStack
 
-    try:
-        if build:
-            t.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
-        fleet = load_fleet(fleet_file, limit=fleet_limit) if fleet_file else DEFAULT_FLEET
-        local = LocalCluster(state_dir, progress=_progress)
-        local.up(fleet)
-        if crds:
-            LeptonStack(local).install_crds()
-        if extender_url:
-            local.start_lepton_scheduler(extender_url)
-    except (t.ToolBuildError, FleetError, ClusterError) as error:
-        raise click.ClickException(str(error)) from None
+    if build:
+        t.build_all(("etcd", "kwok", "kubernetes"), progress=_progress)
+    fleet = load_fleet(fleet_file, limit=fleet_limit) if fleet_file else DEFAULT_FLEET
+    local = LocalCluster(state_dir, progress=_progress)
+    local.up(fleet)
+    if crds:
+        LeptonStack(local).install_crds()
+    if extender_url:
+        local.start_lepton_scheduler(extender_url)
     click.echo(local.kubeconfig)
 
 
@@ -209,12 +213,9 @@ def cluster_down(state_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def cluster_status(state_dir: Path | None, as_json: bool) -> None:
     """Each component's health, PID, port and memory; exits 1 when one is unhealthy."""
-    from lepton.cluster.local import ClusterError, LocalCluster
+    from lepton.cluster.local import LocalCluster
 
-    try:
-        report = LocalCluster(state_dir).status()
-    except ClusterError as error:
-        raise click.ClickException(str(error)) from None
+    report = LocalCluster(state_dir).status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -252,13 +253,9 @@ def cluster_simulate_work(kubeconfig: str, time_compression: float) -> None:
 @state_dir_option
 def cluster_kubeconfig(state_dir: Path | None) -> None:
     """Print the kubeconfig path of the running local cluster."""
-    from lepton.cluster.local import ClusterError, LocalCluster
+    from lepton.cluster.local import LocalCluster
 
-    local = LocalCluster(state_dir)
-    try:
-        click.echo(local.state.kubeconfig)
-    except ClusterError as error:
-        raise click.ClickException(str(error)) from None
+    click.echo(LocalCluster(state_dir).state.kubeconfig)
 
 
 # --- components ----------------------------------------------------------------
@@ -294,7 +291,6 @@ prometheus_option = click.option(
     'pods, for pod=~"{pods}"), {range_seconds} (default: the exporter\'s per-pod counters, '
     "reset-safe).",
 )
-@click.option("--verbose", is_flag=True, help="Log every handler (kopf's verbose mode).")
 @click.option(
     "--liveness",
     "liveness_endpoint",
@@ -336,7 +332,6 @@ def operator_command(
     namespace: str | None,
     scheduler_name: str,
     prometheus_query: str | None,
-    verbose: bool,
     liveness_endpoint: str | None,
     metrics_port: int | None,
     metrics_host: str,
@@ -364,7 +359,8 @@ def operator_command(
         prometheus_url,
         scheduler_name=scheduler_name,
         prometheus_query=prometheus_query or DEFAULT_QUERY_TEMPLATE,
-        verbose=verbose or logging.getLogger().level <= logging.INFO,
+        # `lepton -v operator`: the one verbosity flag also logs every kopf handler
+        verbose=logging.getLogger().level <= logging.INFO,
         liveness_endpoint=liveness_endpoint,
         metrics_address=(metrics_host, metrics_port) if metrics_port is not None else None,
         leader_election=election,
@@ -477,26 +473,18 @@ def exporter_command(
     """Run the power exporter: per-GPU, per-CPU-zone and per-pod power and energy on /metrics."""
     from lepton_exporter.main import run
 
-    backends = [b.strip() for b in backend.split(",") if b.strip()]
-    unknown = sorted(set(backends) - {"nvml", "rapl", "model"})
-    if not backends or unknown:
-        raise click.BadParameter(
-            f"unknown backend(s) {unknown or backend!r}: "
-            "use nvml, rapl and/or model, comma-separated",
-            param_hint="--backend",
-        )
-
+    # build_exporter checks the backends and the options that go with them (one place).
     run(
-        backend,
-        host,
-        port,
-        node_name,
-        kubeconfig,
-        sysfs_root,
-        podresources_socket or None,
-        enable_power_capping,
-        interval_seconds,
-        time_compression,
+        backend=backend,
+        host=host,
+        port=port,
+        node_name=node_name,
+        kubeconfig=kubeconfig,
+        sysfs_root=sysfs_root,
+        podresources_socket=podresources_socket or None,
+        enable_power_capping=enable_power_capping,
+        interval_seconds=interval_seconds,
+        time_compression=time_compression,
         sharing_attribution=sharing_attribution,
         proc_root=proc_root,
         dra=dra,
@@ -744,19 +732,14 @@ def demo(
     """Bring up a local control plane with a mixed GPU fleet, run Lepton on the example jobs,
     compare with the default scheduler and write a report; Ctrl-C stops everything."""
     from lepton import demo as demo_module
-    from lepton.cluster.local import ClusterError
-    from lepton.cluster.tools import ToolBuildError
 
-    try:
-        demo_module.run(
-            state_dir,
-            echo=click.echo,
-            wait=sys.stdin.isatty() if wait is None else wait,
-            time_compression=time_compression,
-            report_dir=report_dir,
-        )
-    except (ToolBuildError, ClusterError) as error:
-        raise click.ClickException(str(error)) from None
+    demo_module.run(
+        state_dir,
+        echo=click.echo,
+        wait=sys.stdin.isatty() if wait is None else wait,
+        time_compression=time_compression,
+        report_dir=report_dir,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

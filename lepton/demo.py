@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from lepton.core.names import (
     SCHEDULER_NAME,
 )
 from lepton.core.profiles import get_profile
+from lepton.core.times import parse_time
 
 # The example manifests ship in the package (lepton/examples/), so `lepton demo` runs from a wheel.
 EXAMPLES_DIR = Path(str(resources.files("lepton").joinpath("examples")))
@@ -397,12 +397,13 @@ def _top_node_line(message: str, node: str) -> str:
 def _observed_span(pod: dict[str, Any]) -> tuple[float, float]:
     """When the pod started and finished, in wall seconds since the epoch."""
     status = pod.get("status") or {}
-    start = datetime.fromisoformat(str(status.get("startTime")).replace("Z", "+00:00"))
+    start = parse_time(str(status.get("startTime")))
+    assert start is not None, "a finished pod has a startTime"
     finish = start
     for container in status.get("containerStatuses") or []:
         ended = ((container.get("state") or {}).get("terminated") or {}).get("finishedAt")
         if ended:
-            finish = max(finish, datetime.fromisoformat(ended.replace("Z", "+00:00")))
+            finish = max(finish, parse_time(ended) or finish)
     return start.timestamp(), finish.timestamp()
 
 

@@ -22,18 +22,15 @@ from lepton.core.names import EVENT_REASON_SCORED, GROUP, SCHEDULER_NAME, VERSIO
 
 
 def _apis(kubeconfig: str | None, context: str | None) -> tuple[Any, Any]:
-    from kubernetes import client, config
+    from kubernetes import client
+
+    from lepton.kube import KubeConfigError, api_client
 
     try:
-        config.load_kube_config(config_file=kubeconfig, context=context)
-    except config.ConfigException:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            raise click.ClickException(
-                "no Kubernetes configuration: set KUBECONFIG or pass --kubeconfig"
-            ) from None
-    return client.CustomObjectsApi(), client.CoreV1Api()
+        api = api_client(kubeconfig, context=context)
+    except KubeConfigError as error:
+        raise click.ClickException(str(error)) from None
+    return client.CustomObjectsApi(api), client.CoreV1Api(api)
 
 
 def _list(api: Any, plural: str, namespace: str | None) -> list[dict[str, Any]]:

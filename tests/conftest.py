@@ -9,7 +9,6 @@ namespace of its own on it, so tests never see each other's objects.
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,17 @@ def shipped_data() -> Path:
     return path
 
 
+# The fixtures that start or use the local control plane: a test asking for one is an
+# end-to-end test whether or not its module says so, so `make test-fast` never starts one.
+CLUSTER_FIXTURES = {"cluster", "lepton_stack"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.__stderr__, flush=True)
 
@@ -52,13 +62,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def namespace(cluster: LocalCluster) -> Iterator[str]:
     """A fresh namespace on the session's cluster, deleted after the test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
-    # Pods are rejected until kube-controller-manager has made the namespace's default
-    # ServiceAccount; wait for it here rather than in every test.
-    deadline = time.monotonic() + 60
-    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
-        assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60 s"
-        time.sleep(0.2)
+    # Pods are rejected until the namespace has its default ServiceAccount: wait for it
+    # here rather than in every test.
+    cluster.create_namespace(name)
     try:
         yield name
     finally:

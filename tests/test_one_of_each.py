@@ -19,8 +19,11 @@ import pytest
 from lepton.core import names
 
 REPO = Path(__file__).resolve().parent.parent
+# The shipped packages, and the benchmarks and scripts that build the same objects.
 PACKAGES = [
     REPO / "lepton",
+    REPO / "bench",
+    REPO / "scripts",
     REPO / "operator" / "lepton_operator",
     REPO / "scheduler" / "lepton_scheduler",
     REPO / "exporter" / "lepton_exporter",
@@ -36,33 +39,9 @@ NAME_MARKERS = (
     "LeptonScored",
 )
 NAME_CONSTANTS = {n for n in vars(names) if n.isupper()}
-
-# Literals still written out in files other work owns at the time of issue 15; each entry
-# is checked to still be there, so the list can only shrink. Move them to
-# lepton.core.names and delete the entry.
-LEFT_FOR_LATER: dict[str, set[str]] = {
-    "lepton/cluster/fleet.py": {"nvidia.com/gpu.count", "lepton.dev/gpu-model", "nvidia.com/gpu"},
-    "lepton/cluster/local.py": {
-        "lepton-scheduler",
-        '.metadata.labels["lepton.dev/job-name"]',
-        "lepton-scheduler.yaml",
-    },
-    "lepton/cluster/workload.py": {"lepton.dev/kwok-release"},
-    "lepton/sim/replay.py": {"lepton.dev/replay"},
-    "scheduler/lepton_scheduler/app.py": {"lepton.dev/budget-name"},
-}
-# Module-level constants still redefining (or renaming) a name, in the same files.
-REDEFINED_FOR_LATER: dict[str, set[str]] = {
-    "lepton/cluster/fleet.py": {"LABEL_GPU_COUNT"},
-    "lepton/sim/replay.py": {"LABEL_REPLAY"},
-}
-
-# Imports that still rename a name (``import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME``)
-# in files other work owns, until their uses take the one name.
-ALIASED_FOR_LATER: dict[str, set[str]] = {
-    "operator/lepton_operator/admission.py": {"DEFAULT_SCHEDULER_NAME"},
-    "operator/lepton_operator/main.py": {"DEFAULT_SCHEDULER_NAME"},
-    "scheduler/lepton_scheduler/app.py": {"EVENT_REASON"},
+# Every name's value (the well-known Kubernetes labels too): a literal equal to one is a copy.
+NAME_VALUES = {
+    value: name for name, value in vars(names).items() if name.isupper() and isinstance(value, str)
 }
 
 # typing.Literal needs the literal itself; test_api_version_literals_match checks it.
@@ -98,7 +77,7 @@ def name_literals(path: Path) -> list[str]:
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and id(node) not in docstrings
-        and any(marker in node.value for marker in NAME_MARKERS)
+        and (any(marker in node.value for marker in NAME_MARKERS) or node.value in NAME_VALUES)
     ]
 
 
@@ -106,7 +85,7 @@ def test_lepton_names_are_spelled_only_in_the_names_module() -> None:
     unexpected: dict[str, list[str]] = {}
     for path in package_files():
         key = path.relative_to(REPO).as_posix()
-        allowed = LEFT_FOR_LATER.get(key, set()) | LITERAL_TYPES.get(key, set())
+        allowed = LITERAL_TYPES.get(key, set())
         extra = [literal for literal in name_literals(path) if literal not in allowed]
         if extra:
             unexpected[key] = extra
@@ -115,21 +94,19 @@ def test_lepton_names_are_spelled_only_in_the_names_module() -> None:
     )
 
 
-@pytest.mark.parametrize("key", sorted(LEFT_FOR_LATER))
-def test_the_list_of_literals_left_for_later_only_shrinks(key: str) -> None:
-    still_there = set(name_literals(REPO / key))
-    gone = LEFT_FOR_LATER[key] - still_there
-    assert not gone, f"{key} no longer spells {gone}: delete them from LEFT_FOR_LATER"
-
-
 def test_the_scan_flags_a_spelled_name_but_not_a_docstring(tmp_path: Path) -> None:
     module = tmp_path / "second.py"
     module.write_text(
         '"""Pods of the lepton-scheduler profile request nvidia.com/gpu."""\n'
         'RESOURCE = "nvidia.com/gpu"\n'
         'LABEL = f"lepton.dev/{1}"\n'
+        'ZONE = "topology.kubernetes.io/zone"\n'
     )
-    assert name_literals(module) == ["nvidia.com/gpu", "lepton.dev/"]
+    assert sorted(name_literals(module)) == [
+        "lepton.dev/",
+        "nvidia.com/gpu",
+        "topology.kubernetes.io/zone",
+    ]
 
 
 def _module_level_constants(path: Path) -> list[tuple[str, ast.expr]]:
@@ -156,18 +133,51 @@ def test_no_module_redefines_or_renames_a_name() -> None:
         for target, value in _module_level_constants(path):
             renamed = isinstance(value, ast.Name) and value.id in NAME_CONSTANTS
             key = path.relative_to(REPO).as_posix()
-            if (target in NAME_CONSTANTS or renamed) and target not in REDEFINED_FOR_LATER.get(
-                key, set()
-            ):
+            if target in NAME_CONSTANTS or renamed or _builds_a_name(value):
                 offenders.append(f"{key}: {target}")
     assert not offenders, f"import the name from lepton.core.names: {offenders}"
 
 
-@pytest.mark.parametrize("key", sorted(REDEFINED_FOR_LATER))
-def test_the_list_of_redefinitions_left_for_later_only_shrinks(key: str) -> None:
-    defined = {target for target, _ in _module_level_constants(REPO / key)}
-    gone = REDEFINED_FOR_LATER[key] - defined
-    assert not gone, f"{key} no longer defines {gone}: delete them from REDEFINED_FOR_LATER"
+def _builds_a_name(value: ast.expr) -> bool:
+    """``f"{GROUP}/..."`` or ``GROUP + "/..."``: a new name composed outside the names module."""
+    return isinstance(value, ast.JoinedStr | ast.BinOp) and any(
+        isinstance(node, ast.Name) and node.id in {"GROUP", "RESOURCE_GPU"}
+        for node in ast.walk(value)
+    )
+
+
+def _renaming_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{alias.name} as {alias.asname}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "lepton.core.names"
+        for alias in node.names
+        if alias.asname and alias.asname != alias.name
+    ]
+
+
+def test_no_module_imports_a_name_under_another_name() -> None:
+    """``import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME`` gives one name a second one."""
+    tests = list((REPO / "tests").rglob("*.py"))
+    offenders = {
+        path.relative_to(REPO).as_posix(): renamed
+        for path in [*package_files(), *tests]
+        if (renamed := _renaming_imports(path))
+    }
+    assert not offenders, f"use the names module's own names: {offenders}"
+
+
+def test_the_scans_flag_a_renamed_import_and_a_composed_name(tmp_path: Path) -> None:
+    module = tmp_path / "second.py"
+    module.write_text(
+        "from lepton.core.names import GROUP, SCHEDULER_NAME as PROFILE\n"
+        'LABEL_OWN = f"{GROUP}/own"\n'
+        "SCORE = 10\n"
+    )
+    assert _renaming_imports(module) == ["SCHEDULER_NAME as PROFILE"]
+    built = [t for t, v in _module_level_constants(module) if _builds_a_name(v)]
+    assert built == ["LABEL_OWN"]
 
 
 def test_api_version_literals_match_the_names_module() -> None:
@@ -212,3 +222,48 @@ def test_each_hardware_adapter_exists_once(adapter: str) -> None:
     # fake defines it.
     where -= {"exporter/lepton_exporter/gpucheck.py", "lepton/hw/fake_nvml.py"} - {home}
     assert where == {home}
+
+
+def test_settings_classes_are_all_called_config() -> None:
+    """One word per idea: a component's or a run's settings are a ``…Config`` class."""
+    settings = [
+        f"{path.relative_to(REPO).as_posix()}: {node.name}"
+        for path in package_files()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Settings")
+    ]
+    assert not settings, f"call these …Config, like the others: {settings}"
+
+
+# Helpers that exist once in the packages, the benchmarks and the tests: where, the other
+# names a second copy has had, and whether only the tests are looked at (the demo's own
+# stoppable, status-showing wait is not the tests' wait_for).
+ONE_HELPER = {
+    "wait_for": ("tests/support/wait.py", {"_wait", "wait_until"}, True),
+    "free_port": ("lepton/cluster/local.py", {"_free_port"}, False),
+    "api_client": ("lepton/kube.py", {"load_client", "load_kube_config"}, False),
+}
+
+
+@pytest.mark.parametrize("helper", sorted(ONE_HELPER))
+def test_each_helper_is_defined_once(helper: str) -> None:
+    """One polling helper, one free-port finder, one Kubernetes client factory."""
+    home, aliases, tests_only = ONE_HELPER[helper]
+    tests = list((REPO / "tests").rglob("*.py"))
+    where = {
+        f"{path.relative_to(REPO).as_posix()}: {node.name}"
+        for path in [*([] if tests_only else package_files()), *tests]
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name in {helper, *aliases}
+    }
+    assert where == {f"{home}: {helper}"}
+
+
+def test_api_times_are_read_in_one_place() -> None:
+    """RFC 3339 from the API is parsed by lepton.core.times.parse_time, not by hand."""
+    by_hand = {
+        path.relative_to(REPO).as_posix()
+        for path in package_files()
+        if 'replace("Z", "+00:00")' in path.read_text()
+    }
+    assert by_hand == {"lepton/core/times.py"}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
 from lepton.core.names import LABEL_GPU_PRODUCT, RESOURCE_GPU
 from lepton_exporter.model import FleetNode, FleetPod
@@ -111,14 +111,6 @@ def pod_identity_from_object(pod: Any) -> PodIdentity | None:
             ids[container_id.split("://", 1)[-1]] = container_status.name
     names = tuple(c.name for c in (pod.spec.containers or [])) if pod.spec else ()
     return PodIdentity(pod.metadata.uid, pod.metadata.namespace, pod.metadata.name, ids, names)
-
-
-def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """A client from ``kubeconfig``, else the in-cluster service account."""
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
 
 
 class FleetWatcher:

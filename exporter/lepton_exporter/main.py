@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from lepton.core.errors import LeptonError
 from lepton_exporter.accounting import Accountant, PidResolver
 from lepton_exporter.metrics import LeptonCollector
 from lepton_exporter.powercap import AnnotationsFor, PowerCapper
@@ -29,6 +30,10 @@ from lepton_exporter.readings import DeviceError, PodRef, Sample
 log = logging.getLogger(__name__)
 
 BACKENDS = ("nvml", "rapl", "model")
+
+
+class ExporterConfigError(LeptonError, ValueError):
+    """The exporter's options do not go together; the message names the option and the fix."""
 
 
 class Backend(Protocol):
@@ -131,27 +136,29 @@ def build_exporter(
     names = [b.strip() for b in backend.split(",") if b.strip()]
     unknown = [b for b in names if b not in BACKENDS]
     if unknown or not names:
-        raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+        raise ExporterConfigError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
     if enable_power_capping and "nvml" not in names:
-        raise ValueError("--enable-power-capping needs the nvml backend: power limits are NVML's")
+        raise ExporterConfigError(
+            "--enable-power-capping needs the nvml backend: power limits are NVML's"
+        )
     if time_compression != 1.0 and names != ["model"]:
-        raise ValueError(
+        raise ExporterConfigError(
             "--time-compression applies to the model backend of a simulated cluster only: "
             "real meters run on real time"
         )
     if time_compression <= 0:
-        raise ValueError(f"--time-compression must be positive, got {time_compression}")
+        raise ExporterConfigError(f"--time-compression must be positive, got {time_compression}")
     if (sharing_attribution or dra) and "nvml" not in names:
-        raise ValueError(
+        raise ExporterConfigError(
             "--sharing-attribution and --dra need the nvml backend: they split real GPUs"
         )
     if dra and not podresources_socket:
-        raise ValueError(
+        raise ExporterConfigError(
             "--dra reads the claims from the kubelet's pod-resources API: "
             "pass --podresources-socket too"
         )
     if sharing_attribution and not Path(proc_root).is_dir():
-        raise ValueError(
+        raise ExporterConfigError(
             f"--proc-root {proc_root} is not a directory: sharing attribution reads the "
             "host's /proc (run the exporter with hostPID and mount /proc read-only)"
         )
@@ -160,7 +167,8 @@ def build_exporter(
     stoppers: list[Callable[[], None]] = []
     watcher = None
     if "model" in names or enable_power_capping or sharing_attribution:
-        from lepton_exporter.kube import FleetWatcher, api_client
+        from lepton.kube import api_client
+        from lepton_exporter.kube import FleetWatcher
 
         if api is None:
             api = api_client(kubeconfig)
@@ -217,7 +225,8 @@ def build_exporter(
 
         dra_uuid = uuid_in_device_name
         if dra:
-            from lepton_exporter.kube import ResourceSliceIndex, api_client
+            from lepton.kube import api_client
+            from lepton_exporter.kube import ResourceSliceIndex
 
             slices = ResourceSliceIndex(api if api is not None else api_client(kubeconfig), node)
             slices.start()
@@ -230,6 +239,7 @@ def build_exporter(
 
 
 def run(
+    *,
     backend: str,
     host: str,
     port: int,

@@ -17,11 +17,17 @@ from typing import Any
 
 import yaml
 
-from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_HOST_IDLE_WATTS
+from lepton.core.errors import LeptonError
+from lepton.core.names import (
+    LABEL_GPU_COUNT,
+    LABEL_GPU_PRODUCT,
+    LABEL_HOST_IDLE_WATTS,
+    LABEL_HOSTNAME,
+    LABEL_LEPTON_GPU_MODEL,
+    LABEL_ZONE,
+    RESOURCE_GPU,
+)
 
-LABEL_GPU_COUNT = "nvidia.com/gpu.count"
-LABEL_ZONE = "topology.kubernetes.io/zone"
-LABEL_LEPTON_MODEL = "lepton.dev/gpu-model"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 TAINT_KWOK = "kwok.x-k8s.io/node"
 
@@ -45,7 +51,7 @@ PRODUCT_LABELS: dict[str, str] = {
 }
 
 
-class FleetError(ValueError):
+class FleetError(LeptonError, ValueError):
     """A fleet description is invalid; the message says which entry and how to fix it."""
 
 
@@ -110,7 +116,7 @@ def node_object(group: NodeGroup, name: str) -> dict[str, Any]:
         "cpu": f"{group.cpu_millis}m",
         "memory": f"{group.memory_mebibytes}Mi",
         "pods": "110",
-        "nvidia.com/gpu": str(group.gpus_per_node),
+        RESOURCE_GPU: str(group.gpus_per_node),
     }
     return {
         "apiVersion": "v1",
@@ -119,14 +125,14 @@ def node_object(group: NodeGroup, name: str) -> dict[str, Any]:
             "name": name,
             "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
-                "kubernetes.io/hostname": name,
+                LABEL_HOSTNAME: name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "type": "kwok",
                 LABEL_ZONE: group.zone,
                 LABEL_GPU_PRODUCT: product_label(group.gpu_model),
                 LABEL_GPU_COUNT: str(group.gpus_per_node),
-                LABEL_LEPTON_MODEL: group.gpu_model,
+                LABEL_LEPTON_GPU_MODEL: group.gpu_model,
                 **(
                     {LABEL_HOST_IDLE_WATTS: str(group.host_idle_watts)}
                     if group.host_idle_watts is not None

@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import ssl
-import string
 import subprocess
 import time
 import urllib.error
@@ -36,18 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lepton_scheduler.config import render_kube_scheduler_config
 
 from lepton.cluster import certs, tools
 from lepton.cluster.fleet import DEFAULT_FLEET, TAINT_KWOK, Fleet
+from lepton.core.errors import LeptonError
+from lepton.core.names import LABEL_JOB_NAME, SCHEDULER_NAME
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-LEPTON_SCHEDULER = "lepton-scheduler"
 HEALTH_TIMEOUT_SECONDS = 120.0
 
 
-class ClusterError(RuntimeError):
+class ClusterError(LeptonError, RuntimeError):
     """The local control plane could not be started or reached; the message says why."""
 
 
@@ -222,7 +223,7 @@ class LocalCluster:
             self._start_kwok(binaries["kwok"], hold_lepton_pods)
             self.wait_healthy(list(COMPONENTS))
             self._create_fleet(fleet)
-            self._wait_for_default_service_account()
+            self.wait_for_default_service_account()
         except BaseException:
             self.progress("[cluster] start failed; stopping what was started")
             self.stop_processes()
@@ -287,15 +288,15 @@ class LocalCluster:
 
     def start_lepton_scheduler(self, extender_url: str) -> Process:
         """Start a kube-scheduler whose ``lepton-scheduler`` profile calls the extender at URL."""
-        if LEPTON_SCHEDULER in self.state.processes:
-            self.stop_processes([LEPTON_SCHEDULER])
-        config = lepton_scheduler_config(extender_url, self.kubeconfig)
-        config_path = self.dir / "lepton-scheduler.yaml"
+        if SCHEDULER_NAME in self.state.processes:
+            self.stop_processes([SCHEDULER_NAME])
+        config = render_kube_scheduler_config(extender_url, str(self.kubeconfig))
+        config_path = self.dir / f"{SCHEDULER_NAME}.yaml"
         config_path.write_text(config)
         proc = self._start_scheduler(
-            tools.tool_path("kube-scheduler"), name=LEPTON_SCHEDULER, config_path=config_path
+            tools.tool_path("kube-scheduler"), name=SCHEDULER_NAME, config_path=config_path
         )
-        self.wait_healthy([LEPTON_SCHEDULER])
+        self.wait_healthy([SCHEDULER_NAME])
         return proc
 
     def start_default_scheduler(self) -> Process:
@@ -330,8 +331,8 @@ class LocalCluster:
         return proc
 
     def stop_lepton_scheduler(self) -> None:
-        if LEPTON_SCHEDULER in self.state.processes:
-            self.stop_processes([LEPTON_SCHEDULER])
+        if SCHEDULER_NAME in self.state.processes:
+            self.stop_processes([SCHEDULER_NAME])
 
     # --- clients ---------------------------------------------------------------
 
@@ -672,9 +673,12 @@ class LocalCluster:
                 )
             time.sleep(0.5 if len(names) < 500 else 2.0)  # each look lists every node
 
-    def _wait_for_default_service_account(self) -> None:
-        # Pods are rejected until kube-controller-manager has created the namespace's
-        # `default` ServiceAccount: wait for it so that callers can create pods at once.
+    def wait_for_default_service_account(self, namespace: str = "default") -> None:
+        """Return once ``namespace`` has its ``default`` ServiceAccount.
+
+        Pods are rejected until kube-controller-manager has created it: callers wait here
+        so that they can create pods at once.
+        """
         from kubernetes import client
 
         api = client.CoreV1Api(self._api())
@@ -682,20 +686,26 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if any(
                 sa.metadata.name == "default"
-                for sa in api.list_namespaced_service_account("default").items
+                for sa in api.list_namespaced_service_account(namespace).items
             ):
                 return
             time.sleep(0.2)
         raise ClusterError(
-            "the 'default' ServiceAccount never appeared: is kube-controller-manager healthy?"
+            f"the 'default' ServiceAccount of {namespace} never appeared: "
+            "is kube-controller-manager healthy?"
         )
+
+    def create_namespace(self, name: str) -> None:
+        """Create namespace ``name`` and wait until pods can be created in it."""
+        self.kubectl("create", "namespace", name)
+        self.wait_for_default_service_account(name)
 
 
 # A Job pod on kwok runs this long unless held for the work simulator: long enough for the
 # Job's start and completion times (whole seconds) to differ, so run time is never zero.
 JOB_POD_RUN_SECONDS = 2.0
 _HELD_STAGE = "lepton-pod-complete-when-released"
-_LEPTON_POD_KEY = '.metadata.labels["lepton.dev/job-name"]'
+_LEPTON_POD_KEY = f'.metadata.labels["{LABEL_JOB_NAME}"]'
 
 
 def kwok_pod_stages(hold_lepton_pods: bool) -> str:
@@ -717,16 +727,6 @@ def kwok_pod_stages(hold_lepton_pods: bool) -> str:
                 e for e in selector["matchExpressions"] if e["key"] != _LEPTON_POD_KEY
             ]
     return yaml.safe_dump_all(stages, sort_keys=False)
-
-
-def lepton_scheduler_config(extender_url: str, kubeconfig: Path) -> str:
-    """The repository's KubeSchedulerConfiguration for ``lepton-scheduler``, filled in."""
-    template = (
-        resources.files("lepton_scheduler").joinpath("kube-scheduler-config.yaml").read_text()
-    )
-    return string.Template(template).substitute(
-        EXTENDER_URL=extender_url.rstrip("/"), KUBECONFIG=str(kubeconfig)
-    )
 
 
 def _reap(pid: int) -> None:

@@ -47,7 +47,7 @@ from lepton.sim.replay import (
     MOST_ALLOCATED_SCHEDULER_NAME,
     ObservedRun,
     ReplayAutoscaler,
-    ReplaySettings,
+    ReplayConfig,
     placement_for,
     pod_manifest,
 )
@@ -203,7 +203,7 @@ class ReplayDriver:
         self,
         cluster: LocalCluster,
         nodes: Sequence[TraceNode],
-        settings: ReplaySettings,
+        settings: ReplayConfig,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.cluster = cluster
@@ -220,14 +220,7 @@ class ReplayDriver:
 
         name = f"replay-{policy}"
         self.api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
-        while not any(
-            sa.metadata.name == "default"
-            for sa in self.api.list_namespaced_service_account(name).items
-        ):
-            if time.monotonic() > deadline:
-                raise ClusterError(f"no default ServiceAccount in {name}: is kcm healthy?")
-            time.sleep(0.2)
+        self.cluster.wait_for_default_service_account(name)
         return name
 
     def _set_schedulable(self, node: str, schedulable: bool) -> None:
@@ -427,7 +420,7 @@ class ReplayDriver:
 def replay_on_local_cluster(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
-    settings: ReplaySettings,
+    settings: ReplayConfig,
     policies: Sequence[PolicyName],
     state_dir: Path,
     progress: Callable[[str], None] = lambda _: None,

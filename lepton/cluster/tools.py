@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton.core.errors import LeptonError
+
 log = logging.getLogger(__name__)
 
 KUBERNETES_VERSION = "v1.33.5"
@@ -75,7 +77,7 @@ STAGING_MODULES = [
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
-class ToolBuildError(RuntimeError):
+class ToolBuildError(LeptonError, RuntimeError):
     """A tool could not be built; the message names the command and its log."""
 
 

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lepton.cluster.fleet import LABEL_LEPTON_MODEL
 from lepton.core.energy import chosen_power_limit_watts, job_duration_seconds
 from lepton.core.hints import HintError, hints_from_pod_metadata
-from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_JOB_NAME
+from lepton.core.names import (
+    ANNOTATION_KWOK_RELEASE,
+    LABEL_GPU_PRODUCT,
+    LABEL_JOB_NAME,
+    LABEL_LEPTON_GPU_MODEL,
+)
 from lepton.core.profiles import get_profile
 
 log = logging.getLogger(__name__)
-
-RELEASE_ANNOTATION = "lepton.dev/kwok-release"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class WorkSimulator:
         models = {}
         for node in self.api.list_node().items:
             labels = node.metadata.labels or {}
-            models[node.metadata.name] = labels.get(LABEL_LEPTON_MODEL) or labels.get(
+            models[node.metadata.name] = labels.get(LABEL_LEPTON_GPU_MODEL) or labels.get(
                 LABEL_GPU_PRODUCT, ""
             )
         return models
@@ -98,7 +100,7 @@ class WorkSimulator:
             label_selector=LABEL_JOB_NAME, field_selector="status.phase=Running"
         ).items:
             annotations = pod.metadata.annotations or {}
-            if annotations.get(RELEASE_ANNOTATION) == "true" or not pod.spec.node_name:
+            if annotations.get(ANNOTATION_KWOK_RELEASE) == "true" or not pod.spec.node_name:
                 continue
             started = pod.status.start_time or pod.metadata.creation_timestamp
             pods.append(
@@ -120,7 +122,7 @@ class WorkSimulator:
             self.api.patch_namespaced_pod(
                 pod.name,
                 pod.namespace,
-                {"metadata": {"annotations": {RELEASE_ANNOTATION: "true"}}},
+                {"metadata": {"annotations": {ANNOTATION_KWOK_RELEASE: "true"}}},
             )
             self.released += 1
         return len(due)

@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from lepton.core.errors import LeptonError
 from lepton.core.names import (
     ANNOTATION_BUDGET_PRESSURE,
     ANNOTATION_DEADLINE_TIME,
@@ -40,6 +41,7 @@ from lepton.core.names import (
     ANNOTATION_WORKLOAD_NAME,
     LABEL_JOB_NAME,
 )
+from lepton.core.times import parse_time
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -118,7 +120,7 @@ class JobHints:
         return min(max(self.gpu_milli, 1), FULL_GPU_MILLI) / FULL_GPU_MILLI
 
 
-class HintError(ValueError):
+class HintError(LeptonError, ValueError):
     """A pod's Lepton annotations cannot be read."""
 
 
@@ -225,7 +227,7 @@ def hints_from_pod_metadata(
     deadline: datetime | None = None
     if raw_deadline := annotations.get(ANNOTATION_DEADLINE_TIME):
         try:
-            deadline = datetime.fromisoformat(raw_deadline.replace("Z", "+00:00"))
+            deadline = parse_time(raw_deadline)
         except ValueError:
             raise HintError(
                 f"annotation {ANNOTATION_DEADLINE_TIME}={raw_deadline!r} is not an RFC 3339 time"

@@ -3,7 +3,7 @@
 The API's group and version, the labels and annotations on pods, Jobs and
 nodes, the resource names GPU device plugins register, the kube-scheduler
 profile, and the extender's score bounds. Every other module imports them from
-here; ``tests/test_names.py`` fails on a second definition (a literal
+here; ``tests/test_one_of_each.py`` fails on a second definition (a literal
 ``lepton.dev/``, ``nvidia.com/gpu`` or ``lepton-scheduler`` elsewhere in the
 packages).
 """
@@ -30,6 +30,9 @@ LABEL_GPU_COUNT = f"{RESOURCE_GPU}.count"
 # GPU feature discovery's time-slicing factor: each GPU is advertised as this many
 # nvidia.com/gpu (the node's allocatable is GPUs x replicas).
 LABEL_GPU_REPLICAS = f"{RESOURCE_GPU}.replicas"
+# Kubernetes' well-known node labels, which a local fleet writes and spreading reads.
+LABEL_ZONE = "topology.kubernetes.io/zone"
+LABEL_HOSTNAME = "kubernetes.io/hostname"
 # Lepton's own node label naming a GPU profile (local fleets; fallback to LABEL_GPU_PRODUCT).
 LABEL_LEPTON_GPU_MODEL = f"{GROUP}/gpu-model"
 
@@ -41,6 +44,8 @@ LABEL_BUDGET_NAME = f"{GROUP}/budget-name"
 ANNOTATION_KWOK_RELEASE = f"{GROUP}/kwok-release"
 # The simulator's replay pods, by the policy that placed them.
 LABEL_REPLAY = f"{GROUP}/replay"
+# The image of the replay's pods (kwok runs no container, so it is never pulled).
+REPLAY_IMAGE = f"{GROUP}/replay"
 # Per-node fact: the host's idle draw without its GPUs (watts), overriding the default.
 LABEL_HOST_IDLE_WATTS = f"{GROUP}/host-idle-watts"
 

@@ -493,18 +493,7 @@ def derive_a40(
     }
 
 
-_ORDER = (
-    "model",
-    "product_names",
-    "source",
-    "idle_watts",
-    "max_power_limit_watts",
-    "min_power_limit_watts",
-    "relative_speed",
-    "busy_power_watts",
-    "energy_optimal_power_limit_watts",
-    "power_limit_curve",
-)
+_ORDER = ("model", "product_names", "source", *NUMBER_FIELDS, "power_limit_curve")
 
 
 def render_profile_yaml(doc: Mapping[str, Any], header: str = "") -> str:

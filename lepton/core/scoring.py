@@ -57,6 +57,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, overload
 
 import numpy as np
@@ -452,13 +453,30 @@ class Explanation:
         return out | {"nodes": [t.as_dict() for t in self.nodes], "notes": list(self.notes)}
 
 
+class FailureKind(StrEnum):
+    """Whether preempting pods could cure a node's filter failure (the extender protocol's
+    ``FailedNodes`` against ``FailedAndUnresolvableNodes``)."""
+
+    RESOLVABLE = "resolvable"  # too few free GPUs: evicting pods frees them
+    UNRESOLVABLE = "unresolvable"  # GPU model, labels, redundancy, load, deadline
+
+
 @dataclass(frozen=True)
 class FilterResult:
-    """The nodes a pod may run on, and why each of the others may not."""
+    """The nodes a pod may run on, and why each of the others may not.
+
+    ``failed`` is each failed node's message (text only); ``kinds`` its
+    :class:`FailureKind`, which decides what the caller does with it.
+    """
 
     passed: Sequence[CandidateNode]
     failed: Mapping[str, str]
     notes: tuple[str, ...] = ()
+    kinds: Mapping[str, FailureKind] = field(default_factory=dict)
+
+    def failed_of(self, kind: FailureKind) -> dict[str, str]:
+        """The failed nodes of one kind, with their messages."""
+        return {n: m for n, m in self.failed.items() if self.kinds.get(n) == kind}
 
     @property
     def passed_names(self) -> list[str]:
@@ -661,6 +679,7 @@ def filter_nodes(
         )
     ok &= ~wrong_model
     short = ok & (table.free_gpus < hints.gpus_per_replica)
+    resolvable = {names[i] for i in np.flatnonzero(short).tolist()}
     for i in np.flatnonzero(short).tolist():
         failed[names[i]] = f"{table.free_gpus[i]} free GPUs, the pod needs {hints.gpus_per_replica}"
     ok &= ~short
@@ -724,7 +743,11 @@ def filter_nodes(
         if isinstance(nodes, CandidateTable)
         else tuple(n for n, keep in zip(nodes, ok, strict=True) if keep)
     )
-    return FilterResult(passed=passed, failed=failed, notes=tuple(notes))
+    kinds = {
+        name: FailureKind.RESOLVABLE if name in resolvable else FailureKind.UNRESOLVABLE
+        for name in failed
+    }
+    return FilterResult(passed=passed, failed=failed, notes=tuple(notes), kinds=kinds)
 
 
 # --------------------------------------------------------------------------- score

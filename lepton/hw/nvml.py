@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from lepton.core.errors import LeptonError
 from lepton.core.metering import resetting_counter_delta
 from lepton.core.names import RESOURCE_GPU
 
@@ -39,11 +40,11 @@ LIMIT_TOLERANCE_WATTS = 1.0
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
-class NvmlUnavailableError(RuntimeError):
+class NvmlUnavailableError(LeptonError, RuntimeError):
     """NVML cannot be used on this machine (no bindings, no library, no driver, no GPU)."""
 
 
-class PowerLimitError(RuntimeError):
+class PowerLimitError(LeptonError, RuntimeError):
     """A GPU's power limit could not be set, or did not read back as set.
 
     ``call`` is the NVML call that failed (or ``verify_power_limit`` when the

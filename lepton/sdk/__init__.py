@@ -9,6 +9,6 @@ used.
 
 from lepton.sdk.engine import LeptonEngine
 from lepton.sdk.meters import MeterSource
-from lepton.sdk.optimizer import OptimizeReport, OptimizerSettings
+from lepton.sdk.optimizer import OptimizerConfig, OptimizeReport
 
-__all__ = ["LeptonEngine", "MeterSource", "OptimizeReport", "OptimizerSettings"]
+__all__ = ["LeptonEngine", "MeterSource", "OptimizeReport", "OptimizerConfig"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lepton.sdk.engine import LeptonEngine, OptimizeSession
-from lepton.sdk.optimizer import OptimizeReport, OptimizerSettings
+from lepton.sdk.optimizer import OptimizerConfig, OptimizeReport
 
 
 class KerasOptimizeHooks:
@@ -24,7 +24,7 @@ class KerasOptimizeHooks:
     def __init__(
         self,
         engine: LeptonEngine,
-        settings: OptimizerSettings | None = None,
+        settings: OptimizerConfig | None = None,
         phase: str = "train",
     ) -> None:
         super().__init__()  # the Keras Callback base, when mixed with it
@@ -60,7 +60,7 @@ def _keras_callback_base() -> type:
 
 def keras_callback(
     engine: LeptonEngine,
-    settings: OptimizerSettings | None = None,
+    settings: OptimizerConfig | None = None,
     phase: str = "train",
     base: type | None = None,
 ) -> KerasOptimizeHooks:
@@ -78,7 +78,7 @@ def keras_fit(
     engine: LeptonEngine,
     model: Any,
     *args: Any,
-    settings: OptimizerSettings | None = None,
+    settings: OptimizerConfig | None = None,
     phase: str = "train",
     callback_base: type | None = None,
     **kwargs: Any,

@@ -25,8 +25,8 @@ from typing import Any, TextIO, TypeVar
 from lepton.sdk.annotate import PodAnnotator, pod_identity
 from lepton.sdk.meters import Meter, MeterSource, discover_meters, read_all
 from lepton.sdk.optimizer import (
+    OptimizerConfig,
     OptimizeReport,
-    OptimizerSettings,
     PowerLimitedGpu,
     PowerLimitOptimizer,
 )
@@ -251,7 +251,7 @@ class LeptonEngine:
 
     def power_limit_optimizer(
         self,
-        settings: OptimizerSettings | None = None,
+        settings: OptimizerConfig | None = None,
         synchronize: Callable[[], object] | None = None,
     ) -> PowerLimitOptimizer | str:
         """An optimizer over this engine's GPUs, or the reason there can be none."""
@@ -274,7 +274,7 @@ class LeptonEngine:
         batches: Iterable[T] | int,
         *,
         max_slowdown: float = 0.05,
-        settings: OptimizerSettings | None = None,
+        settings: OptimizerConfig | None = None,
         synchronize: Callable[[], object] | None = None,
         phase: str = "train",
     ) -> OptimizeReport:
@@ -290,7 +290,7 @@ class LeptonEngine:
         Without a GPU whose limit can be set, trains unchanged and says so.
         """
         if settings is None:
-            settings = OptimizerSettings(max_slowdown=max_slowdown)
+            settings = OptimizerConfig(max_slowdown=max_slowdown)
         items: Iterable[Any] = range(batches) if isinstance(batches, int) else batches
         session = OptimizeSession(self, settings, synchronize, phase)
         session.begin()
@@ -322,12 +322,12 @@ class OptimizeSession:
     def __init__(
         self,
         engine: LeptonEngine,
-        settings: OptimizerSettings | None = None,
+        settings: OptimizerConfig | None = None,
         synchronize: Callable[[], object] | None = None,
         phase: str = "train",
     ) -> None:
         self.engine = engine
-        self.settings = settings or OptimizerSettings()
+        self.settings = settings or OptimizerConfig()
         self.synchronize = synchronize
         self.phase = phase
         self.optimizer: PowerLimitOptimizer | None = None

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lepton.core.errors import LeptonError
 from lepton.hw.nvml import NvmlGpu, NvmlUnavailableError, PowerLimitError, open_gpus
 from lepton.sdk.engine import LeptonEngine
 from lepton.sdk.meters import CpuModelMeter, Meter, NvmlEnergyMeter
-from lepton.sdk.optimizer import OptimizerSettings, candidate_power_limits
+from lepton.sdk.optimizer import OptimizerConfig, candidate_power_limits
 
 EXIT_NO_NVML = 2
 EXIT_NO_WORKLOAD = 3
@@ -35,7 +36,7 @@ EXIT_NO_PERMISSION = 4
 EXIT_NOT_TUNED = 5
 
 
-class WorkloadUnavailableError(RuntimeError):
+class WorkloadUnavailableError(LeptonError, RuntimeError):
     """The training workload cannot run here (no PyTorch, or no CUDA device)."""
 
 
@@ -155,7 +156,7 @@ def run_check(
 
     low, high = gpu.power_limit_range_watts()
     default = gpu.default_power_limit_watts()
-    settings = OptimizerSettings(
+    settings = OptimizerConfig(
         max_slowdown=max_slowdown,
         warmup_steps=20,
         settle_steps=5,

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class OptimizerSettings:
+class OptimizerConfig:
     """How to profile the candidate limits."""
 
     max_slowdown: float = 0.05
@@ -233,14 +233,14 @@ class PowerLimitOptimizer:
         self,
         gpus: Sequence[PowerLimitedGpu],
         energy_joules_total: Callable[[], float],
-        settings: OptimizerSettings | None = None,
+        settings: OptimizerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         synchronize: Callable[[], object] | None = None,
     ) -> None:
         if not gpus:
             raise ValueError("the optimizer needs at least one GPU")
         self.gpus = list(gpus)
-        self.settings = settings or OptimizerSettings()
+        self.settings = settings or OptimizerConfig()
         self._energy = energy_joules_total
         self._clock = clock
         self._synchronize = synchronize

@@ -41,8 +41,15 @@ from typing import Any
 import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
+from lepton.core.errors import LeptonError
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
+from lepton.core.names import (
+    LABEL_JOB_NAME,
+    LABEL_REPLAY,
+    REPLAY_IMAGE,
+    RESOURCE_GPU,
+    SCHEDULER_NAME,
+)
 from lepton.core.profiles import get_profile
 
 from .energy_account import account_powered
@@ -69,13 +76,12 @@ REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.LEPTON_EFFICIENCY,
 )
 MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
-LABEL_REPLAY = "lepton.dev/replay"
 # Real pods of a slice arrive in bursts; the extender on a 2-core machine places
 # 20-50 pods/s, so a slice's busiest second should stay well below that.
 MAX_PEAK_ARRIVALS_PER_SECOND = 20
 
 
-class ReplayError(ValueError):
+class ReplayError(LeptonError, ValueError):
     """A slice cannot be replayed as asked; the message says how to change it."""
 
 
@@ -137,7 +143,7 @@ def peak_arrivals_per_second(pods: Sequence[TracePod], compression: float) -> in
 
 
 @dataclass(frozen=True)
-class ReplaySettings:
+class ReplayConfig:
     """What both runs of one slice share; every field is printed beside the results."""
 
     time_compression: float
@@ -259,7 +265,7 @@ def pod_manifest(
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "work", "image": "lepton.dev/replay", "resources": resources}],
+        "containers": [{"name": "work", "image": REPLAY_IMAGE, "resources": resources}],
     }
     if policy in (PolicyName.LEPTON_BALANCED, PolicyName.LEPTON_EFFICIENCY):
         hints = hints_for(policy, request_for(pod, config, trace_speed), epoch)
@@ -610,7 +616,7 @@ def node_idle_watts_by_name(
 
 
 def with_scheduling_lag(
-    pods: Sequence[TracePod], lags_seconds: Sequence[float], settings: ReplaySettings, seed: int
+    pods: Sequence[TracePod], lags_seconds: Sequence[float], settings: ReplayConfig, seed: int
 ) -> list[TracePod]:
     """``pods``, each created later by a lag drawn (seeded) from ``lags_seconds`` (replay s).
 
@@ -648,7 +654,7 @@ def gpu_hours_by_model(
 def compare(
     pods: Sequence[TracePod],
     nodes: Sequence[TraceNode],
-    settings: ReplaySettings,
+    settings: ReplayConfig,
     observed: Mapping[PolicyName, ObservedRun],
     seeds: Sequence[int] = (0,),
 ) -> dict[str, Any]:

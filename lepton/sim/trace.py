@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lepton.core.errors import LeptonError
 from lepton.data import data_dir
 
 POD_COLUMNS = (
@@ -48,7 +49,7 @@ DEFAULT_KIND_MAP: Mapping[str, str] = {
 }
 
 
-class TraceError(ValueError):
+class TraceError(LeptonError, ValueError):
     """A trace file cannot be read; the message names the file, the line and the fix."""
 
 

@@ -51,10 +51,11 @@ from lepton.core.names import (
     ANNOTATION_POWER_LIMIT_WATTS,
     GROUP,
     LABEL_JOB_UID,
+    SCHEDULER_NAME,
     VERSION,
 )
-from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
 from lepton.core.profiles import get_profile
+from lepton.core.times import format_time, parse_time
 
 from . import translate as tr
 from .kube import ConflictError, KubeApi
@@ -76,7 +77,7 @@ SETTLE_TOLERANCE_WATT_HOURS = 1e-6
 class OperatorConfig:
     """What the operator was started with."""
 
-    scheduler_name: str = DEFAULT_SCHEDULER_NAME
+    scheduler_name: str = SCHEDULER_NAME
     energy_source: EnergySource | None = None
     interval_seconds: float = 1.0
     workers: int = 16
@@ -157,7 +158,7 @@ def measure(
     # The lifetime figure never goes back; one up to a past instant may be below it.
     previous = float(status.get("consumedWattHours") or 0.0) if until is None else 0.0
     at = until or now
-    admitted = tr.parse_time(status.get("admittedTime")) or observation.start_time
+    admitted = parse_time(status.get("admittedTime")) or observation.start_time
     if config.energy_source is not None and admitted is not None:
         range_seconds = int((at - admitted).total_seconds()) + 60
         try:
@@ -226,7 +227,7 @@ POD_STOP_SECONDS = 120.0
 def _pods_still_run_after_deletion(plan: JobPlan, now: datetime) -> bool:
     """The LeptonJob is being deleted and one of its pods still runs: its energy until it has
     stopped is the job's, so it is settled once it has (or after POD_STOP_SECONDS)."""
-    deleted = tr.parse_time(plan.lj["metadata"].get("deletionTimestamp"))
+    deleted = parse_time(plan.lj["metadata"].get("deletionTimestamp"))
     if not plan.deleting or deleted is None:
         return False
     if (now - deleted).total_seconds() > POD_STOP_SECONDS:
@@ -345,8 +346,8 @@ def reconcile_budget(
                 _ref(budget, "EnergyBudget"),
                 "Normal",
                 "PeriodRolledOver",
-                f"new period from {tr.format_time(state.period_start)}; the period from "
-                f"{tr.format_time(closed.period_start)} closed with "
+                f"new period from {format_time(state.period_start)}; the period from "
+                f"{format_time(closed.period_start)} closed with "
                 f"{closed.consumed_watt_hours:.4f} Wh consumed of "
                 f"{closed.limit_watt_hours:.0f} Wh",
             )
@@ -461,7 +462,7 @@ def reconcile_budget(
             plan.blocked_reason = "InvalidSpec"
             plan.blocked_message = f"the spec cannot be estimated: {error}"
             continue
-        created = tr.parse_time(plan.lj["metadata"].get("creationTimestamp")) or now
+        created = parse_time(plan.lj["metadata"].get("creationTimestamp")) or now
         candidates.append(
             Candidate(
                 uid,
@@ -497,7 +498,7 @@ def reconcile_budget(
                 _ref(budget, "EnergyBudget"),
                 "Warning",
                 "BudgetDeleted",
-                f"final books of period {tr.format_time(state.period_start)}: consumed "
+                f"final books of period {format_time(state.period_start)}: consumed "
                 f"{state.consumed_watt_hours:.4f} Wh (settled {state.settled_watt_hours:.4f} Wh) "
                 f"of {state.limit_watt_hours:.0f} Wh, reserved {state.reserved_watt_hours:.4f} Wh; "
                 f"{len(state.reservations)} admitted job(s) suspended",
@@ -612,7 +613,7 @@ def _act_on_job(
         source = tr.source_label(usage.measured if usage else False)
         desired.update(
             state=final_state.value,
-            completionTime=tr.format_time(observation.completion_time or now),
+            completionTime=format_time(observation.completion_time or now),
             consumedWattHours=consumed,
             consumptionSource=source,
             conditions=[
@@ -700,8 +701,8 @@ def _act_on_job(
         desired.update(
             state=tr.job_state(observation, True, evict).value,
             admittedTime=current.get("admittedTime")
-            or tr.format_time(reservation.admitted_time or now),
-            startTime=tr.format_time(observation.start_time),
+            or format_time(reservation.admitted_time or now),
+            startTime=format_time(observation.start_time),
             consumedWattHours=round(usage.watt_hours, 6) if usage else 0.0,
             consumptionSource=tr.source_label(usage.measured if usage else False),
             powerLimitWatts=limit_watts if cap else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lepton.core.names import GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
@@ -22,21 +22,6 @@ CONFLICT_MARK = "changed meanwhile"
 
 class ConflictError(Exception):
     """A write carried a stale resourceVersion; read again and retry."""
-
-
-def load_client(kubeconfig: str | None) -> client.ApiClient:
-    """An API client from a kubeconfig file, else in-cluster config, else the default file."""
-    configuration = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
-    # Parallel admission writes from worker threads; the default pool of 4 would serialize them.
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
 
 
 def _to_dict(api_client: client.ApiClient, obj: Any) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import kopf
 from kubernetes import client
 from prometheus_client import start_http_server
 
-from lepton.core.names import SCHEDULER_NAME as DEFAULT_SCHEDULER_NAME
+from lepton.core.names import SCHEDULER_NAME
+from lepton.kube import api_client as kube_api_client
 
 from .admission import OperatorConfig
 from .handlers import OperatorMemo, registry
-from .kube import KubeApi, load_client
+from .kube import KubeApi
 from .leader import DEFAULT_LEASE_NAME, DEFAULT_LEASE_SECONDS, LeaseElector
 from .prometheus import DEFAULT_QUERY_TEMPLATE, PrometheusEnergySource
 
@@ -57,7 +58,7 @@ def run(
     namespace: str | None = None,
     prometheus_url: str | None = None,
     *,
-    scheduler_name: str = DEFAULT_SCHEDULER_NAME,
+    scheduler_name: str = SCHEDULER_NAME,
     prometheus_query: str = DEFAULT_QUERY_TEMPLATE,
     verbose: bool = False,
     stop_flag: threading.Event | None = None,
@@ -84,7 +85,7 @@ def run(
             PrometheusEnergySource(prometheus_url, prometheus_query) if prometheus_url else None
         ),
     )
-    api_client = load_client(kubeconfig)
+    api_client = kube_api_client(kubeconfig)
     memo = OperatorMemo(api=KubeApi(api_client), config=config)
     if metrics_address is not None:
         host, port = metrics_address

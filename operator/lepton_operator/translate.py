@@ -20,6 +20,7 @@ from lepton.api.v1alpha1 import (
     WhenExhausted,
 )
 from lepton.core.budget import BudgetState, Reservation
+from lepton.core.times import format_time, parse_time
 
 # Condition types and reasons (Kueue's Workload conditions, adapted).
 BUDGET_RESERVED = "BudgetReserved"
@@ -30,20 +31,6 @@ EVICTED = "Evicted"
 POWER_CAPPED = "PowerCapped"
 ACTIVE = "Active"
 EXHAUSTED = "Exhausted"
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 time from the API, or None."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def format_time(value: datetime | None) -> str | None:
-    """An RFC 3339 time as the API writes it (UTC, seconds, 'Z')."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _format_precise(value: datetime) -> str:

@@ -74,19 +74,22 @@ from lepton.core.names import (
     ANNOTATION_GPUS_PER_REPLICA,
     ANNOTATION_REFERENCE_UTILIZATION_PERCENT,
     ANNOTATION_WORK_GPU_HOURS,
+    EVENT_REASON_SCORED,
+    LABEL_BUDGET_NAME,
 )
-from lepton.core.names import EVENT_REASON_SCORED as EVENT_REASON
 from lepton.core.predictor import HistorySource, LoadPredictor, PredictorConfig
 from lepton.core.scoring import (
     DEFAULT_CONFIG,
     CandidateTable,
     Explanation,
+    FailureKind,
     ScoreResult,
     ScoringConfig,
     filter_nodes,
     replicas_per_domain,
     score_nodes,
 )
+from lepton.core.times import parse_time
 
 from .assumed import AssumedPlacements
 from .cache import ClusterCache, pod_gpus
@@ -107,9 +110,6 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-# Failures a preemption could cure (too few free GPUs) go to FailedNodes; the rest
-# (wrong model, redundancy, deadline) cannot be fixed by evicting pods.
-RESOLVABLE_MARKER = "free GPUs"
 UNKNOWN_DOMAIN = "not in the extender's cache yet: its domain for spreadAcross is unknown"
 
 
@@ -274,7 +274,11 @@ class Extender:
         elif initial and self.scored_before_start is not None:
             if uid in self.scored_before_start:
                 return
-            created = _parse_time(metadata.get("creationTimestamp"))
+            raw = metadata.get("creationTimestamp")
+            try:
+                created = parse_time(raw) if isinstance(raw, str) else None
+            except ValueError:
+                created = None
             if created and self.clock() - created < timedelta(hours=1):
                 self.metrics.unscored_pods.inc()
 
@@ -321,7 +325,7 @@ class Extender:
                 f"{work!r} must be a finite, non-negative number of GPU-hours",
                 422,
             )
-        budget = args.labels.get("lepton.dev/budget-name")
+        budget = args.labels.get(LABEL_BUDGET_NAME)
         if budget:
             pressure = self.cache.budget_pressure(args.namespace, budget)
             if pressure is not None:
@@ -398,8 +402,10 @@ class Extender:
         result = filter_nodes(known, hints, placed, now, self.config.scoring)
         passed = result.passed
         assert isinstance(passed, CandidateTable)
-        failed = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER in r}
-        unresolvable = {n: r for n, r in result.failed.items() if RESOLVABLE_MARKER not in r}
+        # Failures a preemption could cure (too few free GPUs) go to FailedNodes; the rest
+        # (wrong model, redundancy, deadline) cannot be fixed by evicting pods.
+        failed = result.failed_of(FailureKind.RESOLVABLE)
+        unresolvable = result.failed_of(FailureKind.UNRESOLVABLE)
         scored: ScoreResult | None = None
         rows: list[int] | None = None
         if hints.spread_across and len(passed):
@@ -605,15 +611,6 @@ class Extender:
             self.stop.wait(self.config.forecast_interval_seconds)
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _scored_event(
     namespace: str, name: str, uid: str, explanation: Explanation, now: datetime
 ) -> dict[str, Any]:
@@ -811,14 +808,14 @@ def _start_watches(extender: Extender, kube_api: Any) -> None:
     try:
         core = client.CoreV1Api(kube_api)
         events = core.list_event_for_all_namespaces(
-            field_selector=f"reason={EVENT_REASON}", _preload_content=False
+            field_selector=f"reason={EVENT_REASON_SCORED}", _preload_content=False
         )
         items = json.loads(events.data).get("items") or []
         extender.scored_before_start = {
             str((e.get("involvedObject") or {}).get("uid")) for e in items
         }
     except Exception as error:  # best effort: only refines a metric
-        log.info("could not list earlier %s events: %s", EVENT_REASON, error)
+        log.info("could not list earlier %s events: %s", EVENT_REASON_SCORED, error)
     for kind in kinds(kube_api, extender.cache, extender.observe_pod, extender.forget_pod):
         Informer(kind, extender.stop, extender.watch_error).start()
 
@@ -832,9 +829,9 @@ def run(
     tls_key_file: str | None = None,
 ) -> None:
     """Serve the extender until interrupted (``lepton scheduler``)."""
-    from .watch import load_kube_config
+    from lepton.kube import api_client
 
-    api = load_kube_config(kubeconfig)
+    api = api_client(kubeconfig)
     history = PrometheusHistory(prometheus_url) if prometheus_url else None
     app = build_app(kube_api=api, history=history)
     context = None

@@ -183,21 +183,7 @@ class ClusterCache:
         # Bumped on every change that can alter an answer (a pod's status-only update does not).
         self.generation = 0
         # columns, one row per node ever seen since the last full node list
-        self._row: dict[str, int] = {}
-        self._names: list[str] = []
-        self._labels: list[Mapping[str, str]] = []
-        self._models: list[str] = []
-        self._model_ids: dict[str, int] = {}
-        self._model_col = np.zeros(0, dtype=np.int64)
-        self._alloc_col = np.zeros(0, dtype=np.int64)
-        self._boards_col = np.zeros(0, dtype=np.int64)
-        self._share_col = np.zeros(0, dtype=np.float64)
-        self._used_col = np.zeros(0, dtype=np.int64)
-        self._awake_col = np.zeros(0, dtype=np.int64)
-        self._forecast_col = np.zeros(0, dtype=np.float64)
-        self._host_idle_col = np.zeros(0, dtype=np.float64)
-        # topology key -> (distinct values, value -> id, per-row id or -1), built on first use
-        self._domain_cols: dict[str, tuple[list[str], dict[str, int], Ints]] = {}
+        self._clear_rows()
 
     # ------------------------------------------------------------------ columns
 
@@ -252,9 +238,13 @@ class ClusterCache:
         self._forecast_col[row] = self.forecasts.get(info.name, 0.0)
         self._host_idle_col[row] = info.host_idle_watts
 
-    def _rebuild_rows(self) -> None:
-        self._row, self._names, self._labels = {}, [], []
-        self._models, self._model_ids = [], {}
+    def _clear_rows(self) -> None:
+        """No rows: the table's columns empty (the start, and the first step of a rebuild)."""
+        self._row: dict[str, int] = {}
+        self._names: list[str] = []
+        self._labels: list[Mapping[str, str]] = []
+        self._models: list[str] = []
+        self._model_ids: dict[str, int] = {}
         self._model_col = np.zeros(0, dtype=np.int64)
         self._alloc_col = np.zeros(0, dtype=np.int64)
         self._boards_col = np.zeros(0, dtype=np.int64)
@@ -263,7 +253,11 @@ class ClusterCache:
         self._awake_col = np.zeros(0, dtype=np.int64)
         self._forecast_col = np.zeros(0, dtype=np.float64)
         self._host_idle_col = np.zeros(0, dtype=np.float64)
-        self._domain_cols = {}
+        # topology key -> (distinct values, value -> id, per-row id or -1), built on first use
+        self._domain_cols: dict[str, tuple[list[str], dict[str, int], Ints]] = {}
+
+    def _rebuild_rows(self) -> None:
+        self._clear_rows()
         for info in self.nodes.values():
             self._set_row(info)
 

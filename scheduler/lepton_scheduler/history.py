@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 
+from lepton.core.errors import LeptonError
 from lepton.core.predictor import Series
 
 DEFAULT_QUERY = "avg by (node) (lepton_gpu_utilization_ratio)"
@@ -30,7 +31,7 @@ POD_QUERY = (
 MAX_POINTS = 11_000
 
 
-class HistoryError(RuntimeError):
+class HistoryError(LeptonError, RuntimeError):
     """Prometheus could not answer; the message says what it said."""
 
 

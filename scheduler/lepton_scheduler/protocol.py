@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from lepton.core.errors import LeptonError
 from lepton.core.hints import owner_name
 from lepton.core.names import MAX_SCORE
 
 
-class ProtocolError(ValueError):
+class ProtocolError(LeptonError, ValueError):
     """A request the extender cannot read; ``status`` is the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:

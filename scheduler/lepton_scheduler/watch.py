@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from lepton.core.names import GROUP, VERSION
@@ -47,14 +47,6 @@ class Kind:
     replace: Callable[[list[Mapping[str, Any]]], None]
     upsert: Callable[[Mapping[str, Any]], object]
     delete: Callable[[Mapping[str, Any]], None]
-
-
-def load_kube_config(kubeconfig: str | None) -> client.ApiClient:
-    """A client for the kubeconfig, or the in-cluster service account when None."""
-    if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
 
 
 def kinds(

@@ -8,11 +8,10 @@ import pytest
 
 from lepton.cluster.fleet import (
     DEFAULT_FLEET,
-    LABEL_GPU_PRODUCT,
-    LABEL_ZONE,
     FleetError,
     load_fleet,
 )
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
 
 
 def test_default_fleet_is_mixed_across_three_zones() -> None:

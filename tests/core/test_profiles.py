@@ -14,6 +14,7 @@ import yaml
 from lepton.core import profiles
 from lepton.core.profiles import (
     A40_PROFILE_PATH,
+    NUMBER_FIELDS,
     PROFILES_DIR,
     default_data_dir,
     energy_optimal_power_limit,
@@ -24,14 +25,6 @@ from lepton.core.profiles import (
 )
 
 DATA_DIR = default_data_dir()
-NUMBER_FIELDS = (
-    "idle_watts",
-    "max_power_limit_watts",
-    "min_power_limit_watts",
-    "relative_speed",
-    "busy_power_watts",
-    "energy_optimal_power_limit_watts",
-)
 
 
 def test_every_model_the_issue_names_has_a_profile() -> None:

@@ -14,6 +14,7 @@ from lepton.core.names import MAX_SCORE
 from lepton.core.scoring import (
     CandidateNode,
     CandidateTable,
+    FailureKind,
     filter_nodes,
     policy_weights,
     replicas_per_domain,
@@ -138,6 +139,9 @@ def test_filter_rejects_unacceptable_models_and_too_few_free_gpus_with_reasons()
     assert [n.name for n in result.passed] == ["ok"]
     assert "gpuModels" in result.failed["wrong"]
     assert "1 free GPUs" in result.failed["full"]
+    # The kind is a value, not a word in the message: only the short node is resolvable.
+    assert result.kinds == {"wrong": FailureKind.UNRESOLVABLE, "full": FailureKind.RESOLVABLE}
+    assert result.failed_of(FailureKind.RESOLVABLE) == {"full": result.failed["full"]}
 
 
 def test_redundancy_filter_caps_replicas_per_domain_counting_spares() -> None:

@@ -7,6 +7,7 @@ values and with every feature switched on (``ci/all-features-values.yaml``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -330,7 +331,10 @@ def test_chart_passes_only_options_the_lepton_cli_accepts(render: Render) -> Non
         for container in spec["containers"]:
             if container["image"].startswith("registry.k8s.io/kube-scheduler"):
                 continue
-            subcommand, *args = container["args"]
+            # `lepton -v operator ...`: the command's own options come before the subcommand.
+            global_args = list(itertools.takewhile(lambda a: a.startswith("-"), container["args"]))
+            assert set(global_args) <= {o for p in main.params for o in getattr(p, "opts", [])}
+            subcommand, *args = container["args"][len(global_args) :]
             command = main.commands[subcommand]
             known = {o for p in command.params for o in getattr(p, "opts", [])}
             passed = {a.split("=", 1)[0] for a in args if a.startswith("--")}

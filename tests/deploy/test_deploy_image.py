@@ -21,7 +21,7 @@ TAG = "localhost/lepton:test"
 # unintended (a compiler, a cache, the tests) got into the image.
 MAX_IMAGE_BYTES = 750_000_000
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
 
 def run(*argv: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from prometheus_client import start_http_server
 
 from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster, free_port
+from tests.support import builders, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -43,45 +43,12 @@ def http_json(url: str, body: Any = None) -> Any:
         return json.loads(response.read())
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def gpu_pod(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
     """A LeptonJob-like pod holding one GPU on the fleet (kwok keeps it Running)."""
     namespace, name = "dash-team", "dash-train-x7k2p"
-    cluster.kubectl("create", "namespace", namespace)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "trainer",
-                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                }
-            ]
-        },
-    }
-    wait_for(
-        lambda: (
-            not cluster.kubectl("apply", "-f", "-", input=json.dumps(pod), check=False).returncode
-        ),
-        60,
-        "the namespace's default ServiceAccount",
-    )
+    cluster.create_namespace(namespace)
+    builders.apply(cluster, namespace, builders.gpu_pod(name, image="trainer"))
     wait_for(
         lambda: (
             cluster.kubectl(
@@ -91,6 +58,7 @@ def gpu_pod(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
         ),
         60,
         "the GPU pod to run",
+        ignoring=(OSError,),
     )
     try:
         yield namespace, name
@@ -152,6 +120,7 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
             lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200,
             60,
             "the extender to sync its caches",
+            ignoring=(OSError,),
         )
         nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         names = [n["metadata"]["name"] for n in nodes]
@@ -236,6 +205,7 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
             ),
             60,
             "the operator's liveness endpoint",
+            ignoring=(OSError,),
         )
 
         def budget_reported() -> bool:
@@ -246,7 +216,7 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
                 and 'leptonjob="dash-train-2"' in text
             )
 
-        wait_for(budget_reported, 60, "the operator to report the budget")
+        wait_for(budget_reported, 60, "the operator to report the budget", ignoring=(OSError,))
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -292,7 +262,12 @@ def prometheus(
             result = instant(url, "count_over_time(up[1m]) >= 6 and up == 1")
             return len(result) == 3
 
-        wait_for(scraped, 60, "Prometheus to scrape the exporter, the extender and the operator")
+        wait_for(
+            scraped,
+            60,
+            "Prometheus to scrape the exporter, the extender and the operator",
+            ignoring=(OSError,),
+        )
         yield url
     finally:
         proc.terminate()

@@ -12,18 +12,12 @@ from typing import Any
 
 import pytest
 
-from lepton.cluster.fleet import DEFAULT_FLEET, LABEL_GPU_PRODUCT, LABEL_ZONE, Fleet, NodeGroup
+from lepton.cluster.fleet import DEFAULT_FLEET, Fleet, NodeGroup
 from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def test_every_component_reports_healthy(cluster: LocalCluster) -> None:
@@ -160,7 +154,7 @@ def test_lepton_scheduler_profile_calls_the_extender_and_binds(
             )
             return bool(out.stdout.strip())
 
-        _wait(bound, 60, "the pod to be bound by lepton-scheduler")
+        wait_for(bound, 60, "the pod to be bound by lepton-scheduler")
     finally:
         cluster.stop_lepton_scheduler()
     verbs = {verb for verb, _ in calls}

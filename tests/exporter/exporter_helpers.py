@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from lepton_exporter.accounting import Accountant
 from lepton_exporter.metrics import LeptonCollector
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from lepton.cluster.local import free_port
 
 
 def scrape(accountant: Accountant) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -36,13 +37,6 @@ def series(
     """Values of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
     return [v for (n, ls), v in samples.items() if n == name and wanted <= ls]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

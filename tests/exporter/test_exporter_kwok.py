@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from exporter_helpers import free_port, query, running_prometheus, scrape, series, wait_for_series
+from exporter_helpers import query, running_prometheus, scrape, series, wait_for_series
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.podresources import api_pb2_grpc
@@ -18,33 +18,24 @@ from lepton_exporter.podresources.client import fake_response
 from prometheus_client import start_http_server
 from test_exporter_sharing import FakeKubelet, write_process
 
-from lepton.cluster.local import LocalCluster
+from lepton.cluster.local import LocalCluster, free_port
+from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support import builders, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def gpu_pod(name: str, node: str) -> str:
     return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "annotations": {"lepton.dev/gpu-utilization": "0.5"}},
-            "spec": {
-                "nodeName": node,
-                "containers": [
-                    {
-                        "name": "trainer",
-                        "image": "busybox",
-                        "resources": {
-                            "requests": {"nvidia.com/gpu": "1"},
-                            "limits": {"nvidia.com/gpu": "1"},
-                        },
-                    }
-                ],
-            },
-        }
+        builders.gpu_pod(
+            name,
+            node=node,
+            annotations={ANNOTATION_GPU_UTILIZATION: "0.5"},
+            container="trainer",
+            requests=True,
+        )
     )
 
 
@@ -99,10 +90,7 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
                 readings = [g.reading for g in snapshot.gpus if g.reading and g.node == node]
                 return all(r.holders == () for r in readings)
 
-            deadline = time.monotonic() + 30
-            while not node_is_free() and time.monotonic() < deadline:
-                time.sleep(0.3)
-            assert node_is_free(), "the deleted pod still holds its modelled GPU"
+            wait_for(node_is_free, 30, "the deleted pod to free its modelled GPU")
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -205,7 +193,9 @@ def test_the_dra_index_reads_resource_slices_where_the_api_serves_them(
 ) -> None:
     """On an API server with resource.k8s.io the index maps a slice's devices; on one without
     (Kubernetes 1.33 serves the group only when enabled) it falls back to UUID-shaped names."""
-    from lepton_exporter.kube import RESOURCE_API_VERSIONS, ResourceSliceIndex, api_client
+    from lepton_exporter.kube import RESOURCE_API_VERSIONS, ResourceSliceIndex
+
+    from lepton.kube import api_client
 
     served = cluster.kubectl("api-versions").stdout.split()
     version = next((v for v in RESOURCE_API_VERSIONS if f"resource.k8s.io/{v}" in served), None)

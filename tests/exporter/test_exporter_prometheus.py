@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from exporter_helpers import free_port, query, running_prometheus
+from exporter_helpers import query, running_prometheus
 from lepton_exporter.main import Exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.model import FleetNode, FleetPod, ModelBackend, static_fleet
@@ -18,6 +18,7 @@ from lepton_exporter.rapl import RaplBackend
 from lepton_exporter.readings import PodRef
 from prometheus_client import start_http_server
 
+from lepton.cluster.local import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
 

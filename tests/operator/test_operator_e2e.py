@@ -26,6 +26,8 @@ from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
 from lepton.demo import EXAMPLES_DIR
+from tests.support import wait_for
+from tests.support.builders import apply, energy_budget, lepton_job
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -101,41 +103,6 @@ def get(cluster: LocalCluster, namespace: str, *what: str) -> dict[str, Any]:
     return result
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
-
-
-def lepton_job(name: str, budget: str = "team", seconds: int = 3600) -> dict[str, Any]:
-    return {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": name},
-        "spec": {
-            "budgetName": budget,
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": seconds},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
-
-
-def budget(limit: int, name: str = "team", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "EnergyBudget",
-        "metadata": {"name": name},
-        "spec": {"limitWattHours": limit, **spec},
-    }
-
-
-def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
-    docs = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(docs))
-
-
 def a40_estimate(seconds: int = 3600) -> float:
     spec = LeptonJobSpec.model_validate(lepton_job("x", seconds=seconds)["spec"])
     return estimate_energy(spec).watt_hours
@@ -145,11 +112,19 @@ def a40_estimate(seconds: int = 3600) -> float:
 
 _JOB = lepton_job("bad")["spec"]
 BAD_INPUT: list[tuple[str, dict[str, Any], str]] = [
-    ("zero limit", budget(0), "spec.limitWattHours must be a positive"),
-    ("negative limit", budget(-5), "spec.limitWattHours must be a positive"),
-    ("short period", budget(10, periodSeconds=10), "spec.periodSeconds must be at least 60"),
-    ("unknown policy", budget(10, whenExhausted="Panic"), "spec.whenExhausted: Unsupported value"),
-    ("cap percent", budget(10, cappedPowerPercent=5), "spec.cappedPowerPercent must be between"),
+    ("zero limit", energy_budget(0), "spec.limitWattHours must be a positive"),
+    ("negative limit", energy_budget(-5), "spec.limitWattHours must be a positive"),
+    ("short period", energy_budget(10, periodSeconds=10), "spec.periodSeconds must be at least 60"),
+    (
+        "unknown policy",
+        energy_budget(10, whenExhausted="Panic"),
+        "spec.whenExhausted: Unsupported value",
+    ),
+    (
+        "cap percent",
+        energy_budget(10, cappedPowerPercent=5),
+        "spec.cappedPowerPercent must be between",
+    ),
     (
         "unknown gpu",
         {**lepton_job("b"), "spec": {**_JOB, "gpuModels": ["X100"]}},
@@ -261,7 +236,13 @@ def test_invalid_manifests_are_rejected_with_a_message_naming_the_field(
 def test_the_budget_of_a_lepton_job_cannot_be_changed(
     cluster: LocalCluster, namespace: str, crds: None
 ) -> None:
-    apply(cluster, namespace, budget(1000), budget(1000, name="other"), lepton_job("train"))
+    apply(
+        cluster,
+        namespace,
+        energy_budget(1000),
+        energy_budget(1000, name="other"),
+        lepton_job("train"),
+    )
     result = cluster.kubectl(
         "patch",
         "leptonjob",
@@ -356,7 +337,7 @@ def test_twenty_jobs_at_once_against_a_budget_for_five_admit_exactly_five(
     assert limit < 6 * a40_estimate()
     # Pods that never schedule keep every admitted job running: no room is ever freed.
     start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(limit), *(lepton_job(f"j{i:02d}") for i in range(20)))
+    apply(cluster, namespace, energy_budget(limit), *(lepton_job(f"j{i:02d}") for i in range(20)))
 
     def settled() -> bool:
         _observe(cluster, namespace, limit)
@@ -379,7 +360,7 @@ def test_operator_killed_during_a_burst_admits_each_job_once_and_orphans_nothing
 ) -> None:
     limit = math.ceil(10 * a40_estimate())
     op = start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(limit), *(lepton_job(f"c{i:02d}") for i in range(30)))
+    apply(cluster, namespace, energy_budget(limit), *(lepton_job(f"c{i:02d}") for i in range(30)))
     rng = random.Random(7)
     for _ in range(4):
         time.sleep(rng.uniform(0.3, 2.0))
@@ -422,7 +403,10 @@ def test_operator_killed_while_jobs_finish_settles_each_job_exactly_once(
     op = start_operator("default-scheduler")
     limit = math.ceil(4 * a40_estimate(60))
     apply(
-        cluster, namespace, budget(limit), *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12))
+        cluster,
+        namespace,
+        energy_budget(limit),
+        *(lepton_job(f"f{i:02d}", seconds=60) for i in range(12)),
     )
     rng = random.Random(11)
     for _ in range(3):
@@ -452,7 +436,7 @@ def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
     cluster: LocalCluster, namespace: str, start_operator: Callable[..., Operator]
 ) -> None:
     start_operator("no-such-scheduler")
-    apply(cluster, namespace, budget(10_000), lepton_job("keep"), lepton_job("drop"))
+    apply(cluster, namespace, energy_budget(10_000), lepton_job("keep"), lepton_job("drop"))
 
     def reserved() -> set[str]:
         eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
@@ -489,9 +473,8 @@ def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
 def _replayed_consumption(item: dict[str, Any]) -> float:
     """A job's energy as a replay of its recorded events gives it: the model's power for the
     time its pods ran (no kills, no operator: a pure function of the job and its run)."""
-    from lepton_operator.translate import parse_time
-
     from lepton.api.jobspec import estimated_consumption_watt_hours
+    from lepton.core.times import parse_time
 
     estimate = estimate_energy(LeptonJobSpec.model_validate(item["spec"]))
     ran = 0.0
@@ -529,7 +512,7 @@ def test_two_replicas_elect_one_leader_and_survive_three_leader_kills_with_the_b
     wait_for(lambda: leader() is not None, 30, "one replica to take the Lease")
     limit = math.ceil(5 * a40_estimate(60))
     jobs = [lepton_job(f"h{i:02d}", seconds=60) for i in range(20)]
-    apply(cluster, namespace, budget(limit), *jobs)
+    apply(cluster, namespace, energy_budget(limit), *jobs)
     kills = 0
     for pause in (0.5, 4.0, 4.0):  # during admission, then while jobs run and finish
         time.sleep(pause)
@@ -567,10 +550,11 @@ def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
     cluster: LocalCluster, namespace: str
 ) -> None:
     from kubernetes import client
-    from lepton_operator.kube import load_client
     from lepton_operator.leader import LeaseElector
 
-    api = client.CoordinationV1Api(load_client(str(cluster.kubeconfig)))
+    from lepton.kube import api_client
+
+    api = client.CoordinationV1Api(api_client(str(cluster.kubeconfig)))
     first = LeaseElector(api, namespace, "l", "first", lease_seconds=3)
     second = LeaseElector(api, namespace, "l", "second", lease_seconds=3)
     assert first.try_acquire_or_renew() and first.is_leader
@@ -579,10 +563,7 @@ def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
     time.sleep(1.5)
     assert not second.try_acquire_or_renew(), "renewed 1.5 s ago: not expired"
     # first stops renewing (it died): second takes over once the record is 3 s old by its clock.
-    deadline = time.monotonic() + 10
-    while not second.try_acquire_or_renew():
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(second.try_acquire_or_renew, 10, "the second elector to take the lease over")
     assert not first.try_acquire_or_renew() and not first.is_leader
     lease = api.read_namespaced_lease("l", namespace)
     assert lease.spec.holder_identity == "second" and lease.spec.lease_transitions == 1
@@ -591,10 +572,12 @@ def test_the_lease_has_one_holder_and_passes_on_only_after_it_expires(
 def test_a_status_write_from_a_stale_read_conflicts(
     cluster: LocalCluster, namespace: str, crds: None
 ) -> None:
-    from lepton_operator.kube import ConflictError, KubeApi, load_client
+    from lepton_operator.kube import ConflictError, KubeApi
+
+    from lepton.kube import api_client
 
     apply(cluster, namespace, lepton_job("stale"))
-    api = KubeApi(load_client(str(cluster.kubeconfig)))
+    api = KubeApi(api_client(str(cluster.kubeconfig)))
     read = get(cluster, namespace, "leptonjob", "stale")
     api.patch_lepton_job_status(namespace, "stale", {"state": "Waiting"}, read["metadata"])
     with pytest.raises(ConflictError):  # the first write moved the resourceVersion on

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from lepton.api.jobspec import estimate_energy, estimated_consumption_watt_hours
 from lepton.api.v1alpha1 import LeptonJobSpec
+from lepton.cluster.local import free_port
 from lepton.core.energy import SECONDS_PER_HOUR
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 
@@ -61,20 +62,11 @@ class Counters(Collector):
         yield from families.values()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def scraping(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
     """A real Prometheus scraping a registry (served over HTTP) every second."""
     registry = CollectorRegistry()
-    target_port = _free_port()
+    target_port = free_port()
     server, thread = start_http_server(target_port, addr="127.0.0.1", registry=registry)
     binary = shutil.which("prometheus")
     assert binary, "install Prometheus: apt-get install -y --no-install-recommends prometheus"
@@ -83,7 +75,7 @@ def scraping(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
         "scrape_configs:\n  - job_name: exporter\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             binary,

@@ -6,9 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.stack import LeptonStack
 from lepton.cluster.tools import tool_path
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.e2e
 # before and after settling waited for a sample past the end; the cause is not found (the start
 # of the run, sampled every 2 s of ~40 s, is a candidate). Active-only metering is 19-42 % short.
 PLUGIN_METER_TOLERANCE = 0.15
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.5)
 
 
 def kubectl_lepton(stack: LeptonStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,12 +91,12 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
         ).stdout.split()
         return out[0] if out else ""
 
-    _wait(lambda: bool(running_pod()), 90, "the admitted job's pod to run")
+    wait_for(lambda: bool(running_pod()), 90, "the admitted job's pod to run")
     pod = running_pod()
     node = cluster.kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.spec.nodeName}").stdout
 
     # Prometheus scrapes the exporter every 2 s: wait for its first samples of this fleet.
-    _wait(
+    wait_for(
         lambda: "estimated by the model" in kubectl_lepton(lepton_stack, "status", "-n", ns).stdout,
         30,
         "Prometheus to have the exporter's power",
@@ -129,7 +121,7 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
         out = kubectl_lepton(lepton_stack, "top").stdout
         return node in out and ns in out
 
-    _wait(top_shows_the_node, 30, f"`kubectl lepton top` to show {node} and {ns}")
+    wait_for(top_shows_the_node, 30, f"`kubectl lepton top` to show {node} and {ns}")
     top = kubectl_lepton(lepton_stack, "top")
     assert "GPU MODEL" in top.stdout and "estimated by the model backend" in top.stdout
     ns_watts = next(line.split()[-1] for line in top.stdout.splitlines() if line.startswith(ns))
@@ -139,7 +131,7 @@ def test_plugin_shows_budgets_waiting_jobs_placements_and_power(lepton_stack: Le
         lj = json.loads(cluster.kubectl("get", "lj", "runs", "-n", ns, "-o", "json").stdout)
         return dict(lj.get("status", {}))
 
-    _wait(lambda: finished().get("state") == "Finished", 120, "the job to finish")
+    wait_for(lambda: finished().get("state") == "Finished", 120, "the job to finish")
     final = finished()
     # The kwok fleet's power comes from the exporter's model backend: never called measured.
     assert final["consumptionSource"] == "Estimated"

@@ -10,7 +10,6 @@ import math
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from lepton_scheduler.cache import ClusterCache
 from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import JobHints, hints_to_annotations
-from lepton.core.names import LABEL_JOB_NAME
+from tests.support import wait_for
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ZONE = "topology.kubernetes.io/zone"
@@ -231,42 +230,6 @@ def keep_awake(cache: ClusterCache, *nodes: str) -> None:
 # --------------------------------------------------------------------------- end-to-end
 
 FLEET_NODES = [n["metadata"]["name"] for n in DEFAULT_FLEET.nodes()]
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def gpu_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {LABEL_JOB_NAME: hints.job_name},
-            "annotations": hints_to_annotations(hints),
-        },
-        "spec": {
-            "schedulerName": "lepton-scheduler",
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "busybox",
-                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                }
-            ],
-        },
-    }
-
-
-def apply(cluster: LocalCluster, namespace: str, *objects: dict[str, Any]) -> None:
-    body = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
 
 
 def placed(

@@ -25,15 +25,16 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from lepton_scheduler.watch import load_kube_config
-from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
+from scheduler_helpers import FLEET_NODES, placed, serve
 
-from lepton.cluster.fleet import LABEL_GPU_PRODUCT, LABEL_ZONE
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import EnergyPolicy, JobHints
-from lepton.core.names import EVENT_REASON_SCORED, LABEL_JOB_NAME
+from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series
 from lepton.demo import SERVICE_EXAMPLE
+from lepton.kube import api_client
+from tests.support import wait_for
+from tests.support.builders import apply, job_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -72,9 +73,7 @@ def live(cluster: LocalCluster) -> Iterator[Live]:
         history_seconds=4 * 3600,
         predictor=PredictorConfig(max_iter=10),
     )
-    app = build_app(
-        kube_api=load_kube_config(str(cluster.kubeconfig)), history=history, config=config
-    )
+    app = build_app(kube_api=api_client(str(cluster.kubeconfig)), history=history, config=config)
     url, stop = serve(app)
     extender = app[EXTENDER_KEY]
     wait_for(lambda: extender.synced, 60, "the extender's caches to sync")
@@ -130,7 +129,7 @@ def awake(live: Live, namespace: str) -> str:
 
 def test_efficiency_job_lands_on_the_gpu_model_with_least_energy(live: Live, awake: str) -> None:
     hints = JobHints(job_name="frugal", energy_policy=EnergyPolicy.EFFICIENCY)
-    apply(live.cluster, awake, gpu_pod("frugal-0", hints))
+    apply(live.cluster, awake, job_pod("frugal-0", hints))
     node = placed(live.cluster, awake, ["frugal-0"])["frugal-0"]
     # The L4's 72 W board does a reference GPU-hour for the least energy in the fleet.
     assert node_labels(live.cluster)[node][LABEL_GPU_PRODUCT] == "NVIDIA-L4"
@@ -159,7 +158,7 @@ def test_three_replicas_spread_one_per_zone(live: Live, awake: str) -> None:
         energy_policy=EnergyPolicy.EFFICIENCY,
     )
     names = [f"spread-{i}" for i in range(3)]
-    apply(live.cluster, awake, *(gpu_pod(n, hints) for n in names))
+    apply(live.cluster, awake, *(job_pod(n, hints) for n in names))
     nodes = placed(live.cluster, awake, names)
     labels = node_labels(live.cluster)
     zones = sorted(labels[nodes[n]][LABEL_ZONE] for n in names)
@@ -185,7 +184,7 @@ def test_a_burst_of_thirty_replicas_fills_three_zones_ten_each(live: Live, awake
         energy_policy=EnergyPolicy.EFFICIENCY,
     )
     names = [f"burst-{i}" for i in range(30)]
-    apply(live.cluster, awake, *(gpu_pod(n, hints) for n in names))
+    apply(live.cluster, awake, *(job_pod(n, hints) for n in names))
     nodes = placed(live.cluster, awake, names, timeout=120)
     labels = node_labels(live.cluster)
     zones = Counter(labels[nodes[n]][LABEL_ZONE] for n in names)
@@ -203,7 +202,7 @@ def test_nodes_whose_history_predicts_high_load_are_avoided(live: Live, awake: s
             "forecasts from the history",
         )
         hints = JobHints(job_name="calm", gpu_models=("A40",))
-        apply(live.cluster, awake, gpu_pod("calm-0", hints))
+        apply(live.cluster, awake, job_pod("calm-0", hints))
         assert placed(live.cluster, awake, ["calm-0"])["calm-0"] == calm
     finally:
         live.history.levels = {}
@@ -217,13 +216,13 @@ def test_a_deadline_only_fast_gpus_can_meet_sends_the_job_to_them(live: Live, aw
         work_reference_gpu_hours=8.0,
         deadline_time=datetime.now(UTC) + timedelta(hours=4),
     )
-    apply(live.cluster, awake, gpu_pod("urgent-0", hints))
+    apply(live.cluster, awake, job_pod("urgent-0", hints))
     node = placed(live.cluster, awake, ["urgent-0"])["urgent-0"]
     assert node_labels(live.cluster)[node][LABEL_GPU_PRODUCT] == "NVIDIA-A100-SXM4-80GB"
 
 
 def test_pods_of_other_workloads_are_scheduled_as_usual(live: Live, awake: str) -> None:
-    pod = gpu_pod("plain-0", JobHints(job_name="x"))
+    pod = job_pod("plain-0", JobHints(job_name="x"))
     del pod["metadata"]["labels"][LABEL_JOB_NAME]
     pod["metadata"]["annotations"] = {}  # no LeptonJob and no hints: not Lepton's pod
     apply(live.cluster, awake, pod)

@@ -22,15 +22,11 @@ from typing import Any
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, ExtenderConfig, build_app
 from lepton_scheduler.history import PrometheusHistory
-from lepton_scheduler.watch import load_kube_config
 from scheduler_helpers import (
     HISTORY_HOURS,
-    apply,
     backfilled_prometheus,
-    gpu_pod,
     placed,
     serve,
-    wait_for,
     workload_openmetrics,
 )
 
@@ -39,6 +35,9 @@ from lepton.cluster.local import LocalCluster
 from lepton.core.hints import JobHints, WorkloadKind
 from lepton.core.predictor import PredictorConfig
 from lepton.core.scoring import ScoringConfig
+from lepton.kube import api_client
+from tests.support import wait_for
+from tests.support.builders import apply, job_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ GATE = "test.lepton.dev/history"
 
 def gated_service(owner: str) -> dict[str, Any]:
     hints = JobHints(owner, workload_kind=WorkloadKind.SERVICE, reference_utilization_percent=10)
-    pod = gpu_pod(f"{owner}-new01", hints)
+    pod = job_pod(f"{owner}-new01", hints)
     pod["spec"]["schedulingGates"] = [{"name": GATE}]
     return pod
 
@@ -63,7 +62,7 @@ def served(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[An
             predictor=PredictorConfig(max_iter=20),
         )
         app = build_app(
-            kube_api=load_kube_config(str(cluster.kubeconfig)),
+            kube_api=api_client(str(cluster.kubeconfig)),
             history=PrometheusHistory(url),
             config=config,
         )

@@ -13,11 +13,13 @@ import urllib.request
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, build_app
-from lepton_scheduler.watch import load_kube_config
-from scheduler_helpers import FLEET_NODES, apply, gpu_pod, placed, serve, wait_for
+from scheduler_helpers import FLEET_NODES, placed, serve
 
 from lepton.cluster.local import LocalCluster, free_port
 from lepton.core.hints import JobHints
+from lepton.kube import api_client
+from tests.support import wait_for
+from tests.support.builders import apply, job_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +36,7 @@ def test_pods_are_scheduled_while_the_extender_is_down_and_counted_after(
     cluster: LocalCluster, namespace: str
 ) -> None:
     port = free_port()
-    api = load_kube_config(str(cluster.kubeconfig))
+    api = api_client(str(cluster.kubeconfig))
     first = build_app(kube_api=api)
     url, stop_first = serve(first, port)
     wait_for(lambda: first[EXTENDER_KEY].synced, 60, "the extender's caches to sync")
@@ -42,17 +44,17 @@ def test_pods_are_scheduled_while_the_extender_is_down_and_counted_after(
     try:
         stop_first()  # the extender is gone; its URL refuses connections
         hints = JobHints(job_name="orphan")
-        apply(cluster, namespace, gpu_pod("orphan-0", hints))
+        apply(cluster, namespace, job_pod("orphan-0", hints))
         assert placed(cluster, namespace, ["orphan-0"])["orphan-0"] in FLEET_NODES
 
-        second = build_app(kube_api=load_kube_config(str(cluster.kubeconfig)))
+        second = build_app(kube_api=api_client(str(cluster.kubeconfig)))
         url_again, stop_second = serve(second, port)
         try:
             wait_for(lambda: second[EXTENDER_KEY].synced, 60, "the restarted extender to sync")
             counted = _metric(url_again, "lepton_scheduler_pods_placed_without_extender_total")
             assert counted >= 1
             # and it is back in charge: the next pod is scored
-            apply(cluster, namespace, gpu_pod("orphan-1", hints))
+            apply(cluster, namespace, job_pod("orphan-1", hints))
             placed(cluster, namespace, ["orphan-1"])
             assert second[EXTENDER_KEY].decisions.get(f"{namespace}/orphan-1") is not None
         finally:

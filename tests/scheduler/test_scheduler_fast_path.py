@@ -13,6 +13,7 @@ from lepton_scheduler.events import EventRecorder
 from scheduler_helpers import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
 
 from lepton.core.hints import JobHints
+from tests.support import wait_for
 
 ALL = [n[0] for n in FLEET]
 ZONES = {n[0]: n[3] for n in FLEET}
@@ -191,9 +192,7 @@ def test_events_are_batched_per_pod_and_rate_limited() -> None:
         recorder.record(f"pod-{i % 3 + 1}", build(f"pod-{i % 3 + 1}#{i}"))
     recorder.record("pod-4", build("pod-4"))
     gate.set()
-    deadline = time.monotonic() + 5
-    while recorder.posted + recorder.dropped < 8 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: recorder.posted + recorder.dropped >= 8, 5, "all 8 events", interval=0.02)
     recorder.close()
     # pod-0 first; then one batch: the latest of pods 1-3 (3 superseded) and pod-4, of which
     # the rate lets two through (a burst of 3, pod-0 included)

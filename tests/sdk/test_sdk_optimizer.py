@@ -20,7 +20,7 @@ from lepton.hw.fake_nvml import (
     median_a40_curve,
     workload_curve,
 )
-from lepton.sdk import LeptonEngine, OptimizeReport, OptimizerSettings
+from lepton.sdk import LeptonEngine, OptimizerConfig, OptimizeReport
 from lepton.sdk.optimizer import (
     LimitMeasurement,
     PowerLimitOptimizer,
@@ -56,7 +56,7 @@ def train(
     # Some workloads were swept at five limits only: profile exactly those, so the
     # fake never has to interpolate between measurements.
     limits = tuple(curve.limits_watts) if measured_limits else None
-    settings = OptimizerSettings(
+    settings = OptimizerConfig(
         max_slowdown=max_slowdown,
         power_limits_watts=limits,
         min_window_seconds=min_window_seconds,
@@ -209,7 +209,7 @@ def test_a_run_ending_mid_profile_chooses_among_the_limits_it_measured(
 ) -> None:
     curve = median_a40_curve(shipped_data)
     fake = curve_fleet(curve)
-    settings = OptimizerSettings(profile_steps=10, min_window_seconds=0.0, settle_steps=0)
+    settings = OptimizerConfig(profile_steps=10, min_window_seconds=0.0, settle_steps=0)
     report = engine_over(fake).optimize(
         lambda _: fake.run_step(), settings.warmup_steps + 4 * 10, settings=settings
     )
@@ -225,7 +225,7 @@ def test_optimizer_state_machine_drives_a_plain_loop_with_warmup_zero(shipped_da
     fake = curve_fleet(curve)
     engine = engine_over(fake)
     optimizer = engine.power_limit_optimizer(
-        OptimizerSettings(warmup_steps=0, settle_steps=0, profile_steps=5, min_window_seconds=0)
+        OptimizerConfig(warmup_steps=0, settle_steps=0, profile_steps=5, min_window_seconds=0)
     )
     assert isinstance(optimizer, PowerLimitOptimizer)
     while not optimizer.profiling_done:
@@ -261,7 +261,7 @@ def test_choice_prefers_the_faster_limit_when_energies_tie() -> None:
 
 def test_settings_reject_a_negative_slowdown() -> None:
     with pytest.raises(ValueError, match=r"0\.05 means 5 %"):
-        OptimizerSettings(max_slowdown=-0.1)
+        OptimizerConfig(max_slowdown=-0.1)
 
 
 def test_measured_time_and_energy_per_step_follow_the_curve(shipped_data: Path) -> None:
@@ -272,4 +272,4 @@ def test_measured_time_and_energy_per_step_follow_the_curve(shipped_data: Path) 
         assert m.joules_per_step == pytest.approx(
             curve.joules_per_step(m.power_limit_watts), rel=1e-4
         )
-        assert m.seconds >= OptimizerSettings().min_window_seconds
+        assert m.seconds >= OptimizerConfig().min_window_seconds

@@ -24,8 +24,8 @@ from lepton.sim.replay import (
     REPLAY_KIND_MAP,
     ObservedRun,
     ReplayAutoscaler,
+    ReplayConfig,
     ReplayError,
-    ReplaySettings,
     compare,
     compression_for,
     peak_arrivals_per_second,
@@ -101,7 +101,7 @@ def test_peak_arrivals_counts_pods_within_one_compressed_second() -> None:
 
 
 def test_the_grace_period_is_compressed_with_the_trace() -> None:
-    settings = ReplaySettings(time_compression=100.0, window_end_seconds=60, model_map={})
+    settings = ReplayConfig(time_compression=100.0, window_end_seconds=60, model_map={})
     assert settings.compressed_grace_seconds == pytest.approx(6.0)
     assert settings.compressed_provisioning_delay_seconds == pytest.approx(3.0)
     config = settings.sim_config(trace_speed=2.0)
@@ -263,7 +263,7 @@ def test_rankings_ignore_pairs_the_simulator_calls_a_tie() -> None:
 
 
 def autoscale_like_the_replay(
-    pods: list[TracePod], placements: list[Placement], settings: ReplaySettings
+    pods: list[TracePod], placements: list[Placement], settings: ReplayConfig
 ) -> ReplayAutoscaler:
     """Drive the replay's autoscaler with the simulator's placements, as the driver would."""
     autoscaler = ReplayAutoscaler(
@@ -310,7 +310,7 @@ def test_the_replays_autoscaler_powers_nodes_as_the_simulators(
     policy: PolicyName, seed: int
 ) -> None:
     pods = whole_gpu_pods(random_trace(seed, 40))
-    settings = ReplaySettings(time_compression=50.0, window_end_seconds=500.0, model_map={})
+    settings = ReplayConfig(time_compression=50.0, window_end_seconds=500.0, model_map={})
     result = simulate(pods, FLEET, policy, settings.sim_config())
     autoscaler = autoscale_like_the_replay(pods, result.placements, settings)
     assert autoscaler.nodes_added == result.nodes_added > 1
@@ -324,7 +324,7 @@ def test_the_replays_autoscaler_powers_nodes_as_the_simulators(
 
 def test_a_replay_that_places_and_scales_as_the_simulator_agrees_with_it_exactly() -> None:
     pods = whole_gpu_pods(random_trace(4, 40))
-    settings = ReplaySettings(time_compression=50.0, window_end_seconds=500.0, model_map={})
+    settings = ReplayConfig(time_compression=50.0, window_end_seconds=500.0, model_map={})
     config = settings.sim_config()
     observed = {}
     for policy in (PolicyName.DEFAULT_SCHEDULER, PolicyName.LEPTON_EFFICIENCY):
@@ -365,7 +365,7 @@ def test_a_pod_bound_to_a_node_just_cordoned_powers_it_again() -> None:
 
 
 def test_the_replays_latency_delays_each_pod_on_the_trace_clock_and_keeps_its_lifetime() -> None:
-    settings = ReplaySettings(time_compression=100.0, window_end_seconds=60, model_map={})
+    settings = ReplayConfig(time_compression=100.0, window_end_seconds=60, model_map={})
     pods = [pod("a", 0, 1000), pod("b", 50, 80)]
     late = with_scheduling_lag(pods, [0.5], settings, seed=0)
     assert [p.creation_seconds for p in late] == [50.0, 100.0]  # 0.5 replay s = 50 trace s

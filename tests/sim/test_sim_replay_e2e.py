@@ -13,7 +13,7 @@ from lepton.sim.engine import DEFAULT_MODEL_MAP
 from lepton.sim.replay import (
     BAR_ENERGY_AGREEMENT,
     REPLAY_POLICIES,
-    ReplaySettings,
+    ReplayConfig,
     compare,
     compression_for,
     trace_slice,
@@ -49,7 +49,7 @@ def test_a_trace_slice_replays_through_every_scheduler_and_agrees_with_the_simul
     traces = shipped_data / "traces"
     pods = whole_gpu_pods(trace_slice(load_pods(traces / DEFAULT_POD_LIST, limit=200), 50, 40))
     nodes = sample_nodes(load_nodes(traces / DEFAULT_NODE_LIST), 20)
-    settings = ReplaySettings(
+    settings = ReplayConfig(
         time_compression=compression_for(pods, ARRIVAL_SECONDS),
         window_end_seconds=ARRIVAL_SECONDS + TAIL_SECONDS,
         model_map=dict(DEFAULT_MODEL_MAP),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
+from lepton.core.errors import LeptonError
 from lepton.core.names import RESOURCE_GPU, RESOURCE_MIG_PREFIX
 from lepton_exporter.podresources import api_pb2, api_pb2_grpc
 from lepton_exporter.readings import PodRef
@@ -43,7 +44,7 @@ def is_gpu_resource(resource_name: str) -> bool:
     return resource_name in GPU_RESOURCE_NAMES or resource_name.startswith(RESOURCE_MIG_PREFIX)
 
 
-class PodResourcesError(RuntimeError):
+class PodResourcesError(LeptonError, RuntimeError):
     """The kubelet's pod-resources socket could not be read."""
 
 
