@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lepton.cluster.local import rss_bytes
 from lepton.core.names import (
     LABEL_GPU_PRODUCT,
     LABEL_HOSTNAME,
@@ -47,13 +48,6 @@ MODELS = (
     ("NVIDIA-L4", 4),
     ("Tesla-V100-SXM2-16GB", 8),
 )
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def fill_cache(cache: Any, nodes: int, pods: int, seed: int = 0) -> None:

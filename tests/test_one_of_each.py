@@ -242,6 +242,7 @@ ONE_HELPER = {
     "wait_for": ("tests/support/wait.py", {"_wait", "wait_until"}, True),
     "free_port": ("lepton/cluster/local.py", {"_free_port"}, False),
     "api_client": ("lepton/kube.py", {"load_client", "load_kube_config"}, False),
+    "rss_bytes": ("lepton/cluster/local.py", {"_rss_bytes"}, False),
 }
 
 

@@ -97,7 +97,8 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14 and 15
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory (``/proc/PID/status`` VmRSS), 0 when it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -279,7 +280,7 @@ class LocalCluster:
                 "running": alive,
                 "pid": proc.pid,
                 "port": proc.port,
-                "rss_bytes": _rss_bytes(proc.pid) if alive else 0,
+                "rss_bytes": rss_bytes(proc.pid) if alive else 0,
                 "log": proc.log_path,
             }
         return report
