@@ -470,6 +470,7 @@ def reconcile_budget(
                 created,
                 plan.estimate.watt_hours,
                 plan.estimate.gpu_model,
+                float((plan.lj.get("status") or {}).get("consumedWattHours") or 0.0),
             )
         )
     admission = plan_admissions(state, candidates, now, name)

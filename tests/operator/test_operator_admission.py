@@ -927,3 +927,42 @@ def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> N
     status = api.budgets["team"]["status"]
     assert status["reservations"] == [] and status["settledWattHours"] == 10.0
     assert api.lepton_jobs["a"]["status"]["consumedWattHours"] == 10.0
+
+
+def _stop_pod(api: FakeApi, pod: str, started: datetime, ended: datetime) -> None:
+    api.pods[pod]["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {
+            "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finishedAt": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+
+
+def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses_there() -> None:
+    # Failed before: the recreated budget reserved the job with no baseline, so its first
+    # consumption was the job's lifetime figure, 10 minutes the deleted budget had already
+    # booked (and its final Event recorded): the new budget held 20 minutes for 10.
+    api, per_second = _running_job()
+    run_pass(api, now=T0 + timedelta(minutes=10))
+    api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:10:00Z"
+    reconcile_budget(
+        api,
+        OperatorConfig(workers=2),
+        PassMemory(),
+        NS,
+        "team",
+        T0 + timedelta(minutes=10),
+        closing=True,
+    )  # type: ignore[arg-type]
+    assert api.state("a") == "Suspended"
+    _stop_pod(api, "a-p0", T0, T0 + timedelta(minutes=10))
+    del api.budgets["team"]
+    api.add_budget("team", math.ceil(one_estimate(36000) * 3))  # the same budget, recreated
+    run_pass(api, now=T0 + timedelta(minutes=20))
+    assert admitted(api) == ["a"]
+    api.run_pod("a", "a-p1", T0 + timedelta(minutes=20))
+    run_pass(api, now=T0 + timedelta(minutes=30))
+    lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert lifetime == pytest.approx(per_second * 1200, rel=1e-4)
+    consumed = api.budgets["team"]["status"]["consumedWattHours"]
+    assert consumed == pytest.approx(per_second * 600, rel=1e-4), "charged the old budget's use"
