@@ -380,7 +380,9 @@ def reconcile_budget(
         booked = reservation.baseline_watt_hours + reservation.consumed_watt_hours
         recorded = float(status.get("consumedWattHours") or 0.0)
         if (
-            plan.observation.finished
+            # Its Job seen finished, or gone since (ttlSecondsAfterFinished, a user): only a
+            # pass that saw it finish writes a final state.
+            (plan.observation.finished or not plan.observation.exists)
             and not plan.deleting
             and status.get("state") in FINAL_STATES
             and recorded >= booked - SETTLE_TOLERANCE_WATT_HOURS

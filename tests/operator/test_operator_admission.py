@@ -966,3 +966,22 @@ def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses
     assert lifetime == pytest.approx(per_second * 1200, rel=1e-4)
     consumed = api.budgets["team"]["status"]["consumedWattHours"]
     assert consumed == pytest.approx(per_second * 600, rel=1e-4), "charged the old budget's use"
+
+
+def test_a_finished_job_whose_job_is_gone_before_it_is_settled_is_settled_all_the_same() -> None:
+    # Failed before: phase two asked the Job to be seen finished, so a job whose final status
+    # was written but whose Job was then deleted (ttlSecondsAfterFinished, a user's kubectl)
+    # held its reservation for ever: never settled, counted as admitted in every period.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 2))
+    api.add_job("a")
+    run_pass(api)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    run_pass(api, now=T0 + timedelta(seconds=601))  # phase one: the job's final status
+    assert api.state("a") == "Finished" and admitted(api) == ["a"]
+    del api.jobs["a"]
+    run_pass(api, now=T0 + timedelta(seconds=602))
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [], "the ended job holds its reservation for ever"
+    assert status["settledWattHours"] == api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert api.jobs == {}, "the ended job's Job was created again"
