@@ -183,6 +183,16 @@ def measure(
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
 
 
+class StillSettlingError(Exception):
+    """The closing pass over a budget being deleted committed, but a job that ended is not
+    settled yet (its pods' cache or its meter lags, or its final status was just written):
+    the budget must not go before it is. Carries the pass's events, to post all the same."""
+
+    def __init__(self, events: list[EventNote], jobs: Sequence[str]) -> None:
+        super().__init__(f"still settling {', '.join(jobs)}")
+        self.events = events
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a pass reads about one namespace besides the budget (a cache may be a little
@@ -256,9 +266,10 @@ def _meter_lags(plan: JobPlan, now: datetime) -> bool:
 def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
     """The Job ended, yet one of its pods still runs by the cache (the Job's and the pods'
     watches are separate streams): settling now would charge that pod until now, and a pass
-    re-measuring it later (its final status lost to a crash) would charge less."""
+    re-measuring it later (its final status lost to a crash) would charge less. The same
+    holds for a job being deleted: its stale pod would be charged until its pass."""
     ended = plan.observation.completion_time
-    if not plan.observation.finished or plan.deleting or ended is None:
+    if not plan.observation.finished or ended is None:
         return False
     if (now - ended).total_seconds() > POD_CACHE_LAG_SECONDS:
         return False
@@ -495,7 +506,8 @@ def reconcile_budget(
         c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
         for c in (budget.get("status") or {}).get("conditions") or []
     )
-    if closing:
+    settling = sorted(p.lj["metadata"]["name"] for p in plans.values() if p.deferred or p.finishing)
+    if closing and not settling:
         events.append(
             EventNote(
                 _ref(budget, "EnergyBudget"),
@@ -524,6 +536,8 @@ def reconcile_budget(
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for notes in pool.map(act, plans.values()):
             events.extend(notes)
+    if closing and settling:
+        raise StillSettlingError(events, settling)
     return events
 
 
@@ -607,8 +621,8 @@ def _act_on_job(
     # A waiting job's suspended Job is created by the LeptonJob's create handler, and an
     # admitted one's below if it is missing: a pass never re-creates one the cache lags on.
     if plan.released or plan.finishing or current.get("state") in FINAL_STATES:
-        if current.get("state") in FINAL_STATES and not (plan.released or plan.finishing):
-            return []
+        if current.get("state") in FINAL_STATES and not plan.finishing:
+            return []  # phase two settled the figure its final status holds: written already
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
         desired.update(_placements(api, plan.pods, current))

@@ -985,3 +985,25 @@ def test_a_finished_job_whose_job_is_gone_before_it_is_settled_is_settled_all_th
     assert status["reservations"] == [], "the ended job holds its reservation for ever"
     assert status["settledWattHours"] == api.lepton_jobs["a"]["status"]["consumedWattHours"]
     assert api.jobs == {}, "the ended job's Job was created again"
+    run_pass(api, now=T0 + timedelta(seconds=603))
+    assert api.state("a") == "Finished", "the settled job's final status was rewritten"
+
+
+def test_a_finished_job_is_written_and_announced_once_across_the_two_phases() -> None:
+    # Failed before: phase two wrote the job's final status again and posted its Finished
+    # Event a second time (one write and one Event per job more than needed).
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    run_pass(api)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    reasons = []
+    writes = []
+    for second in (601, 602, 603):
+        now = T0 + timedelta(seconds=second)
+        events = reconcile_budget(api, OperatorConfig(workers=2), PassMemory(), NS, "team", now)  # type: ignore[arg-type]
+        reasons += [e.reason for e in events if e.obj["kind"] == "LeptonJob"]
+        writes.append(api.status_writes)
+    assert api.budgets["team"]["status"]["reservations"] == []
+    assert reasons == ["Finished"]
+    assert writes[1] == writes[0], "phase two rewrote the final status"

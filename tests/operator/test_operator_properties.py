@@ -19,12 +19,17 @@ import contextlib
 import copy
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
+from lepton_operator.admission import (
+    OperatorConfig,
+    PassMemory,
+    StillSettlingError,
+    reconcile_budget,
+)
 from lepton_operator.kube import ConflictError
 from lepton_operator.translate import parse_time
 from test_operator_admission import NS, T0, FakeApi, SimulatedCrashError
@@ -80,6 +85,7 @@ class World:
         self.stale: dict[str, dict[str, Any]] = {}  # pods the next pass sees still running
         self.conflicting = False
         self.closed_periods = 0.0
+        self.books_closed = 0  # each closed book's figure is rounded to a microwatt-hour
         self.period_start: str | None = None
         self.last_consumed = 0.0
         self.held_before: set[str] = set()
@@ -102,6 +108,11 @@ class World:
 
     def run_pass(self, closing: bool = False) -> None:
         api = self.api
+        # A watch lags by seconds, not minutes: a pass this late sees the pod as it is.
+        for pod, seen in list(self.stale.items()):
+            ended = seen["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+            if self.now - cast(datetime, parse_time(ended)) > timedelta(seconds=10):
+                api.pods[pod] = self.stale.pop(pod)
         real_patch = api.patch_lepton_job_status
         if self.conflicting:
 
@@ -146,6 +157,7 @@ class World:
             ran_in_it = self.ran_between(self.period_start, status["periodStartTime"])
             assert closed == pytest.approx(ran_in_it, rel=1e-6, abs=1e-6), "wrong period"
             self.closed_periods += closed
+            self.books_closed += 1
         self.period_start = status["periodStartTime"]
         self.last_consumed = status["consumedWattHours"]
         used_and_held = status["consumedWattHours"] + status["reservedWattHours"]
@@ -227,7 +239,7 @@ class World:
                 }
         elif kind == "overrun" and name:
             self.max_run[name] = int(ESTIMATE.duration_seconds * 1.5)
-        elif kind == "gone" and name and api.state(name) == "Finished":
+        elif kind == "gone" and name and api.state(name) == "Finished" and name in api.jobs:
             # A finished job's Job (and its pods) deleted: a user, or ttlSecondsAfterFinished.
             del api.jobs[name]
             for k in range(len(self.runs.get(name) or [])):
@@ -259,8 +271,16 @@ class World:
             # again under the same name: new books, the same jobs.
             budget = api.budgets["team"]
             budget["metadata"]["deletionTimestamp"] = _stamp(self.now)
-            self.run_pass(closing=True)
+            for _ in range(5):  # kopf retries the closing pass while a job is settling
+                try:
+                    self.run_pass(closing=True)
+                    break
+                except StillSettlingError:
+                    self.now += timedelta(seconds=1)
+            else:
+                raise AssertionError("the budget's deletion waits for ever")
             self.closed_periods += self.last_consumed
+            self.books_closed += 1
             self.now += timedelta(seconds=1)
             limit = budget["spec"]["limitWattHours"]
             del api.budgets["team"]
@@ -290,6 +310,10 @@ class World:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
+# Found by it: a deleted job's stale running pod was charged until the pass; a budget deleted
+# while a finished job's pods lagged never wrote the job's final status.
+@example(ops=[("stale", 0), ("delete", (0, 1))])
+@example(ops=[("stale", 0), ("rebudget", 0)])
 def test_the_books_hold_under_any_mix_of_events(ops: list[tuple[str, Any]]) -> None:
     world = World()
     for _ in range(3):
@@ -316,7 +340,7 @@ def test_the_books_hold_under_any_mix_of_events(ops: list[tuple[str, Any]]) -> N
     # Every job's energy exactly once, across the periods (and the budgets of one name).
     ran = sum(world.ran_seconds(name) for name in world.runs) * PER_SECOND
     booked = world.closed_periods + status["consumedWattHours"]
-    assert booked == pytest.approx(ran, rel=1e-6, abs=1e-6)
+    assert booked == pytest.approx(ran, rel=1e-6, abs=1e-6 * (1 + world.books_closed))
 
     # Nothing admitted is lost.
     live = {lj["metadata"]["uid"]: name for name, lj in api.lepton_jobs.items()}
