@@ -251,12 +251,24 @@ METER_SETTLE_MARGIN_SECONDS = 5.0
 METER_LAG_SECONDS = 60.0
 
 
+def _ended_at(plan: JobPlan, now: datetime) -> datetime | None:
+    """When the job's pods stopped: its Job's end, or for a job being deleted (its Job
+    suspended) the end of its pods' last run once none runs; None while they may run."""
+    if plan.observation.finished:
+        return plan.observation.completion_time
+    if not plan.deleting or plan.stopping or any(tr.pod_is_running(p) for p in plan.pods):
+        return None
+    intervals = tr.run_intervals(plan.lj.get("status") or {}, plan.pods, now)
+    return max((end for _, end in intervals), default=None)
+
+
 def _meter_lags(plan: JobPlan, now: datetime) -> bool:
-    """The Job ended, but the meter's newest samples of its pods are from before the end (plus
-    a sampling margin): settling now would leave its last seconds' energy in no book."""
-    ended = plan.observation.completion_time
+    """The job's pods stopped (its Job ended, or it is being deleted), but the meter's newest
+    samples of them are from before the end (plus a sampling margin): settling now would leave
+    its last seconds' energy in no book."""
+    ended = _ended_at(plan, now)
     sampled = plan.usage.sampled_until if plan.usage else None
-    if not plan.observation.finished or plan.deleting or ended is None or sampled is None:
+    if ended is None or sampled is None:
         return False
     if (now - ended).total_seconds() > METER_LAG_SECONDS:
         return False
@@ -720,7 +732,11 @@ def _act_on_job(
             admittedTime=current.get("admittedTime")
             or format_time(reservation.admitted_time or now),
             startTime=format_time(observation.start_time),
-            consumedWattHours=round(usage.watt_hours, 6) if usage else 0.0,
+            # Just admitted (not measured yet): its figure so far, not 0 (an earlier budget's
+            # run; the reservation's baseline).
+            consumedWattHours=round(usage.watt_hours, 6)
+            if usage
+            else float(current.get("consumedWattHours") or 0.0),
             consumptionSource=tr.source_label(usage.measured if usage else False),
             powerLimitWatts=limit_watts if cap else None,
             conditions=[

@@ -960,6 +960,9 @@ def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses
     api.add_budget("team", math.ceil(one_estimate(36000) * 3))  # the same budget, recreated
     run_pass(api, now=T0 + timedelta(minutes=20))
     assert admitted(api) == ["a"]
+    # Its figure so far stays in its status (the baseline of any later admission).
+    readmitted = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert readmitted == pytest.approx(per_second * 600, rel=1e-4), "its figure was reset"
     api.run_pod("a", "a-p1", T0 + timedelta(minutes=20))
     run_pass(api, now=T0 + timedelta(minutes=30))
     lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
@@ -1007,3 +1010,27 @@ def test_a_finished_job_is_written_and_announced_once_across_the_two_phases() ->
     assert api.budgets["team"]["status"]["reservations"] == []
     assert reasons == ["Finished"]
     assert writes[1] == writes[0], "phase two rewrote the final status"
+
+
+def test_a_metered_job_deleted_while_it_runs_is_settled_once_the_meter_has_its_pods_end() -> None:
+    # Failed before: a deleted job was settled from the meter's figure as soon as its pod had
+    # stopped, a scrape before the end: its last seconds' energy went into no book.
+    meter = ScrapedMeter()
+    config = OperatorConfig(workers=2, energy_source=meter)
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    run_pass(api, config=config)
+    api.run_pod("a", "a-p0", T0)
+    meter.watt_hours, meter.sampled_until = 9.0, T0 + timedelta(seconds=540)
+    api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:09:00Z"
+    run_pass(api, now=T0 + timedelta(seconds=541), config=config)
+    assert api.jobs["a"]["spec"]["suspend"] is True
+    _stop_pod(api, "a-p0", T0, T0 + timedelta(seconds=570))  # its grace period
+    meter.watt_hours, meter.sampled_until = 9.4, T0 + timedelta(seconds=568)
+    run_pass(api, now=T0 + timedelta(seconds=571), config=config)
+    assert admitted(api) == ["a"], "settled from a scrape older than its pod's end"
+    meter.watt_hours, meter.sampled_until = 9.5, T0 + timedelta(seconds=576)
+    run_pass(api, now=T0 + timedelta(seconds=577), config=config)
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [] and status["settledWattHours"] == 9.5
