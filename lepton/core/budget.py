@@ -128,8 +128,13 @@ def reserve(
     gpu_model: str,
     watt_hours: float,
     now: datetime | None = None,
+    used_watt_hours: float = 0.0,
 ) -> tuple[BudgetState, bool]:
     """Reserve ``watt_hours`` for a job; (new state, whether the job holds a reservation).
+
+    ``used_watt_hours``: the job's lifetime figure when it is admitted (a job suspended when
+    its budget was deleted, admitted again by a recreated one): its baseline, so that only
+    what it uses from now on is charged here, not again what another period or budget booked.
 
     Reserving a job that already holds a reservation changes nothing and succeeds: this is what
     makes admission idempotent when a restarted operator replays it. A settled job (released
@@ -148,6 +153,7 @@ def reserve(
         job_name=job_name,
         gpu_model=gpu_model,
         reserved_watt_hours=watt_hours,
+        baseline_watt_hours=used_watt_hours,
         admitted_time=now,
     )
     return replace(state, reservations=(*state.reservations, new)), True
@@ -261,6 +267,7 @@ class Candidate:
     creation_time: datetime
     watt_hours: float
     gpu_model: str
+    used_watt_hours: float = 0.0  # its lifetime figure so far (it ran under a deleted budget)
 
     @property
     def queue_key(self) -> tuple[datetime, str]:
@@ -342,6 +349,7 @@ def plan_admissions(
                 candidate.gpu_model,
                 candidate.watt_hours,
                 now,
+                candidate.used_watt_hours,
             )
             if ok:
                 admitted.append(candidate)

@@ -183,6 +183,16 @@ def measure(
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
 
 
+class StillSettlingError(Exception):
+    """The closing pass over a budget being deleted committed, but a job that ended is not
+    settled yet (its pods' cache or its meter lags, or its final status was just written):
+    the budget must not go before it is. Carries the pass's events, to post all the same."""
+
+    def __init__(self, events: list[EventNote], jobs: Sequence[str]) -> None:
+        super().__init__(f"still settling {', '.join(jobs)}")
+        self.events = events
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a pass reads about one namespace besides the budget (a cache may be a little
@@ -241,12 +251,24 @@ METER_SETTLE_MARGIN_SECONDS = 5.0
 METER_LAG_SECONDS = 60.0
 
 
+def _ended_at(plan: JobPlan, now: datetime) -> datetime | None:
+    """When the job's pods stopped: its Job's end, or for a job being deleted (its Job
+    suspended) the end of its pods' last run once none runs; None while they may run."""
+    if plan.observation.finished:
+        return plan.observation.completion_time
+    if not plan.deleting or plan.stopping or any(tr.pod_is_running(p) for p in plan.pods):
+        return None
+    intervals = tr.run_intervals(plan.lj.get("status") or {}, plan.pods, now)
+    return max((end for _, end in intervals), default=None)
+
+
 def _meter_lags(plan: JobPlan, now: datetime) -> bool:
-    """The Job ended, but the meter's newest samples of its pods are from before the end (plus
-    a sampling margin): settling now would leave its last seconds' energy in no book."""
-    ended = plan.observation.completion_time
+    """The job's pods stopped (its Job ended, or it is being deleted), but the meter's newest
+    samples of them are from before the end (plus a sampling margin): settling now would leave
+    its last seconds' energy in no book."""
+    ended = _ended_at(plan, now)
     sampled = plan.usage.sampled_until if plan.usage else None
-    if not plan.observation.finished or plan.deleting or ended is None or sampled is None:
+    if ended is None or sampled is None:
         return False
     if (now - ended).total_seconds() > METER_LAG_SECONDS:
         return False
@@ -256,9 +278,10 @@ def _meter_lags(plan: JobPlan, now: datetime) -> bool:
 def _pod_cache_lags(plan: JobPlan, now: datetime) -> bool:
     """The Job ended, yet one of its pods still runs by the cache (the Job's and the pods'
     watches are separate streams): settling now would charge that pod until now, and a pass
-    re-measuring it later (its final status lost to a crash) would charge less."""
+    re-measuring it later (its final status lost to a crash) would charge less. The same
+    holds for a job being deleted: its stale pod would be charged until its pass."""
     ended = plan.observation.completion_time
-    if not plan.observation.finished or plan.deleting or ended is None:
+    if not plan.observation.finished or ended is None:
         return False
     if (now - ended).total_seconds() > POD_CACHE_LAG_SECONDS:
         return False
@@ -380,7 +403,9 @@ def reconcile_budget(
         booked = reservation.baseline_watt_hours + reservation.consumed_watt_hours
         recorded = float(status.get("consumedWattHours") or 0.0)
         if (
-            plan.observation.finished
+            # Its Job seen finished, or gone since (ttlSecondsAfterFinished, a user): only a
+            # pass that saw it finish writes a final state.
+            (plan.observation.finished or not plan.observation.exists)
             and not plan.deleting
             and status.get("state") in FINAL_STATES
             and recorded >= booked - SETTLE_TOLERANCE_WATT_HOURS
@@ -470,6 +495,7 @@ def reconcile_budget(
                 created,
                 plan.estimate.watt_hours,
                 plan.estimate.gpu_model,
+                float((plan.lj.get("status") or {}).get("consumedWattHours") or 0.0),
             )
         )
     admission = plan_admissions(state, candidates, now, name)
@@ -492,7 +518,8 @@ def reconcile_budget(
         c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
         for c in (budget.get("status") or {}).get("conditions") or []
     )
-    if closing:
+    settling = sorted(p.lj["metadata"]["name"] for p in plans.values() if p.deferred or p.finishing)
+    if closing and not settling:
         events.append(
             EventNote(
                 _ref(budget, "EnergyBudget"),
@@ -521,6 +548,8 @@ def reconcile_budget(
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         for notes in pool.map(act, plans.values()):
             events.extend(notes)
+    if closing and settling:
+        raise StillSettlingError(events, settling)
     return events
 
 
@@ -604,8 +633,8 @@ def _act_on_job(
     # A waiting job's suspended Job is created by the LeptonJob's create handler, and an
     # admitted one's below if it is missing: a pass never re-creates one the cache lags on.
     if plan.released or plan.finishing or current.get("state") in FINAL_STATES:
-        if current.get("state") in FINAL_STATES and not (plan.released or plan.finishing):
-            return []
+        if current.get("state") in FINAL_STATES and not plan.finishing:
+            return []  # phase two settled the figure its final status holds: written already
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
         desired.update(_placements(api, plan.pods, current))
@@ -703,7 +732,11 @@ def _act_on_job(
             admittedTime=current.get("admittedTime")
             or format_time(reservation.admitted_time or now),
             startTime=format_time(observation.start_time),
-            consumedWattHours=round(usage.watt_hours, 6) if usage else 0.0,
+            # Just admitted (not measured yet): its figure so far, not 0 (an earlier budget's
+            # run; the reservation's baseline).
+            consumedWattHours=round(usage.watt_hours, 6)
+            if usage
+            else float(current.get("consumedWattHours") or 0.0),
             consumptionSource=tr.source_label(usage.measured if usage else False),
             powerLimitWatts=limit_watts if cap else None,
             conditions=[

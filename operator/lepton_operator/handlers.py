@@ -22,7 +22,14 @@ import kopf
 from lepton.api.jobspec import build_job
 from lepton.core.names import GROUP, LABEL_JOB_UID, VERSION
 
-from .admission import EventNote, OperatorConfig, PassMemory, Snapshot, reconcile_budget
+from .admission import (
+    EventNote,
+    OperatorConfig,
+    PassMemory,
+    Snapshot,
+    StillSettlingError,
+    reconcile_budget,
+)
 from .kube import CONFLICT_MARK, ConflictError, KubeApi
 from .metrics import BudgetMetrics
 
@@ -150,6 +157,9 @@ async def run_budget_pass(
             )
         except ConflictError as error:
             raise kopf.TemporaryError(str(error), delay=CONFLICT_RETRY_SECONDS) from None
+        except StillSettlingError as settling:  # a budget's deletion waits for its jobs' books
+            _post(settling.events)
+            raise kopf.TemporaryError(str(settling), delay=CONFLICT_RETRY_SECONDS) from None
     _post(notes)
 
 

@@ -927,3 +927,110 @@ def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> N
     status = api.budgets["team"]["status"]
     assert status["reservations"] == [] and status["settledWattHours"] == 10.0
     assert api.lepton_jobs["a"]["status"]["consumedWattHours"] == 10.0
+
+
+def _stop_pod(api: FakeApi, pod: str, started: datetime, ended: datetime) -> None:
+    api.pods[pod]["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {
+            "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finishedAt": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+
+
+def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses_there() -> None:
+    # Failed before: the recreated budget reserved the job with no baseline, so its first
+    # consumption was the job's lifetime figure, 10 minutes the deleted budget had already
+    # booked (and its final Event recorded): the new budget held 20 minutes for 10.
+    api, per_second = _running_job()
+    run_pass(api, now=T0 + timedelta(minutes=10))
+    api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:10:00Z"
+    reconcile_budget(
+        api,
+        OperatorConfig(workers=2),
+        PassMemory(),
+        NS,
+        "team",
+        T0 + timedelta(minutes=10),
+        closing=True,
+    )  # type: ignore[arg-type]
+    assert api.state("a") == "Suspended"
+    _stop_pod(api, "a-p0", T0, T0 + timedelta(minutes=10))
+    del api.budgets["team"]
+    api.add_budget("team", math.ceil(one_estimate(36000) * 3))  # the same budget, recreated
+    run_pass(api, now=T0 + timedelta(minutes=20))
+    assert admitted(api) == ["a"]
+    # Its figure so far stays in its status (the baseline of any later admission).
+    readmitted = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert readmitted == pytest.approx(per_second * 600, rel=1e-4), "its figure was reset"
+    api.run_pod("a", "a-p1", T0 + timedelta(minutes=20))
+    run_pass(api, now=T0 + timedelta(minutes=30))
+    lifetime = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert lifetime == pytest.approx(per_second * 1200, rel=1e-4)
+    consumed = api.budgets["team"]["status"]["consumedWattHours"]
+    assert consumed == pytest.approx(per_second * 600, rel=1e-4), "charged the old budget's use"
+
+
+def test_a_finished_job_whose_job_is_gone_before_it_is_settled_is_settled_all_the_same() -> None:
+    # Failed before: phase two asked the Job to be seen finished, so a job whose final status
+    # was written but whose Job was then deleted (ttlSecondsAfterFinished, a user's kubectl)
+    # held its reservation for ever: never settled, counted as admitted in every period.
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 2))
+    api.add_job("a")
+    run_pass(api)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    run_pass(api, now=T0 + timedelta(seconds=601))  # phase one: the job's final status
+    assert api.state("a") == "Finished" and admitted(api) == ["a"]
+    del api.jobs["a"]
+    run_pass(api, now=T0 + timedelta(seconds=602))
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [], "the ended job holds its reservation for ever"
+    assert status["settledWattHours"] == api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert api.jobs == {}, "the ended job's Job was created again"
+    run_pass(api, now=T0 + timedelta(seconds=603))
+    assert api.state("a") == "Finished", "the settled job's final status was rewritten"
+
+
+def test_a_finished_job_is_written_and_announced_once_across_the_two_phases() -> None:
+    # Failed before: phase two wrote the job's final status again and posted its Finished
+    # Event a second time (one write and one Event per job more than needed).
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    run_pass(api)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    reasons = []
+    writes = []
+    for second in (601, 602, 603):
+        now = T0 + timedelta(seconds=second)
+        events = reconcile_budget(api, OperatorConfig(workers=2), PassMemory(), NS, "team", now)  # type: ignore[arg-type]
+        reasons += [e.reason for e in events if e.obj["kind"] == "LeptonJob"]
+        writes.append(api.status_writes)
+    assert api.budgets["team"]["status"]["reservations"] == []
+    assert reasons == ["Finished"]
+    assert writes[1] == writes[0], "phase two rewrote the final status"
+
+
+def test_a_metered_job_deleted_while_it_runs_is_settled_once_the_meter_has_its_pods_end() -> None:
+    # Failed before: a deleted job was settled from the meter's figure as soon as its pod had
+    # stopped, a scrape before the end: its last seconds' energy went into no book.
+    meter = ScrapedMeter()
+    config = OperatorConfig(workers=2, energy_source=meter)
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a")
+    run_pass(api, config=config)
+    api.run_pod("a", "a-p0", T0)
+    meter.watt_hours, meter.sampled_until = 9.0, T0 + timedelta(seconds=540)
+    api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:09:00Z"
+    run_pass(api, now=T0 + timedelta(seconds=541), config=config)
+    assert api.jobs["a"]["spec"]["suspend"] is True
+    _stop_pod(api, "a-p0", T0, T0 + timedelta(seconds=570))  # its grace period
+    meter.watt_hours, meter.sampled_until = 9.4, T0 + timedelta(seconds=568)
+    run_pass(api, now=T0 + timedelta(seconds=571), config=config)
+    assert admitted(api) == ["a"], "settled from a scrape older than its pod's end"
+    meter.watt_hours, meter.sampled_until = 9.5, T0 + timedelta(seconds=576)
+    run_pass(api, now=T0 + timedelta(seconds=577), config=config)
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == [] and status["settledWattHours"] == 9.5
