@@ -256,7 +256,8 @@ def _ended_at(plan: JobPlan, now: datetime) -> datetime | None:
     suspended) the end of its pods' last run once none runs; None while they may run."""
     if plan.observation.finished:
         return plan.observation.completion_time
-    if not plan.deleting or plan.stopping or any(tr.pod_is_running(p) for p in plan.pods):
+    gone = plan.deleting or plan.closing  # its Job was suspended by the pass
+    if not gone or plan.stopping or any(tr.pod_is_running(p) for p in plan.pods):
         return None
     intervals = tr.run_intervals(plan.lj.get("status") or {}, plan.pods, now)
     return max((end for _, end in intervals), default=None)
@@ -518,7 +519,18 @@ def reconcile_budget(
         c.get("type") == tr.EXHAUSTED and c.get("status") == "True"
         for c in (budget.get("status") or {}).get("conditions") or []
     )
-    settling = sorted(p.lj["metadata"]["name"] for p in plans.values() if p.deferred or p.finishing)
+    deleted = parse_time(budget["metadata"].get("deletionTimestamp"))
+    stopping = (
+        closing and deleted is not None and (now - deleted).total_seconds() < POD_STOP_SECONDS
+    )
+    settling = sorted(
+        p.lj["metadata"]["name"]
+        for uid, p in plans.items()
+        if p.deferred
+        or p.finishing
+        # A suspended job's energy until its pods stop is in the final books too.
+        or (stopping and state.reservation(uid) and any(tr.pod_is_running(q) for q in p.pods))
+    )
     if closing and not settling:
         events.append(
             EventNote(

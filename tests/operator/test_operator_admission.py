@@ -16,7 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from lepton_operator.admission import OperatorConfig, PassMemory, reconcile_budget
+from lepton_operator.admission import (
+    OperatorConfig,
+    PassMemory,
+    StillSettlingError,
+    reconcile_budget,
+)
 from lepton_operator.kube import ConflictError
 from lepton_operator.prometheus import JobEnergy
 
@@ -472,8 +477,12 @@ def test_deleting_a_budget_suspends_its_jobs_and_records_the_final_books() -> No
     memory = PassMemory()
     config = OperatorConfig(workers=2)
     assert reconcile_budget(api, config, memory, NS, "team", now) == []  # type: ignore[arg-type]
-    events = reconcile_budget(api, config, memory, NS, "team", now, closing=True)  # type: ignore[arg-type]
+    # The closing pass suspends the jobs, and is run again (kopf) until their pods stopped.
+    with pytest.raises(StillSettlingError):
+        reconcile_budget(api, config, memory, NS, "team", now, closing=True)  # type: ignore[arg-type]
     assert api.jobs["a"]["spec"]["suspend"] is True and api.jobs["b"]["spec"]["suspend"] is True
+    _stop_pod(api, "a-p0", T0, now)
+    events = reconcile_budget(api, config, memory, NS, "team", now, closing=True)  # type: ignore[arg-type]
     for name in ("a", "b"):
         status = api.lepton_jobs[name]["status"]
         assert status["state"] == "Suspended"
@@ -945,6 +954,17 @@ def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses
     api, per_second = _running_job()
     run_pass(api, now=T0 + timedelta(minutes=10))
     api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:10:00Z"
+    with pytest.raises(StillSettlingError):  # its pod still runs
+        reconcile_budget(
+            api,
+            OperatorConfig(workers=2),
+            PassMemory(),
+            NS,
+            "team",
+            T0 + timedelta(minutes=10),
+            closing=True,
+        )  # type: ignore[arg-type]
+    _stop_pod(api, "a-p0", T0, T0 + timedelta(minutes=10))
     reconcile_budget(
         api,
         OperatorConfig(workers=2),
@@ -955,7 +975,6 @@ def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses
         closing=True,
     )  # type: ignore[arg-type]
     assert api.state("a") == "Suspended"
-    _stop_pod(api, "a-p0", T0, T0 + timedelta(minutes=10))
     del api.budgets["team"]
     api.add_budget("team", math.ceil(one_estimate(36000) * 3))  # the same budget, recreated
     run_pass(api, now=T0 + timedelta(minutes=20))
