@@ -46,6 +46,7 @@ from lepton.core.budget import (
     release,
     roll_over,
 )
+from lepton.core.errors import LeptonError
 from lepton.core.names import (
     ANNOTATION_PHASES,
     ANNOTATION_POWER_LIMIT_WATTS,
@@ -183,7 +184,7 @@ def measure(
     return Usage(max(previous, estimated_consumption_watt_hours(estimate, ran)), False)
 
 
-class StillSettlingError(Exception):
+class StillSettlingError(LeptonError):
     """The closing pass over a budget being deleted committed, but a job that ended is not
     settled yet (its pods' cache or its meter lags, or its final status was just written):
     the budget must not go before it is. Carries the pass's events, to post all the same."""
