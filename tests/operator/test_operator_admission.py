@@ -47,6 +47,7 @@ class FakeApi:
         self.calls = 0
         self.unsuspensions: list[str] = []
         self.pods: dict[str, dict[str, Any]] = {}
+        self.budget_changes_after_each_read = False
         self.status_writes = 0
         self.job_creations = 0
 
@@ -94,7 +95,11 @@ class FakeApi:
     # --- the KubeApi surface ----------------------------------------------------------
     def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._tick()
-        return copy.deepcopy(self.budgets.get(name))
+        read = copy.deepcopy(self.budgets.get(name))
+        if self.budget_changes_after_each_read and name in self.budgets:
+            # someone writes the budget right after every read: each read is stale at once
+            self.budgets[name]["metadata"]["resourceVersion"] = str(next(self.versions))
+        return read
 
     def replace_budget_status(self, budget: dict[str, Any], status: dict[str, Any]) -> None:
         self._tick()
@@ -287,14 +292,7 @@ def test_a_stale_budget_write_conflicts_and_touches_no_job() -> None:
     api = FakeApi()
     api.add_budget("team", 10_000)
     api.add_job("a")
-    original = api.get_budget
-
-    def stale(namespace: str, name: str) -> dict[str, Any] | None:
-        body = original(namespace, name)
-        api.budgets[name]["metadata"]["resourceVersion"] = "changed-meanwhile"
-        return body
-
-    api.get_budget = stale  # type: ignore[method-assign]
+    api.budget_changes_after_each_read = True
     with pytest.raises(ConflictError):
         run_pass(api)
     assert api.unsuspensions == [] and "status" not in api.budgets["team"]
@@ -890,14 +888,7 @@ def test_a_pass_that_loses_the_budget_write_race_is_a_kopf_temporary_error() -> 
     api = FakeApi()
     api.add_budget("team", 10_000)
     api.add_job("a")
-    original = api.get_budget
-
-    def stale(namespace: str, name: str) -> dict[str, Any] | None:
-        read = original(namespace, name)
-        api.budgets[name]["metadata"]["resourceVersion"] = str(next(api.versions))
-        return read
-
-    api.get_budget = stale  # type: ignore[method-assign]
+    api.budget_changes_after_each_read = True
     memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
     with pytest.raises(kopf.TemporaryError) as raised:
         asyncio.run(run_budget_pass(memo, NS, "team"))
