@@ -435,7 +435,7 @@ def reconcile_budget(
             held = state.reservation(reservation.job_uid)
             total = held.baseline_watt_hours + held.consumed_watt_hours if held else 0.0
             measured = plan.usage.measured if plan.usage else False
-            plan.usage = Usage(round(max(total, recorded), 6), measured)
+            plan.usage = Usage(max(total, recorded), measured)
             plan.finishing = True
         if plan.deleting and plan.released:
             used = plan.usage.watt_hours if plan.usage else 0.0
@@ -651,7 +651,7 @@ def _act_on_job(
         usage = plan.usage
         final_state = tr.job_state(observation, admitted=True, evicted=False)
         desired.update(_placements(api, plan.pods, current))
-        consumed = round(usage.watt_hours, 6) if usage else 0.0
+        consumed = usage.watt_hours if usage else 0.0
         source = tr.source_label(usage.measured if usage else False)
         desired.update(
             state=final_state.value,
@@ -747,7 +747,7 @@ def _act_on_job(
             startTime=format_time(observation.start_time),
             # Just admitted (not measured yet): its figure so far, not 0 (an earlier budget's
             # run; the reservation's baseline).
-            consumedWattHours=round(usage.watt_hours, 6)
+            consumedWattHours=usage.watt_hours
             if usage
             else float(current.get("consumedWattHours") or 0.0),
             consumptionSource=tr.source_label(usage.measured if usage else False),
