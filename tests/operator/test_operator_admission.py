@@ -715,12 +715,17 @@ def test_unreadable_phase_annotations_are_skipped() -> None:
     ]
 
 
-def _finish_seen_with_a_stale_pod(api: FakeApi) -> None:
-    """Job "first" completed at minute 10, but the pass's pod cache still shows its pod running
-    (the pods' watch lags the Jobs' watch under load)."""
+def _a_job_finished_but_seen_running() -> FakeApi:
+    """Job "first", admitted, completed at minute 10, but the pass's pod cache still shows its
+    pod running (the pods' watch lags the Jobs' watch under load)."""
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 3))
+    api.add_job("first")
+    run_pass(api)
     api.run_pod("first", "first-p0", T0)
     api.finish("first", T0, T0 + timedelta(minutes=10))
     api.run_pod("first", "first-p0", T0)  # the stale view: still running
+    return api
 
 
 def _books_agree(api: FakeApi) -> None:
@@ -737,11 +742,7 @@ def test_a_crash_after_settling_on_a_stale_pod_view_leaves_the_books_in_agreemen
     # Failed before the two-phase settlement: the budget settled 15 minutes (the stale running
     # pod, to "now"), the restarted operator then wrote the job's final status from the
     # caught-up pod, 10 minutes: the budget held 1.5x the job's own figure.
-    api = FakeApi()
-    api.add_budget("team", math.ceil(one_estimate() * 3))
-    api.add_job("first")
-    run_pass(api)
-    _finish_seen_with_a_stale_pod(api)
+    api = _a_job_finished_but_seen_running()
     api.calls, api.crash_after_calls = 0, 4  # dies right after the budget's write
     with pytest.raises(SimulatedCrashError):
         run_pass(api, now=T0 + timedelta(minutes=15))
@@ -755,11 +756,7 @@ def test_a_crash_after_settling_on_a_stale_pod_view_leaves_the_books_in_agreemen
 def test_a_lost_final_status_write_leaves_the_books_in_agreement() -> None:
     # Failed before the two-phase settlement, as above, with a Conflict on the job's final
     # status write (kopf or a user touched the LeptonJob) in place of the crash.
-    api = FakeApi()
-    api.add_budget("team", math.ceil(one_estimate() * 3))
-    api.add_job("first")
-    run_pass(api)
-    _finish_seen_with_a_stale_pod(api)
+    api = _a_job_finished_but_seen_running()
     real_patch = api.patch_lepton_job_status
 
     def conflicting(*args: Any, **kwargs: Any) -> None:
