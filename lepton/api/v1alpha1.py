@@ -232,6 +232,12 @@ class EnergyBudgetStatus(_Model):
     settled_overrun_watt_hours: float = Field(
         default=0.0, description="The part of overrunWattHours of jobs that have since ended."
     )
+    over_limit_watt_hours: float = Field(
+        default=0.0,
+        description="What admitted jobs hold beyond a limit lowered under them (besides the "
+        "overrun): they keep running, new jobs wait until it is gone. Consumed plus reserved "
+        "never exceeds the limit by more than overrunWattHours plus this.",
+    )
     previous_period_start_time: datetime | None = Field(
         default=None, description="When the period that ended last began."
     )

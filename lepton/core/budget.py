@@ -15,7 +15,8 @@ reserving twice is a no-op, which is what makes admission idempotent across cras
 Invariants (checked by the property tests):
 - ``consumed + reserved <= limit`` after every successful reservation; it can only be exceeded
   when a job consumes more than it reserved (by at most ``overrun``, which status shows) or the
-  limit is lowered (then new jobs wait);
+  limit is lowered under admitted jobs (by at most ``over_limit``, which status shows; new jobs
+  wait);
 - every watt-hour a job reports is counted exactly once, in the period in which it was used;
 - ``remaining = max(0, limit - consumed - reserved)``.
 """
@@ -98,6 +99,13 @@ class BudgetState:
     def remaining_watt_hours(self) -> float:
         """What a new job could still reserve."""
         return max(0.0, self.limit_watt_hours - self.committed_watt_hours)
+
+    @property
+    def over_limit_watt_hours(self) -> float:
+        """What admitted jobs hold beyond a limit lowered under them (besides the overrun): they
+        keep their reservations, new jobs wait until it is gone. Shown in the budget's status."""
+        excess = self.committed_watt_hours - self.limit_watt_hours - self.overrun_watt_hours
+        return excess if excess > EPSILON_WATT_HOURS else 0.0
 
     @property
     def exhausted(self) -> bool:

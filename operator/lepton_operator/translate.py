@@ -127,6 +127,7 @@ def budget_status(
         "settledWattHours": state.settled_watt_hours,
         "reservedWattHours": round(state.reserved_watt_hours, 6),
         "overrunWattHours": round(state.overrun_watt_hours, 6),
+        "overLimitWattHours": round(state.over_limit_watt_hours, 6),
         "settledOverrunWattHours": state.settled_overrun_watt_hours,
         "remainingWattHours": round(state.remaining_watt_hours, 6),
         "admittedJobs": len(state.reservations),
@@ -165,6 +166,12 @@ def budget_status(
                     + (
                         f"; {state.overrun_watt_hours:.2f} Wh metered beyond the jobs' reservations"
                         if state.overrun_watt_hours > 0
+                        else ""
+                    )
+                    + (
+                        f"; admitted jobs hold {state.over_limit_watt_hours:.2f} Wh beyond the "
+                        "lowered limit: they keep running, new jobs wait until it is gone"
+                        if state.over_limit_watt_hours > 0
                         else ""
                     )
                 ),

@@ -154,10 +154,13 @@ def test_budget_invariants_hold_under_any_interleaving(
         assert {r.job_uid for r in state.reservations} == running
         if not tainted and not period_tainted:
             assert state.committed_watt_hours <= state.limit_watt_hours + EPSILON_WATT_HOURS
+        # Beyond the limit only by what the books show: the overrun, and what admitted jobs
+        # hold beyond a limit lowered under them (none unless it was lowered).
+        excess = state.committed_watt_hours - state.limit_watt_hours
+        assert excess <= state.overrun_watt_hours + state.over_limit_watt_hours + EPSILON_WATT_HOURS
         if not limit_lowered and not lowered_holders:
-            # Beyond the limit only by the overrun the books show.
-            excess = state.committed_watt_hours - state.limit_watt_hours
             assert excess <= state.overrun_watt_hours + EPSILON_WATT_HOURS
+            assert state.over_limit_watt_hours == 0.0
 
     # Every watt-hour reported was accounted exactly once across the periods.
     total_reported = sum(lifetime.values())

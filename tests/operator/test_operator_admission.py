@@ -549,6 +549,29 @@ def test_raising_the_limit_admits_the_waiting_job() -> None:
     assert api.state("big") == "Admitted"
 
 
+def test_a_limit_lowered_under_running_jobs_shows_what_they_hold_beyond_it() -> None:
+    # Failed before overLimitWattHours: used plus reserved exceeded the lowered limit, and
+    # the status showed only remainingWattHours = 0 (no key, no word in the condition).
+    api = FakeApi()
+    api.add_budget("team", math.ceil(one_estimate() * 2))
+    api.add_job("a")
+    api.add_job("b", offset=1)
+    run_pass(api)
+    assert admitted(api) == ["a", "b"]
+    api.budgets["team"]["spec"]["limitWattHours"] = math.ceil(one_estimate())
+    api.add_job("c", offset=2)
+    run_pass(api, now=T0 + timedelta(seconds=2))
+    status = api.budgets["team"]["status"]
+    committed = status["consumedWattHours"] + status["reservedWattHours"]
+    limit = api.budgets["team"]["spec"]["limitWattHours"]
+    assert committed > limit
+    assert status["overLimitWattHours"] == pytest.approx(committed - limit, abs=1e-5)
+    assert status["remainingWattHours"] == 0.0
+    exhausted = next(c for c in status["conditions"] if c["type"] == "Exhausted")
+    assert "beyond the lowered limit" in exhausted["message"]
+    assert admitted(api) == ["a", "b"] and api.state("c") == "Waiting"  # they keep running
+
+
 def test_deleting_a_lepton_job_releases_its_reservation() -> None:
     api = FakeApi()
     api.add_budget("team", math.ceil(one_estimate()))

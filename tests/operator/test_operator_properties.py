@@ -124,6 +124,7 @@ class World:
         self.held_before: set[str] = set()
         self.lowered = False  # an edit lowered the limit
         self.carried = 0.0  # metered energy a closed period left to the next one
+        self.limits = {1: LIMIT}  # the limit in force at each generation of the budget
 
     @property
     def started(self) -> dict[str, datetime]:
@@ -205,16 +206,21 @@ class World:
         self.period_start = status["periodStartTime"]
         self.last_consumed = status["consumedWattHours"]
         used_and_held = status["consumedWattHours"] + status["reservedWattHours"]
-        limit = self.api.budgets["team"]["spec"]["limitWattHours"]
+        # The limit the status was computed under (a pass that died before writing leaves the
+        # books of the limit before an edit).
+        limit = self.limits[status["observedGeneration"]]
         uids = [r["jobUid"] for r in status["reservations"]]
         admitted_now = set(uids) - self.held_before
         self.held_before = set(uids)
-        # Within the limit in force, but for the overrun the books show: always, unless an
-        # edit lowered it under running jobs (then they keep their reservations), and after
-        # every pass that admitted a job.
+        # Within the limit in force, but for what the status shows: the overrun, and what
+        # admitted jobs hold beyond a limit an edit lowered under them (they keep their
+        # reservations); that last is none unless it was lowered, and after every pass that
+        # admitted a job.
+        overrun, over_limit = status["overrunWattHours"], status["overLimitWattHours"]
+        assert used_and_held <= limit + overrun + over_limit + 2e-6, (status, limit)
         if admitted_now or not self.lowered:
-            overrun = status["overrunWattHours"]
             assert used_and_held <= limit + overrun + EPSILON_WATT_HOURS, (status, limit)
+            assert over_limit == 0.0, status
         assert len(uids) == len(set(uids)), "a job holds two reservations"
         assert not set(uids) & set(status["settledJobUids"]), "a settled job holds a reservation"
 
@@ -332,6 +338,7 @@ class World:
             api.add_budget("team", limit, periodSeconds=PERIOD)
             self.period_start, self.held_before, self.lowered = None, set(), False
             self.carried = 0.0  # the deleted budget's closing books took it
+            self.limits = {1: limit}
             self.run_pass()
         elif kind == "crash":
             api.calls, api.crash_after_calls = 0, value
@@ -351,6 +358,7 @@ class World:
             self.lowered |= new < budget["spec"]["limitWattHours"]
             budget["spec"]["limitWattHours"] = new
             budget["metadata"]["generation"] += 1
+            self.limits[budget["metadata"]["generation"]] = new
             budget["metadata"]["resourceVersion"] = str(next(api.versions))
 
 
