@@ -60,6 +60,11 @@ def job_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:
     )
 
 
+def _metadata(name: str, **fields: str | None) -> dict[str, str]:
+    """An object's metadata: its name and the given ``fields`` that are not None."""
+    return {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+
+
 def lepton_job(
     name: str,
     budget: str = "team",
@@ -74,15 +79,10 @@ def lepton_job(
     ``spec`` fields (camelCase, as in the CRD) replace the defaults; ``namespace`` and ``uid``
     go in the metadata when given (a job built without a cluster needs a UID for its owner).
     """
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    if uid is not None:
-        metadata["uid"] = uid
     return {
         "apiVersion": API_VERSION,
         "kind": "LeptonJob",
-        "metadata": metadata,
+        "metadata": _metadata(name, namespace=namespace, uid=uid),
         "spec": {
             "budgetName": budget,
             "gpuModels": ["A40"],
@@ -97,13 +97,10 @@ def energy_budget(
     limit: float, name: str = "team", *, namespace: str | None = None, **spec: Any
 ) -> dict[str, Any]:
     """An EnergyBudget of ``limit`` watt-hours (and any other spec fields)."""
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "EnergyBudget",
-        "metadata": metadata,
+        "metadata": _metadata(name, namespace=namespace),
         "spec": {"limitWattHours": limit, **spec},
     }
 
