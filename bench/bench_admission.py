@@ -29,7 +29,8 @@ from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
-from lepton.core.names import API_VERSION, GROUP
+from lepton.core.names import GROUP
+from tests.support import builders
 
 REPO = Path(__file__).resolve().parents[1]
 APPLY_CLIENTS = 8
@@ -38,17 +39,7 @@ NAMESPACE = "bench-admission"
 
 
 def lepton_job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "LeptonJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "budgetName": "bench",
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": 3600},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
+    return builders.lepton_job(name, budget="bench", namespace=NAMESPACE)
 
 
 def measure(
@@ -60,12 +51,7 @@ def measure(
     for crd in (f"energybudgets.{GROUP}", f"leptonjobs.{GROUP}"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NAMESPACE)
-    budget = {
-        "apiVersion": API_VERSION,
-        "kind": "EnergyBudget",
-        "metadata": {"name": "bench", "namespace": NAMESPACE},
-        "spec": {"limitWattHours": limit},
-    }
+    budget = builders.energy_budget(limit, "bench", namespace=NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
     operator = subprocess.Popen(
         [

@@ -268,3 +268,17 @@ def test_api_times_are_read_in_one_place() -> None:
         if 'replace("Z", "+00:00")' in path.read_text()
     }
     assert by_hand == {"lepton/core/times.py"}
+
+
+def test_reserved_means_one_reservations_estimate() -> None:
+    """A reservation's "reserved" is its estimate; what reservations still hold is "held"."""
+    from lepton.api.v1alpha1 import EnergyBudgetStatus, Reservation
+    from lepton.core.budget import BudgetState
+    from lepton.core.budget import Reservation as CoreReservation
+
+    assert "reserved_watt_hours" in CoreReservation.__dataclass_fields__
+    assert "reserved_watt_hours" in Reservation.model_fields
+    assert not hasattr(BudgetState, "reserved_watt_hours")
+    assert "reserved_watt_hours" not in EnergyBudgetStatus.model_fields
+    # The published status field keeps its name.
+    assert EnergyBudgetStatus.model_fields["held_watt_hours"].alias == "reservedWattHours"

@@ -220,8 +220,12 @@ class EnergyBudgetStatus(_Model):
     settled_watt_hours: float = Field(
         default=0.0, description="Consumed this period by jobs that have since finished."
     )
-    reserved_watt_hours: float = Field(
-        default=0.0, description="Held for admitted jobs beyond what they consumed so far."
+    # One word per idea: a Reservation's reservedWattHours is its estimate; the budget's sum of
+    # what reservations still hold is "held" in the code, keeping its published field name.
+    held_watt_hours: float = Field(
+        default=0.0,
+        alias="reservedWattHours",
+        description="Held for admitted jobs beyond what they consumed so far.",
     )
     remaining_watt_hours: float = Field(default=0.0, description="Left for new jobs.")
     overrun_watt_hours: float = Field(

@@ -13,12 +13,13 @@ the same budget status, makes the same decision. Reservations are keyed by the L
 reserving twice is a no-op, which is what makes admission idempotent across crashes.
 
 Invariants (checked by the property tests):
-- ``consumed + reserved <= limit`` after every successful reservation; it can only be exceeded
+- ``consumed + held <= limit`` after every successful reservation; it can only be exceeded
   when a job consumes more than it reserved (by at most ``overrun``, which status shows) or the
   limit is lowered under admitted jobs (by at most ``over_limit``, which status shows; new jobs
   wait);
 - every watt-hour a job reports is counted exactly once, in the period in which it was used;
-- ``remaining = max(0, limit - consumed - reserved)``.
+- ``remaining = max(0, limit - consumed - held)``, where ``held`` is what the reservations
+  still hold beyond what their jobs consumed.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ class BudgetState:
         )
 
     @property
-    def reserved_watt_hours(self) -> float:
-        """Held for admitted jobs beyond what they consumed."""
+    def held_watt_hours(self) -> float:
+        """Held for admitted jobs beyond what they consumed (the sum of their
+        ``Reservation.held_watt_hours``; status shows it as ``reservedWattHours``)."""
         return sum(r.held_watt_hours for r in self.reservations)
 
     @property
     def committed_watt_hours(self) -> float:
-        """Consumed plus reserved: what new jobs cannot have."""
-        return self.consumed_watt_hours + self.reserved_watt_hours
+        """Consumed plus held: what new jobs cannot have."""
+        return self.consumed_watt_hours + self.held_watt_hours
 
     @property
     def remaining_watt_hours(self) -> float:
@@ -312,7 +314,7 @@ def wait_message(state: BudgetState, candidate: Candidate, budget_name: str) -> 
         f"needs {_wh(candidate.watt_hours)} (estimate for {candidate.gpu_model}) but "
         f"EnergyBudget {budget_name!r} has {_wh(state.remaining_watt_hours)} of "
         f"{_wh(state.limit_watt_hours)} left (consumed {_wh(state.consumed_watt_hours)}, "
-        f"reserved {_wh(state.reserved_watt_hours)}); it will be admitted when a job ends, "
+        f"held {_wh(state.held_watt_hours)}); it will be admitted when a job ends, "
         f"the next period starts at {state.period_end.isoformat()} or spec.limitWattHours "
         "is raised"
     )

@@ -540,7 +540,7 @@ def reconcile_budget(
                 "BudgetDeleted",
                 f"final books of period {format_time(state.period_start)}: consumed "
                 f"{state.consumed_watt_hours:.4f} Wh (settled {state.settled_watt_hours:.4f} Wh) "
-                f"of {state.limit_watt_hours:.0f} Wh, reserved {state.reserved_watt_hours:.4f} Wh; "
+                f"of {state.limit_watt_hours:.0f} Wh, held {state.held_watt_hours:.4f} Wh; "
                 f"{len(state.reservations)} admitted job(s) suspended",
             )
         )

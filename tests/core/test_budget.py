@@ -85,10 +85,10 @@ def test_reserving_the_same_job_twice_counts_it_once() -> None:
 def test_release_keeps_consumption_and_frees_the_rest_of_the_reservation() -> None:
     state, _ = reserve(budget(), "uid-a", "a", "A40", 40.0)
     state = consume(state, "uid-a", 15.0)
-    assert state.consumed_watt_hours == 15.0 and state.reserved_watt_hours == 25.0
+    assert state.consumed_watt_hours == 15.0 and state.held_watt_hours == 25.0
     state = release(state, "uid-a")
     assert state.consumed_watt_hours == 15.0
-    assert state.reserved_watt_hours == 0.0
+    assert state.held_watt_hours == 0.0
     assert state.remaining_watt_hours == 85.0
 
 
@@ -106,7 +106,7 @@ def test_rollover_resets_consumption_and_carries_running_reservations() -> None:
     rolled = roll_over(state, T0 + timedelta(seconds=3 * 3600 + 5))
     assert rolled.period_start == T0 + timedelta(seconds=3 * 3600)
     assert rolled.consumed_watt_hours == 0.0
-    assert rolled.reserved_watt_hours == 10.0  # 40 reserved - 30 used before the rollover
+    assert rolled.held_watt_hours == 10.0  # 40 reserved - 30 used before the rollover
     rolled = consume(rolled, "uid-a", 34.0)  # lifetime total: 4 Wh in the new period
     assert rolled.consumed_watt_hours == pytest.approx(4.0)
 

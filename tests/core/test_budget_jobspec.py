@@ -15,24 +15,25 @@ from lepton.api.v1alpha1 import GPU_MODELS, LeptonJobSpec
 from lepton.core.hints import hints_from_pod_metadata
 from lepton.core.names import LABEL_BUDGET_NAME, LABEL_JOB_NAME, LABEL_JOB_UID
 from lepton.core.profiles import is_known
+from tests.support import builders
 
 
 def lepton_job(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "budgetName": "team-a",
-        "replicas": 2,
-        "gpusPerReplica": 4,
-        "gpuModels": ["A40", "A100"],
-        "work": {"referenceGpuSeconds": 7200},
-        "template": {"spec": {"containers": [{"name": "train", "image": "busybox"}]}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": "train-1", "namespace": "ml", "uid": "u-1"},
-        "spec": body,
-    }
+    """A two-replica, four-GPU training job, built by the one LeptonJob builder."""
+    return builders.lepton_job(
+        "train-1",
+        budget="team-a",
+        seconds=7200,
+        namespace="ml",
+        uid="u-1",
+        **{
+            "replicas": 2,
+            "gpusPerReplica": 4,
+            "gpuModels": ["A40", "A100"],
+            "template": {"spec": {"containers": [{"name": "train", "image": "busybox"}]}},
+            **spec,
+        },
+    )
 
 
 def test_every_api_gpu_model_has_a_profile() -> None:

@@ -48,7 +48,7 @@ ops = st.lists(
 
 
 def check_books(state: BudgetState) -> None:
-    assert state.reserved_watt_hours >= 0
+    assert state.held_watt_hours >= 0
     assert state.consumed_watt_hours >= 0
     assert state.remaining_watt_hours >= 0
     expected_remaining = max(0.0, state.limit_watt_hours - state.committed_watt_hours)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lepton.cluster.local import free_port
+from tests.support import wait_for
 
 
 def scrape(accountant: Accountant) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -83,10 +83,6 @@ def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
 
 def wait_for_series(prometheus: str, promql: str, timeout: float = 40.0) -> list[dict[str, Any]]:
     """Poll ``promql`` until it returns series (the first scrape comes a few seconds in)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = query(prometheus, promql)
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"no series for {promql} after {timeout:.0f} s")
+    return wait_for(
+        lambda: query(prometheus, promql), timeout, f"series for {promql}", interval=0.5
+    )

@@ -6,7 +6,7 @@ A job's series are chosen by its pods' exact names, so ``train`` never counts th
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import shutil
 import subprocess
 import threading
@@ -37,6 +37,7 @@ from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import free_port
 from lepton.core.energy import SECONDS_PER_HOUR
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support import wait_for
 
 ACTIVE = "lepton_pod_gpu_active_energy_joules_total"
 IDLE = "lepton_pod_gpu_idle_energy_joules_total"
@@ -104,19 +105,20 @@ def prometheus(scraping: tuple[str, CollectorRegistry]) -> tuple[str, Counters]:
 
 
 def _scraped(url: str, pod: str, value: float, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            reply = requests.get(
-                f"{url}/api/v1/query", params={"query": f'{ACTIVE}{{pod="{pod}"}}'}, timeout=5
-            ).json()
-            result = reply.get("data", {}).get("result", [])
-            if result and float(result[0]["value"][1]) == value:
-                return
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"Prometheus never scraped {pod}={value}")
+    def seen() -> bool:
+        reply = requests.get(
+            f"{url}/api/v1/query", params={"query": f'{ACTIVE}{{pod="{pod}"}}'}, timeout=5
+        ).json()
+        result = reply.get("data", {}).get("result", [])
+        return bool(result) and float(result[0]["value"][1]) == value
+
+    wait_for(
+        seen,
+        timeout,
+        f"Prometheus to scrape {pod}={value}",
+        ignoring=(requests.RequestException, ValueError),
+        interval=0.2,
+    )
 
 
 def test_a_job_counts_only_its_own_pods_and_keeps_energy_across_a_counter_reset(
@@ -197,12 +199,12 @@ def test_the_meter_charges_what_the_estimate_reserves_for_the_same_pod_at_the_sa
             )
             fake.advance(1.0)
         registry.register(LeptonCollector(accountant))
-        deadline = time.monotonic() + 30
-        metered = None
-        while metered is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):  # Prometheus is still starting
-                metered = PrometheusEnergySource(url).job_energy("ml", [pod.pod], 600)
-            time.sleep(0.2)
-        assert metered is not None, "Prometheus never scraped the exporter"
+        metered = wait_for(
+            functools.partial(PrometheusEnergySource(url).job_energy, "ml", [pod.pod], 600),
+            30,
+            "Prometheus to scrape the exporter",
+            ignoring=(OSError,),  # Prometheus is still starting
+            interval=0.2,
+        )
         reserved_basis = estimated_consumption_watt_hours(estimate, seconds)
         assert metered.watt_hours == pytest.approx(reserved_basis, rel=0.02), model

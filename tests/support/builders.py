@@ -60,27 +60,47 @@ def job_pod(name: str, hints: JobHints, gpus: int = 1) -> dict[str, Any]:
     )
 
 
-def lepton_job(name: str, budget: str = "team", seconds: int = 3600) -> dict[str, Any]:
-    """A LeptonJob of ``seconds`` reference-GPU seconds on an A40, charged to ``budget``."""
+def _metadata(name: str, **fields: str | None) -> dict[str, str]:
+    """An object's metadata: its name and the given ``fields`` that are not None."""
+    return {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def lepton_job(
+    name: str,
+    budget: str = "team",
+    seconds: int = 3600,
+    *,
+    namespace: str | None = None,
+    uid: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A LeptonJob of ``seconds`` reference-GPU seconds on an A40, charged to ``budget``.
+
+    ``spec`` fields (camelCase, as in the CRD) replace the defaults; ``namespace`` and ``uid``
+    go in the metadata when given (a job built without a cluster needs a UID for its owner).
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": "LeptonJob",
-        "metadata": {"name": name},
+        "metadata": _metadata(name, namespace=namespace, uid=uid),
         "spec": {
             "budgetName": budget,
             "gpuModels": ["A40"],
             "work": {"referenceGpuSeconds": seconds},
             "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+            **spec,
         },
     }
 
 
-def energy_budget(limit: float, name: str = "team", **spec: Any) -> dict[str, Any]:
+def energy_budget(
+    limit: float, name: str = "team", *, namespace: str | None = None, **spec: Any
+) -> dict[str, Any]:
     """An EnergyBudget of ``limit`` watt-hours (and any other spec fields)."""
     return {
         "apiVersion": API_VERSION,
         "kind": "EnergyBudget",
-        "metadata": {"name": name},
+        "metadata": _metadata(name, namespace=namespace),
         "spec": {"limitWattHours": limit, **spec},
     }
 
