@@ -232,10 +232,17 @@ def run_pass(
     now: datetime = T0,
     memory: PassMemory | None = None,
     config: OperatorConfig | None = None,
+    closing: bool = False,
 ) -> None:
     reconcile_budget(
-        api, config or OperatorConfig(workers=2), memory or PassMemory(), NS, "team", now
-    )  # type: ignore[arg-type]
+        api,  # type: ignore[arg-type]
+        config or OperatorConfig(workers=2),
+        memory or PassMemory(),
+        NS,
+        "team",
+        now,
+        closing=closing,
+    )
 
 
 def admitted(api: FakeApi) -> list[str]:
@@ -966,25 +973,9 @@ def test_a_job_admitted_again_by_a_recreated_budget_is_charged_only_what_it_uses
     run_pass(api, now=T0 + timedelta(minutes=10))
     api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:10:00Z"
     with pytest.raises(StillSettlingError):  # its pod still runs
-        reconcile_budget(
-            api,
-            OperatorConfig(workers=2),
-            PassMemory(),
-            NS,
-            "team",
-            T0 + timedelta(minutes=10),
-            closing=True,
-        )  # type: ignore[arg-type]
+        run_pass(api, now=T0 + timedelta(minutes=10), closing=True)
     _stop_pod(api, "a-p0", T0, T0 + timedelta(minutes=10))
-    reconcile_budget(
-        api,
-        OperatorConfig(workers=2),
-        PassMemory(),
-        NS,
-        "team",
-        T0 + timedelta(minutes=10),
-        closing=True,
-    )  # type: ignore[arg-type]
+    run_pass(api, now=T0 + timedelta(minutes=10), closing=True)
     assert api.state("a") == "Suspended"
     del api.budgets["team"]
     api.add_budget("team", math.ceil(one_estimate(36000) * 3))  # the same budget, recreated
