@@ -936,13 +936,19 @@ class ScrapedMeter:
         return JobEnergy(self.watt_hours, False, self.sampled_until)
 
 
-def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> None:
+def _a_metered_admitted_job() -> tuple[FakeApi, ScrapedMeter, OperatorConfig]:
+    """Job "a" admitted by a budget whose operator reads a ScrapedMeter."""
     meter = ScrapedMeter()
     config = OperatorConfig(workers=2, energy_source=meter)
     api = FakeApi()
     api.add_budget("team", 100_000)
     api.add_job("a")
     run_pass(api, config=config)
+    return api, meter, config
+
+
+def test_a_metered_job_is_settled_once_the_meter_has_sampled_past_its_end() -> None:
+    api, meter, config = _a_metered_admitted_job()
     api.finish("a", T0, T0 + timedelta(seconds=600))
     # The last scrape (2 s before the end) misses the job's last seconds.
     meter.watt_hours, meter.sampled_until = 9.9, T0 + timedelta(seconds=598)
@@ -1036,12 +1042,7 @@ def test_a_finished_job_is_written_and_announced_once_across_the_two_phases() ->
 def test_a_metered_job_deleted_while_it_runs_is_settled_once_the_meter_has_its_pods_end() -> None:
     # Failed before: a deleted job was settled from the meter's figure as soon as its pod had
     # stopped, a scrape before the end: its last seconds' energy went into no book.
-    meter = ScrapedMeter()
-    config = OperatorConfig(workers=2, energy_source=meter)
-    api = FakeApi()
-    api.add_budget("team", 100_000)
-    api.add_job("a")
-    run_pass(api, config=config)
+    api, meter, config = _a_metered_admitted_job()
     api.run_pod("a", "a-p0", T0)
     meter.watt_hours, meter.sampled_until = 9.0, T0 + timedelta(seconds=540)
     api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:09:00Z"
