@@ -1,0 +1,58 @@
+"""The local cluster's kwok stages behave as a kubelet does where Lepton reads the pod."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from lepton.cluster.local import JOB_POD_RUN_SECONDS, LocalCluster
+from tests.support.builders import apply
+from tests.support.wait import wait_for
+
+
+def _container_state(cluster: LocalCluster, namespace: str) -> dict[str, dict[str, str]] | None:
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", namespace, "-l", "job-name=ran", "-o", "json").stdout
+    )["items"]
+    statuses = [cs for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or []]
+    return statuses[0]["state"] if statuses else None
+
+
+def test_a_completed_pod_keeps_the_start_its_container_had_while_it_ran(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """The operator charges a job for its pods' run intervals, and a pod that has ended gives
+    its interval by its terminated container's startedAt and finishedAt. kwok's own stages
+    stamped both with the completion time, so every ended pod looked as if it had run for no
+    time: a job whose running status a crashed pass never wrote was booked for what the pass
+    saw but replayed as 0 Wh (CI, leader-kill test). This failed before the fix (0 s)."""
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "ran"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox"}],
+                }
+            }
+        },
+    }
+    apply(cluster, namespace, job)
+    running = wait_for(
+        lambda: (s := _container_state(cluster, namespace)) and s.get("running"),
+        60,
+        "the Job's pod to run",
+    )
+    terminated = wait_for(
+        lambda: (s := _container_state(cluster, namespace)) and s.get("terminated"),
+        60,
+        "the Job's pod to complete",
+    )
+    assert terminated["startedAt"] == running["startedAt"]
+    ran = datetime.fromisoformat(terminated["finishedAt"]) - datetime.fromisoformat(
+        terminated["startedAt"]
+    )
+    # kwok completes a Job pod JOB_POD_RUN_SECONDS after it runs; stamps are whole seconds.
+    assert JOB_POD_RUN_SECONDS - 1 <= ran.total_seconds() <= JOB_POD_RUN_SECONDS + 5
