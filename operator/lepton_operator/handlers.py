@@ -181,13 +181,15 @@ async def budget_deleted(name: str, namespace: str | None, memo: Any, **_: Any) 
 @kopf.on.delete(GROUP, VERSION, "leptonjobs", registry=registry)
 async def lepton_job_deleted(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     """A LeptonJob being deleted (its finalizer holds it) is settled first: the energy it used
-    since the last pass is consumed and its reservation released, then it may go."""
+    since the last pass is consumed and its reservation released, then it may go. When its
+    budget is being deleted too (one `kubectl delete -f`, the namespace's deletion), the
+    budget's closing pass settles it: it waits for that, or for the budget to be gone."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     budget_name = (body.get("spec") or {}).get("budgetName", "")
     uid = body.metadata.uid
     await run_budget_pass(memo, namespace, budget_name)
     budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
-    if budget is None or budget["metadata"].get("deletionTimestamp"):
+    if budget is None:
         return
     held = {r.get("jobUid") for r in (budget.get("status") or {}).get("reservations") or []}
     if uid in held:

@@ -1056,3 +1056,54 @@ def test_a_metered_job_deleted_while_it_runs_is_settled_once_the_meter_has_its_p
     run_pass(api, now=T0 + timedelta(seconds=577), config=config)
     status = api.budgets["team"]["status"]
     assert status["reservations"] == [] and status["settledWattHours"] == 9.5
+
+
+def test_a_job_deleted_with_its_budget_is_settled_in_the_budgets_final_books() -> None:
+    # Failed before: `kubectl delete -f team.yaml` (or the namespace's deletion) marks the budget
+    # and its running job at once; the LeptonJob's finalizer let it go at once because its
+    # budget was being deleted, so the closing pass found the reservation without its job and
+    # released it with the last pass's figure: 10 of the job's 20.5 minutes in the final books.
+    import asyncio
+
+    import kopf
+    from lepton_operator.handlers import OperatorMemo, lepton_job_deleted
+
+    api, per_second = _running_job()
+    run_pass(api, now=T0 + timedelta(minutes=10))
+    for obj in (api.budgets["team"], api.lepton_jobs["a"]):
+        obj["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
+    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
+
+    def job_finalizer() -> bool:
+        """kopf's delete handler of the LeptonJob: True when it lets the LeptonJob go."""
+        try:
+            asyncio.run(
+                lepton_job_deleted(body=kopf.Body(api.lepton_jobs["a"]), namespace=NS, memo=memo)
+            )
+        except kopf.TemporaryError:
+            return False
+        return True
+
+    assert not job_finalizer(), "the job went before its budget's closing pass settled it"
+    now = T0 + timedelta(minutes=20)
+    with pytest.raises(StillSettlingError):  # its pod is stopping (its Job suspended)
+        run_pass(api, now=now, closing=True)
+    assert api.jobs["a"]["spec"]["suspend"] is True
+    assert not job_finalizer()
+    _stop_pod(api, "a-p0", T0, now + timedelta(seconds=30))  # its termination grace period
+    events = reconcile_budget(
+        api,
+        OperatorConfig(workers=2),
+        PassMemory(),
+        NS,
+        "team",
+        now + timedelta(seconds=31),
+        closing=True,
+    )  # type: ignore[arg-type]
+    status = api.budgets["team"]["status"]
+    assert status["reservations"] == []
+    assert status["consumedWattHours"] == pytest.approx(per_second * 1230, rel=1e-4)
+    final = next(e for e in events if e.reason == "BudgetDeleted")
+    assert f"consumed {status['consumedWattHours']:.4f} Wh" in final.message
+    del api.budgets["team"]  # its finalizer is removed: it goes
+    assert job_finalizer(), "the settled job is held after its budget has gone"
