@@ -23,6 +23,7 @@ from lepton.api.jobspec import build_job
 from lepton.core.names import GROUP, LABEL_JOB_UID, VERSION
 
 from .admission import (
+    FINAL_STATES,
     EventNote,
     OperatorConfig,
     PassMemory,
@@ -219,9 +220,13 @@ def lepton_job_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **
 async def lepton_job_created(
     body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any
 ) -> None:
-    """Create the LeptonJob's suspended Job; report a missing budget with the fix."""
+    """Create the LeptonJob's suspended Job; report a missing budget with the fix. A job that
+    ended (kopf resumes every LeptonJob when the operator starts) is left as it is: its Job may
+    be gone (ttlSecondsAfterFinished), and one created again would run it a second time."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     raw = dict(body)
+    if (raw.get("status") or {}).get("state") in FINAL_STATES:
+        return
     budget_name = raw["spec"].get("budgetName", "")
     try:
         job = build_job(raw, scheduler_name=memo.config.scheduler_name)

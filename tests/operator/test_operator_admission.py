@@ -1107,3 +1107,45 @@ def test_a_job_deleted_with_its_budget_is_settled_in_the_budgets_final_books() -
     assert f"consumed {status['consumedWattHours']:.4f} Wh" in final.message
     del api.budgets["team"]  # its finalizer is removed: it goes
     assert job_finalizer(), "the settled job is held after its budget has gone"
+
+
+def test_a_finished_job_stays_finished_across_a_restart_after_its_job_and_budget_went() -> None:
+    # Failed before: the resume handler (kopf runs it for every LeptonJob when the operator
+    # starts) created a finished job's Job again (its own was deleted: ttlSecondsAfterFinished,
+    # a user) and, its budget being gone, wrote it back to Waiting/BudgetNotFound; a budget
+    # created again under the name then admitted it and un-suspended the new Job: the finished
+    # job ran a second time, with a second reservation.
+    import asyncio
+
+    import kopf
+    from kopf._core.engines import posting
+    from lepton_operator.handlers import OperatorMemo, lepton_job_created
+
+    api = FakeApi()
+    api.add_budget("team", 10_000)
+    api.add_job("a")
+    run_pass(api)
+    api.finish("a", T0, T0 + timedelta(seconds=600))
+    run_pass(api, now=T0 + timedelta(seconds=601))
+    run_pass(api, now=T0 + timedelta(seconds=602))
+    final = copy.deepcopy(api.lepton_jobs["a"]["status"])
+    assert final["state"] == "Finished"
+    del api.jobs["a"]
+    api.pods.clear()
+    del api.budgets["team"]
+    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
+
+    async def resume() -> None:  # as kopf calls it, with its event-posting context
+        posting.settings_var.set(kopf.OperatorSettings())
+        posting.event_queue_var.set(asyncio.Queue())
+        posting.event_queue_loop_var.set(asyncio.get_running_loop())
+        body = kopf.Body(copy.deepcopy(api.lepton_jobs["a"]))
+        await lepton_job_created(body=body, namespace=NS, name="a", memo=memo)
+
+    asyncio.run(resume())
+    assert api.jobs == {}, "the finished job's Job was created again"
+    assert api.lepton_jobs["a"]["status"] == final, "the finished job's status was rewritten"
+    api.add_budget("team", 10_000)
+    run_pass(api, now=T0 + timedelta(seconds=700))
+    assert api.budgets["team"]["status"]["reservations"] == [], "the finished job was admitted"
+    assert api.unsuspensions == ["a"] and api.state("a") == "Finished"
