@@ -216,6 +216,11 @@ class EnergyBudgetStatus(_Model):
 
     observed_generation: int | None = None
     period_start_time: datetime | None = None
+    period_seconds: int | None = Field(
+        default=None,
+        description="The current period's length, fixed when it began: an edit of "
+        "spec.periodSeconds applies from the current period's end.",
+    )
     consumed_watt_hours: float = Field(default=0.0, description="Consumed this period.")
     settled_watt_hours: float = Field(
         default=0.0, description="Consumed this period by jobs that have since finished."

@@ -57,7 +57,9 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
     )
     return BudgetState(
         limit_watt_hours=float(spec.limit_watt_hours),
-        period_seconds=spec.period_seconds,
+        # The current period keeps the length it began with; an edit applies from its end.
+        period_seconds=int(status.get("periodSeconds") or spec.period_seconds),
+        next_period_seconds=spec.period_seconds,
         period_start=start,
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
@@ -123,6 +125,7 @@ def budget_status(
         **last_period,
         "observedGeneration": generation,
         "periodStartTime": _format_precise(state.period_start),
+        "periodSeconds": state.period_seconds,
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
         "reservedWattHours": round(state.held_watt_hours, 6),

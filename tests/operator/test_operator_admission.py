@@ -1149,3 +1149,36 @@ def test_a_finished_job_stays_finished_across_a_restart_after_its_job_and_budget
     run_pass(api, now=T0 + timedelta(seconds=700))
     assert api.budgets["team"]["status"]["reservations"] == [], "the finished job was admitted"
     assert api.unsuspensions == ["a"] and api.state("a") == "Finished"
+
+
+def test_a_shortened_period_keeps_the_current_periods_length_so_no_period_holds_later_energy() -> (
+    None
+):
+    # Failed before: spec.periodSeconds cut from a day to an hour at 10:30 moved the current
+    # period's end back to 10:00, after the passes had booked 10:00-10:30 in it: the closed
+    # period held 30 minutes run after its end, and the new one lacked them (its limit bought
+    # an hour and a half). The current period now keeps the length it began with.
+    api = FakeApi()
+    api.add_budget("team", 100_000, periodSeconds=86_400)
+    api.add_job("a", seconds=360_000)
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    per_second = one_estimate(360_000) / estimate_energy_seconds(360_000)
+    run_pass(api, now=T0 + timedelta(hours=10, minutes=30))
+    api.budgets["team"]["spec"]["periodSeconds"] = 3600
+    api.budgets["team"]["metadata"]["generation"] = 2
+    run_pass(api, now=T0 + timedelta(hours=10, minutes=31))
+    status = api.budgets["team"]["status"]
+    assert status["periodStartTime"] == "2025-01-01T00:00:00Z", "the period ended before a pass"
+    assert status["consumedWattHours"] == pytest.approx(per_second * (10 * 3600 + 31 * 60))
+    # The day ends as it began; hourly periods follow it, aligned on its end.
+    run_pass(api, now=T0 + timedelta(hours=24, minutes=30))
+    status = api.budgets["team"]["status"]
+    assert status["previousPeriodStartTime"] == "2025-01-01T00:00:00Z"
+    assert status["previousPeriodConsumedWattHours"] == pytest.approx(per_second * 86_400)
+    assert status["periodStartTime"] == "2025-01-02T00:00:00Z"
+    assert status["consumedWattHours"] == pytest.approx(per_second * 30 * 60)
+    run_pass(api, now=T0 + timedelta(hours=25, minutes=1))
+    status = api.budgets["team"]["status"]
+    assert status["periodStartTime"] == "2025-01-02T01:00:00Z"
+    assert status["previousPeriodConsumedWattHours"] == pytest.approx(per_second * 3600)
