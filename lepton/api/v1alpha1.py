@@ -558,6 +558,15 @@ class LeptonJob(_Model):
                 "spec.deadlineTime applies to batch work only: a service runs for its "
                 "lifetimeSeconds, so remove deadlineTime",
             ),
+            # The Job is built from the spec once, and without a meter the job is charged the
+            # spec's estimated power for its pods' whole run: an edit would re-price the run
+            # so far while the pods run on unchanged.
+            _cel(
+                "self == oldSelf",
+                "spec.* (every field) cannot be changed once the LeptonJob is created: its Job "
+                "and its budget's reservation were made from it; delete the LeptonJob and "
+                "create it again with the new spec",
+            ),
         )
     )
     status: LeptonJobStatus | None = None

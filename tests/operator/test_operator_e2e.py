@@ -259,7 +259,30 @@ def test_the_budget_of_a_lepton_job_cannot_be_changed(
     assert "spec.budgetName cannot be changed" in result.stderr, result.stderr
     assert "delete the LeptonJob and create it again" in result.stderr
     assert get(cluster, namespace, "leptonjob", "train")["spec"]["budgetName"] == "team"
-    # Other fields still change.
+    # Nor any of its spec (failed before for spec.replicas: the Job ran on with one replica
+    # while, without a meter, the whole run so far was charged anew at four replicas' power).
+    for patch in (
+        '{"spec":{"replicas":4}}',
+        '{"spec":{"work":{"referenceGpuSeconds":7200}}}',
+        '{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"other"}]}}}}',
+    ):
+        result = cluster.kubectl(
+            "patch",
+            "leptonjob",
+            "train",
+            "-n",
+            namespace,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+            check=False,
+        )
+        assert result.returncode != 0, patch
+        assert "spec.* (every field) cannot be changed once the LeptonJob" in result.stderr
+    spec = get(cluster, namespace, "leptonjob", "train")["spec"]
+    assert spec["replicas"] == 1 and spec["work"] == {"referenceGpuSeconds": 3600}
+    # Its labels, annotations and status still change.
     cluster.kubectl("label", "leptonjob", "train", "-n", namespace, "team=ml", "--overwrite")
 
 
