@@ -295,7 +295,11 @@ def pod_is_running(pod: Mapping[str, Any]) -> bool:
 
 def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | None:
     """When a pod's containers ran: from the first start to the last end, or to ``now`` while
-    one still runs. A Pending pod, whose containers never started, ran for no time."""
+    one still runs. A Pending pod, whose containers never started, ran for no time.
+
+    The pod's own record gives its start and end in whole seconds, so a running pod's run
+    ends at ``now`` in whole seconds too: a pass that saw it running charges no more than its
+    final record will (which ends within the second it stopped), whenever the pass ran."""
     starts: list[datetime] = []
     ends: list[datetime] = []
     running = False
@@ -312,7 +316,7 @@ def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | No
             ends.append(ended)
     if not starts:
         return None
-    end = now if running else max(ends)
+    end = now.replace(microsecond=0) if running else max(ends)
     return (min(starts), max(min(starts), end))
 
 

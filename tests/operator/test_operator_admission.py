@@ -1182,3 +1182,25 @@ def test_a_shortened_period_keeps_the_current_periods_length_so_no_period_holds_
     status = api.budgets["team"]["status"]
     assert status["periodStartTime"] == "2025-01-02T01:00:00Z"
     assert status["previousPeriodConsumedWattHours"] == pytest.approx(per_second * 3600)
+
+
+def test_a_pods_run_is_charged_at_the_resolution_of_its_own_record_whenever_a_pass_saw_it() -> None:
+    # Failed before (found by the leader-kill e2e test once it replayed the pods' own record):
+    # a pass at 600.9 s saw the pod running and charged it from its start, which the pod's
+    # record gives in whole seconds, to 600.9 s; the pod's final record says it ran 0-600 s
+    # (whole seconds too), yet the books kept 600.9 s, more than a replay of the run gives, by
+    # an amount that depends on when the passes (and the operator's restarts) happened.
+    api = FakeApi()
+    api.add_budget("team", 100_000)
+    api.add_job("a", seconds=36_000)
+    run_pass(api)
+    api.run_pod("a", "a-p0", T0)
+    api.jobs["a"]["status"] = {"startTime": "2025-01-01T00:00:00Z", "active": 1, "ready": 1}
+    run_pass(api, now=T0 + timedelta(seconds=600, microseconds=900_000))
+    api.finish("a", T0, T0 + timedelta(seconds=600))  # it stopped within second 600
+    for second in (602, 603):  # its final status, then the budget settles it
+        run_pass(api, now=T0 + timedelta(seconds=second))
+    per_second = one_estimate(36_000) / estimate_energy_seconds(36_000)
+    used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
+    assert used == pytest.approx(per_second * 600, rel=1e-9), used / per_second
+    assert api.budgets["team"]["status"]["settledWattHours"] == pytest.approx(used, rel=1e-9)
