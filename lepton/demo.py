@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from lepton.api.v1alpha1 import held_watt_hours
 from lepton.cluster import tools
 from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
 from lepton.cluster.local import LocalCluster
@@ -283,7 +284,7 @@ class Demo:
             lines.append(
                 f"  budget {b['metadata']['name']}: limit {b['spec']['limitWattHours']} Wh, used "
                 f"{_num(st.get('consumedWattHours'))}, "
-                f"reserved {_num(st.get('reservedWattHours'))}, "
+                f"held {_num(held_watt_hours(st))}, "
                 f"remaining {_num(st.get('remainingWattHours'))}, queued {st.get('queuedJobs', 0)}"
             )
         self.echo("\n".join(lines))

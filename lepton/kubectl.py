@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from lepton.api.v1alpha1 import held_watt_hours
 from lepton.core.names import EVENT_REASON_SCORED, GROUP, SCHEDULER_NAME, VERSION
 
 
@@ -114,7 +115,7 @@ all_option = click.option(
 @all_option
 @click.pass_obj
 def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> None:
-    """Budgets (used / reserved / remaining watt-hours), jobs waiting and why, and power now."""
+    """Budgets (used / held / remaining watt-hours), jobs waiting and why, and power now."""
     custom, _ = _apis(obj["kubeconfig"], obj["context"])
     ns = None if all_namespaces else namespace
     budgets = _list(custom, "energybudgets", ns)
@@ -128,7 +129,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
                 b["metadata"]["name"],
                 str(b["spec"]["limitWattHours"]),
                 _wh(st.get("consumedWattHours", 0.0)),
-                _wh(st.get("reservedWattHours", 0.0)),
+                _wh(held_watt_hours(st)),
                 _wh(st.get("remainingWattHours")),
                 str(st.get("admittedJobs", 0)),
                 str(st.get("queuedJobs", 0)),
@@ -136,7 +137,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
             ]
         )
     click.echo("ENERGY BUDGETS (watt-hours this period)")
-    headers = ["NAMESPACE", "NAME", "LIMIT", "USED", "RESERVED", "REMAINING", "ADMITTED"]
+    headers = ["NAMESPACE", "NAME", "LIMIT", "USED", "HELD", "REMAINING", "ADMITTED"]
     click.echo(_table(rows, [*headers, "QUEUED", "WHEN-EXHAUSTED"]) if rows else "  (none)")
 
     waiting = []

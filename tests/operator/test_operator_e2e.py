@@ -325,8 +325,8 @@ SETTLED = ("Admitted", "Running", "Waiting")
 
 def _observe(cluster: LocalCluster, namespace: str, limit: int) -> list[str]:
     eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
-    total = eb.get("reservedWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
-    assert total <= limit + 1e-6, f"reserved + consumed = {total} > limit {limit}"
+    total = eb.get("heldWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
+    assert total <= limit + 1e-6, f"held + consumed = {total} > limit {limit}"
     return [r["jobUid"] for r in eb.get("reservations", [])]
 
 
