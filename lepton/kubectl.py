@@ -3,7 +3,7 @@
 Installed with the package as the ``kubectl-lepton`` executable, which kubectl
 finds on PATH as a plugin (like Kueue's ``kubectl kueue``). It reads what the
 operator writes into EnergyBudget and LeptonJob status, the ``LeptonScored``
-Events the extender records on pods, and — for power — the exporter's metrics
+Events the Lepton scheduler records on pods, and — for power — the exporter's metrics
 through Prometheus.
 """
 
@@ -193,7 +193,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
 @namespace_option
 @click.pass_obj
 def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
-    """Why the extender placed POD where it did: the scoring terms of its top nodes."""
+    """Why the Lepton scheduler placed POD where it did: the scoring terms of its top nodes."""
     _, core = _apis(obj["kubeconfig"], obj["context"])
     ns = namespace or "default"
     if "/" in pod:
@@ -215,11 +215,11 @@ def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
     if not events:
         click.echo(
             "  no scoring recorded: the pod is not a LeptonJob pod, was not scheduled by "
-            f"{SCHEDULER_NAME}, or the extender has not seen it yet"
+            f"{SCHEDULER_NAME}, or the Lepton scheduler has not seen it yet"
         )
         sys.exit(1)
     latest = max(events, key=lambda e: (e.last_timestamp or e.event_time or "", e.metadata.name))
-    click.echo(f"  the extender's scoring ({EVENT_REASON_SCORED} event):")
+    click.echo(f"  the Lepton scheduler's scoring ({EVENT_REASON_SCORED} event):")
     for line in str(latest.message).split("; "):
         click.echo(f"    {line}")
 

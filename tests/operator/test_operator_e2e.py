@@ -1,8 +1,9 @@
 """End to end on the local control plane: CRD validation, the examples, the budget race, crashes.
 
 The operator runs as a real subprocess (``python -m lepton_operator``) against the real
-apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the extender has
-tests of its own), or a scheduler that does not exist when a test needs jobs that never finish.
+apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the Lepton
+scheduler has tests of its own), or a scheduler that does not exist when a test needs jobs that
+never finish.
 """
 
 from __future__ import annotations
