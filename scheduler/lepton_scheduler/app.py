@@ -5,7 +5,7 @@ Endpoints:
 * ``POST /filter`` and ``POST /prioritize`` — the extender protocol
   (:mod:`lepton_scheduler.protocol`). Pods that are not LeptonJob pods pass
   through untouched: every node passes, every score is equal.
-* ``POST /filter-best`` — both in one call, for a profile whose scheduler has
+* ``POST /filter-best`` — both in one call, for a profile whose extenders stanza has
   ``filterVerb: filter-best`` and no ``prioritizeVerb``: filter's answer
   narrowed to its best-scored nodes (one round trip a pod instead of two).
 * ``GET /healthz``, ``GET /readyz`` (ready once the watch caches are synced),
