@@ -157,17 +157,23 @@ def test_lepton_scheduler_profile_calls_the_scheduler_and_binds(
         wait_for(bound, 60, "the pod to be bound by lepton-scheduler")
     finally:
         cluster.stop_lepton_scheduler()
-    verbs = {verb for verb, _ in calls}
-    assert "filter" in verbs and "prioritize" in verbs, f"the stand-in saw {verbs}"
-    filter_args = next(body for verb, body in calls if verb == "filter")
-    # nodeCacheCapable: only names travel, and the pod is the one we created.
-    assert filter_args["Pod"]["metadata"]["name"] == "placed"
+    # Only this pod's calls: other tests' pods that name the profile may reach the stand-in too.
+    ours = [
+        (verb, body)
+        for verb, body in calls
+        if (body["Pod"]["metadata"]["name"], body["Pod"]["metadata"]["namespace"])
+        == ("placed", namespace)
+    ]
+    verbs = {verb for verb, _ in ours}
+    assert "filter" in verbs and "prioritize" in verbs, f"the stand-in saw {verbs} for our pod"
+    filter_args = next(body for verb, body in ours if verb == "filter")
+    # nodeCacheCapable: only names travel.
     assert filter_args["NodeNames"], "the scheduler sent candidate node names"
     assert filter_args.get("Nodes") is None
     node = cluster.kubectl(
         "get", "pod", "placed", "-n", namespace, "-o", "jsonpath={.spec.nodeName}"
     ).stdout
-    first_candidate = next(body for verb, body in calls if verb == "prioritize")["NodeNames"][0]
+    first_candidate = next(body for verb, body in ours if verb == "prioritize")["NodeNames"][0]
     assert node == first_candidate, "the Lepton scheduler's top score decided the placement"
 
 
