@@ -3,7 +3,7 @@
 A fleet is a list of node groups. Each node becomes a v1.Node that kwok
 manages (annotation ``kwok.x-k8s.io/node: fake``), with ``nvidia.com/gpu``
 capacity, the GPU feature discovery product label, a zone, CPU and memory, so
-that the real kube-scheduler and Lepton's extender see what they would see on a
+that the real kube-scheduler and Lepton's scheduler see what they would see on a
 GPU cluster. Fleets come from the built-in default, a YAML file, or the
 Alibaba trace's node list.
 """

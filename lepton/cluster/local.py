@@ -287,11 +287,11 @@ class LocalCluster:
 
     # --- the second scheduler -------------------------------------------------
 
-    def start_lepton_scheduler(self, extender_url: str) -> Process:
-        """Start a kube-scheduler whose ``lepton-scheduler`` profile calls the extender at URL."""
+    def start_lepton_scheduler(self, scheduler_url: str) -> Process:
+        """Start a kube-scheduler whose ``lepton-scheduler`` profile calls the Lepton scheduler."""
         if SCHEDULER_NAME in self.state.processes:
             self.stop_processes([SCHEDULER_NAME])
-        config = render_kube_scheduler_config(extender_url, str(self.kubeconfig))
+        config = render_kube_scheduler_config(scheduler_url, str(self.kubeconfig))
         config_path = self.dir / f"{SCHEDULER_NAME}.yaml"
         config_path.write_text(config)
         proc = self._start_scheduler(

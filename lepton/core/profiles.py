@@ -1,6 +1,6 @@
 """GPU profiles: what a GPU model draws and how fast it works under a power limit.
 
-The scheduler extender, the operator's admission estimates, the exporter's
+The Lepton scheduler, the operator's admission estimates, the exporter's
 ``model`` backend and the simulator all need the same few facts about a GPU
 model. They live in data files (``gpu_profiles/*.yaml``), one per model, with
 the source written beside every number. The A40, V100 and P100 files are

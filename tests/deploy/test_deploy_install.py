@@ -174,17 +174,17 @@ CAN_I = [
     ("operator", "delete", "leptonjobs.lepton.dev", "team-a", False),
     ("operator", "update", "customresourcedefinitions.apiextensions.k8s.io", "", False),
     ("operator", "create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
-    # The extender: reads what it scores with, records its decisions as Events.
-    ("extender", "list", "nodes", "", True),
-    ("extender", "watch", "pods", "", True),
-    ("extender", "watch", "energybudgets.lepton.dev", "", True),
-    ("extender", "create", "events", "team-a", True),
-    ("extender", "get", "secrets", "team-a", False),
-    ("extender", "create", "pods/binding", "team-a", False),
-    ("extender", "patch", "nodes", "", False),
-    ("extender", "delete", "pods", "team-a", False),
-    ("extender", "patch", "energybudgets.lepton.dev/status", "team-a", False),
-    ("extender", "list", "configmaps", "", False),
+    # The Lepton scheduler: reads what it scores with, records its decisions as Events.
+    ("scheduler-server", "list", "nodes", "", True),
+    ("scheduler-server", "watch", "pods", "", True),
+    ("scheduler-server", "watch", "energybudgets.lepton.dev", "", True),
+    ("scheduler-server", "create", "events", "team-a", True),
+    ("scheduler-server", "get", "secrets", "team-a", False),
+    ("scheduler-server", "create", "pods/binding", "team-a", False),
+    ("scheduler-server", "patch", "nodes", "", False),
+    ("scheduler-server", "delete", "pods", "team-a", False),
+    ("scheduler-server", "patch", "energybudgets.lepton.dev/status", "team-a", False),
+    ("scheduler-server", "list", "configmaps", "", False),
     # The second kube-scheduler: what upstream's multiple-schedulers example grants.
     ("scheduler", "create", "pods/binding", "team-a", True),
     ("scheduler", "list", "nodes", "", True),
@@ -307,7 +307,7 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     monitors = cluster.kubectl(
         "get", "servicemonitors,podmonitors", "-n", namespace, "-o", "name"
     ).stdout.split()
-    assert len(monitors) == 3, monitors  # extender, operator (ServiceMonitors), exporter
+    assert len(monitors) == 3, monitors  # scheduler-server, operator (ServiceMonitors), exporter
     manifest = helm(cluster, "get", "manifest", name, f"--namespace={namespace}")
     docs = [
         d for d in manifest.split("\n---") if "kind: ServiceMonitor" in d or "kind: PodMonitor" in d

@@ -1,10 +1,10 @@
 """Every dashboard query returns data from a real Prometheus.
 
-Prometheus (the Debian package) scrapes the real exporter, the real extender and the real
+Prometheus (the Debian package) scrapes the real exporter, the real Lepton scheduler and the real
 operator (`lepton operator`, which serves its budgets' gauges), all running against the
 local control plane: the exporter's model backend estimates the kwok
 fleet's GPUs and charges a GPU pod running there; its RAPL backend reads a fake sysfs
-(this machine has no RAPL), so the CPU panels have a counter to show. The extender
+(this machine has no RAPL), so the CPU panels have a counter to show. The Lepton scheduler
 answers a few filter/prioritize calls so its latency histogram has samples. Each panel's
 query, with Grafana's variables filled in, must then return at least one series.
 """
@@ -105,7 +105,7 @@ def exporter_target(
 
 
 @pytest.fixture(scope="module")
-def extender_target(cluster: LocalCluster) -> Iterator[str]:
+def scheduler_target(cluster: LocalCluster) -> Iterator[str]:
     port = free_port()
     code = (
         "from lepton_scheduler.app import run; "
@@ -119,7 +119,7 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
         wait_for(
             lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200,
             60,
-            "the extender to sync its caches",
+            "the Lepton scheduler to sync its caches",
             ignoring=(OSError,),
         )
         nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
@@ -226,7 +226,7 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
 @pytest.fixture(scope="module")
 def prometheus(
     exporter_target: str,
-    extender_target: str,
+    scheduler_target: str,
     operator_target: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
@@ -238,7 +238,10 @@ def prometheus(
         },
         "scrape_configs": [
             {"job_name": "lepton-exporter", "static_configs": [{"targets": [exporter_target]}]},
-            {"job_name": "lepton-extender", "static_configs": [{"targets": [extender_target]}]},
+            {
+                "job_name": "lepton-scheduler-server",
+                "static_configs": [{"targets": [scheduler_target]}],
+            },
             {"job_name": "lepton-operator", "static_configs": [{"targets": [operator_target]}]},
         ],
     }
@@ -265,7 +268,7 @@ def prometheus(
         wait_for(
             scraped,
             60,
-            "Prometheus to scrape the exporter, the extender and the operator",
+            "Prometheus to scrape the exporter, the Lepton scheduler and the operator",
             ignoring=(OSError,),
         )
         yield url

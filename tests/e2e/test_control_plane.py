@@ -86,8 +86,8 @@ def test_a_job_with_three_completions_completes(cluster: LocalCluster, namespace
     assert all(p["spec"].get("nodeName") for p in pods), "every pod was bound to a node"
 
 
-class _RecordingExtender(BaseHTTPRequestHandler):
-    """A tiny extender: passes every node, prefers the first, records each call."""
+class _RecordingScheduler(BaseHTTPRequestHandler):
+    """A stand-in for the Lepton scheduler: passes every node, prefers the first, records calls."""
 
     calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -112,23 +112,23 @@ class _RecordingExtender(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def recording_extender() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+def recording_scheduler() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
     port = free_port()
-    _RecordingExtender.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", port), _RecordingExtender)
+    _RecordingScheduler.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", port), _RecordingScheduler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}", _RecordingExtender.calls
+        yield f"http://127.0.0.1:{port}", _RecordingScheduler.calls
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_lepton_scheduler_profile_calls_the_extender_and_binds(
-    cluster: LocalCluster, namespace: str, recording_extender: tuple[str, list[Any]]
+def test_lepton_scheduler_profile_calls_the_scheduler_and_binds(
+    cluster: LocalCluster, namespace: str, recording_scheduler: tuple[str, list[Any]]
 ) -> None:
-    url, calls = recording_extender
+    url, calls = recording_scheduler
     cluster.start_lepton_scheduler(url)
     try:
         pod = {
@@ -157,18 +157,24 @@ def test_lepton_scheduler_profile_calls_the_extender_and_binds(
         wait_for(bound, 60, "the pod to be bound by lepton-scheduler")
     finally:
         cluster.stop_lepton_scheduler()
-    verbs = {verb for verb, _ in calls}
-    assert "filter" in verbs and "prioritize" in verbs, f"extender saw {verbs}"
-    filter_args = next(body for verb, body in calls if verb == "filter")
-    # nodeCacheCapable: only names travel, and the pod is the one we created.
-    assert filter_args["Pod"]["metadata"]["name"] == "placed"
+    # Only this pod's calls: other tests' pods that name the profile may reach the stand-in too.
+    ours = [
+        (verb, body)
+        for verb, body in calls
+        if (body["Pod"]["metadata"]["name"], body["Pod"]["metadata"]["namespace"])
+        == ("placed", namespace)
+    ]
+    verbs = {verb for verb, _ in ours}
+    assert "filter" in verbs and "prioritize" in verbs, f"the stand-in saw {verbs} for our pod"
+    filter_args = next(body for verb, body in ours if verb == "filter")
+    # nodeCacheCapable: only names travel.
     assert filter_args["NodeNames"], "the scheduler sent candidate node names"
     assert filter_args.get("Nodes") is None
     node = cluster.kubectl(
         "get", "pod", "placed", "-n", namespace, "-o", "jsonpath={.spec.nodeName}"
     ).stdout
-    first_candidate = next(body for verb, body in calls if verb == "prioritize")["NodeNames"][0]
-    assert node == first_candidate, "the extender's top score decided the placement"
+    first_candidate = next(body for verb, body in ours if verb == "prioritize")["NodeNames"][0]
+    assert node == first_candidate, "the Lepton scheduler's top score decided the placement"
 
 
 def test_down_leaves_no_process_and_up_again_works(tmp_path: Path, cluster: LocalCluster) -> None:

@@ -1,8 +1,9 @@
 """End to end on the local control plane: CRD validation, the examples, the budget race, crashes.
 
 The operator runs as a real subprocess (``python -m lepton_operator``) against the real
-apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the extender has
-tests of its own), or a scheduler that does not exist when a test needs jobs that never finish.
+apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the Lepton
+scheduler has tests of its own), or a scheduler that does not exist when a test needs jobs that
+never finish.
 """
 
 from __future__ import annotations
@@ -325,8 +326,8 @@ SETTLED = ("Admitted", "Running", "Waiting")
 
 def _observe(cluster: LocalCluster, namespace: str, limit: int) -> list[str]:
     eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
-    total = eb.get("reservedWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
-    assert total <= limit + 1e-6, f"reserved + consumed = {total} > limit {limit}"
+    total = eb.get("heldWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
+    assert total <= limit + 1e-6, f"held + consumed = {total} > limit {limit}"
     return [r["jobUid"] for r in eb.get("reservations", [])]
 
 

@@ -1,4 +1,5 @@
-"""What the extender's cache reads from a node for the energy model: host idle, physical GPUs."""
+"""What the Lepton scheduler's cache reads from a node for the energy model: host idle and
+physical GPUs."""
 
 from __future__ import annotations
 
