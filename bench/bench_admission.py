@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.submit import submit_concurrently
 from lepton.api import crd_dir
 from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
@@ -73,7 +74,7 @@ def measure(
         items = [lepton_job(f"job-{i:04d}") for i in range(jobs)]
         started = time.monotonic()
         # "At once": several clients apply their share concurrently.
-        cluster.submit_concurrently(["apply", "--server-side"], items, APPLY_CLIENTS)
+        submit_concurrently(cluster, ["apply", "--server-side"], items, APPLY_CLIENTS)
         applied_s = time.monotonic() - started
         series: list[tuple[float, int, int]] = []
         settled_s = None

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from lepton.api import crd_dir
-from lepton.cluster.local import ClusterError, LocalCluster, Process, free_port
+from lepton.cluster.local import ClusterError, LocalCluster
+from lepton.cluster.processes import Process, free_port
 
 
 def _lepton_argv(*args: str) -> list[str]:

@@ -27,7 +27,8 @@ from lepton_exporter.main import build_exporter
 from prometheus_client import start_http_server
 
 from lepton.api import crd_dir
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from tests.support import builders, wait_for
 
 pytestmark = pytest.mark.e2e

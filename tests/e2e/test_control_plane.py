@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from lepton.cluster.fleet import DEFAULT_FLEET, Fleet, NodeGroup
-from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
+from lepton.cluster.local import COMPONENTS, LocalCluster
+from lepton.cluster.processes import free_port, pid_running
 from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
 from tests.support import wait_for
 

@@ -15,7 +15,7 @@ from lepton_exporter.metrics import LeptonCollector
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lepton.cluster.local import free_port
+from lepton.cluster.processes import free_port
 from tests.support import wait_for
 
 

@@ -18,7 +18,8 @@ from lepton_exporter.podresources.client import fake_response
 from prometheus_client import start_http_server
 from test_exporter_sharing import FakeKubelet, write_process
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml

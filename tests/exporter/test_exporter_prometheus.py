@@ -18,7 +18,7 @@ from lepton_exporter.rapl import RaplBackend
 from lepton_exporter.readings import PodRef
 from prometheus_client import start_http_server
 
-from lepton.cluster.local import free_port
+from lepton.cluster.processes import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
 

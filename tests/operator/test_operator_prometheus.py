@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 
 from lepton.api.jobspec import estimate_energy, estimated_consumption_watt_hours
 from lepton.api.v1alpha1 import LeptonJobSpec
-from lepton.cluster.local import free_port
+from lepton.cluster.processes import free_port
 from lepton.core.energy import SECONDS_PER_HOUR
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from tests.support import wait_for

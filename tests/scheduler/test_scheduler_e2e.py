@@ -27,7 +27,8 @@ import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
 from scheduler_helpers import FLEET_NODES, placed, serve
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series

@@ -15,7 +15,8 @@ import pytest
 from lepton_scheduler.app import EXTENDER_KEY, build_app
 from scheduler_helpers import FLEET_NODES, placed, serve
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import JobHints
 from lepton.kube import api_client
 from tests.support import wait_for
