@@ -56,3 +56,18 @@ def test_the_pod_builder_writes_the_one_default_gpu_pod() -> None:
         "requests": {"nvidia.com/gpu": "2"},
         "limits": {"nvidia.com/gpu": "2"},
     }
+
+
+def test_every_shared_test_module_lives_in_the_kit() -> None:
+    """A helper beside the tests imports only because pytest puts that folder on sys.path."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    strays = [
+        path.relative_to(tests).as_posix()
+        for path in tests.rglob("*.py")
+        if not path.name.startswith("test_")
+        and path.name != "conftest.py"
+        and tests / "support" not in path.parents
+    ]
+    assert not strays, f"move these into tests/support and import them as tests.support.…: {strays}"

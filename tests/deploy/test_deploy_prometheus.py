@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
 from lepton_exporter.main import build_exporter
 from prometheus_client import start_http_server
 
@@ -30,6 +29,7 @@ from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.processes import free_port
 from tests.support import builders, wait_for
+from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
 
 pytestmark = pytest.mark.e2e
 

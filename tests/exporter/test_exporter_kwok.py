@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from exporter_helpers import query, running_prometheus, scrape, series, wait_for_series
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.podresources import api_pb2_grpc
@@ -24,6 +23,7 @@ from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from tests.support import builders, wait_for
+from tests.support.exporter import query, running_prometheus, scrape, series, wait_for_series
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from exporter_helpers import query, running_prometheus
 from lepton_exporter.main import Exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.model import FleetNode, FleetPod, ModelBackend, static_fleet
@@ -21,6 +20,7 @@ from prometheus_client import start_http_server
 from lepton.cluster.processes import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
+from tests.support.exporter import query, running_prometheus
 
 NODE = "gpu-node-1"
 TRAINER = PodRef("ml", "train-0", "trainer")

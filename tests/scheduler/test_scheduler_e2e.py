@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
 
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.processes import free_port
@@ -36,6 +35,7 @@ from lepton.demo import SERVICE_EXAMPLE
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 

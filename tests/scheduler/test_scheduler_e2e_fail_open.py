@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 from lepton_scheduler.app import EXTENDER_KEY, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
 
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.processes import free_port
@@ -21,6 +20,7 @@ from lepton.core.hints import JobHints
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 
