@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from concurrent import futures
 from pathlib import Path
 
@@ -154,16 +153,16 @@ def test_sharing_attribution_names_pids_by_the_api_servers_pod_uids(
     )
     exporter.clock = fake.clock
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def both_slices_charged() -> bool:
             fake.advance(1.0)
             exporter.sample_once()
             got = scrape(exporter.accountant)
             hi = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-hi"))
             lo = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-lo"))
-            if (hi > 0 and lo > 0) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return hi > 0 and lo > 0
+
+        wait_for(both_slices_charged, 30, "both slices' pods to be charged", interval=0.2)
         for _ in range(10):
             fake.advance(1.0)
             exporter.sample_once()

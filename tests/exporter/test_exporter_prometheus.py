@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from lepton.cluster.processes import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
 from tests.support.exporter import query, running_prometheus
+from tests.support.wait import wait_for
 
 NODE = "gpu-node-1"
 TRAINER = PodRef("ml", "train-0", "trainer")
@@ -92,12 +92,13 @@ def prometheus(tmp_path: Path, exporter_url: str) -> Iterator[str]:
 
 
 def test_prometheus_scrapes_every_metric_family(prometheus: str) -> None:
-    deadline = time.monotonic() + 40
     missing = list(METRICS)
-    while missing and time.monotonic() < deadline:
-        missing = [name for name in missing if not query(prometheus, name)]
-        if missing:
-            time.sleep(0.5)
+
+    def every_family_scraped() -> bool:
+        missing[:] = [name for name in missing if not query(prometheus, name)]
+        return not missing
+
+    wait_for(every_family_scraped, 40, "a series of every metric family", interval=0.5)
     assert missing == [], f"no series in Prometheus for {missing}"
 
     # The queries users (and the operator) run return what the exporter meant.
