@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 from lepton_exporter.main import build_exporter
-from prometheus_client import start_http_server
 
 from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.processes import free_port
 from tests.support import builders, wait_for
 from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
+from tests.support.exporter import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -80,27 +80,16 @@ def exporter_target(
     exporter, stoppers = build_exporter(
         "model,rapl", None, str(cluster.kubeconfig), str(sysfs), None, False
     )
-    stop = threading.Event()
+    energy_uj = [1000]
 
-    def run() -> None:
-        energy_uj = 1000
-        while not stop.is_set():
-            energy_uj += 40_000_000  # 40 J per half second: an 80 W CPU package
-            (zone / "energy_uj").write_text(f"{energy_uj}\n")
-            exporter.sample_once()
-            stop.wait(0.5)
+    def package_draws() -> None:
+        energy_uj[0] += 40_000_000  # 40 J per half second: an 80 W CPU package
+        (zone / "energy_uj").write_text(f"{energy_uj[0]}\n")
 
-    sampler = threading.Thread(target=run, daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
     try:
-        yield f"127.0.0.1:{port}"
+        with serving(exporter, package_draws) as url:
+            yield url
     finally:
-        stop.set()
-        sampler.join(timeout=5)
-        server.shutdown()
-        thread.join(timeout=5)
         for stopper in stoppers:
             stopper()
 

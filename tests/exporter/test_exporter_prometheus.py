@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -14,12 +13,10 @@ from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.powercap import PowerCapper
 from lepton_exporter.rapl import RaplBackend
 from lepton_exporter.readings import PodRef
-from prometheus_client import start_http_server
 
-from lepton.cluster.processes import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
-from tests.support.exporter import query, running_prometheus
+from tests.support.exporter import query, running_prometheus, serving
 from tests.support.wait import wait_for
 
 NODE = "gpu-node-1"
@@ -66,23 +63,8 @@ def exporter_url(tmp_path: Path) -> Iterator[str]:
     annotations: dict[PodRef, Mapping[str, str]] = {TRAINER: {"lepton.dev/power-cap": "200"}}
     exporter.capper = PowerCapper(fake, nvml.handle_for_uuid, NODE)
     exporter.annotations_for = lambda pod: annotations.get(pod, {})
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            fake.advance(0.5)
-            exporter.sample_once()
-            stop.wait(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
-    yield f"127.0.0.1:{port}"
-    stop.set()
-    sampler.join(timeout=5)
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(exporter, lambda: fake.advance(0.5)) as url:
+        yield url
 
 
 @pytest.fixture
