@@ -146,28 +146,14 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"
     )
-    budget = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "EnergyBudget",
-        "metadata": {"name": "dash-budget", "namespace": namespace},
-        "spec": {"limitWattHours": 500},
-    }
-    job = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": "dash-train", "namespace": namespace},
-        "spec": {
-            "budgetName": "dash-budget",
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": 60},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
-    # And one whose name extends the first's: the books keep the two apart (by UID).
-    job2 = json.loads(json.dumps(job).replace("dash-train", "dash-train-2"))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job2))
+    builders.apply(
+        cluster,
+        namespace,
+        builders.energy_budget(500, "dash-budget"),
+        builders.lepton_job("dash-train", "dash-budget", 60),
+        # And one whose name extends the first's: the books keep the two apart (by UID).
+        builders.lepton_job("dash-train-2", "dash-budget", 60),
+    )
     port, liveness_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
