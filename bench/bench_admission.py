@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.submit import submit_concurrently
-from lepton.api import crd_dir
 from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
-from lepton.core.names import GROUP
+from lepton.cluster.stack import LeptonStack
 from tests.support import builders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,9 +47,7 @@ def measure(
 ) -> dict[str, Any]:
     estimate = estimate_energy(LeptonJobSpec.model_validate(lepton_job("x")["spec"])).watt_hours
     limit = math.ceil(admit * estimate)
-    cluster.kubectl("apply", "-f", str(crd_dir()))
-    for crd in (f"energybudgets.{GROUP}", f"leptonjobs.{GROUP}"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    LeptonStack(cluster).install_crds()
     cluster.kubectl("create", "namespace", NAMESPACE)
     budget = builders.energy_budget(limit, "bench", namespace=NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from lepton_exporter.main import build_exporter
 
-from lepton.api import crd_dir
 from lepton.cluster.local import LocalCluster
 from lepton.cluster.processes import free_port
+from lepton.cluster.stack import LeptonStack
 from tests.support import builders, wait_for
 from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
 from tests.support.exporter import serving
@@ -141,11 +141,7 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
 def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator[str]:
     """`lepton operator` watching the GPU pod's namespace, with a budget to report."""
     namespace, _ = gpu_pod
-    for crd in sorted(crd_dir().glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"
-    )
+    LeptonStack(cluster).install_crds()
     builders.apply(
         cluster,
         namespace,
