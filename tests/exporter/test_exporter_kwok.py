@@ -19,14 +19,8 @@ from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from tests.support import builders, wait_for
-from tests.support.exporter import (
-    query,
-    running_prometheus,
-    scrape,
-    series,
-    serving,
-    wait_for_series,
-)
+from tests.support.exporter import scrape, series, serving
+from tests.support.prometheus import query, running_prometheus, wait_for_series
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from lepton_exporter.readings import PodRef
 
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
-from tests.support.exporter import query, running_prometheus, serving
+from tests.support.exporter import serving
+from tests.support.prometheus import query, running_prometheus
 from tests.support.wait import wait_for
 
 NODE = "gpu-node-1"
