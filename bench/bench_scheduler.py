@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lepton.cluster.local import rss_bytes
+from lepton.cluster.processes import rss_bytes
 from lepton.core.names import (
     LABEL_GPU_PRODUCT,
     LABEL_HOSTNAME,
@@ -157,7 +157,7 @@ def measure(nodes: int, pods: int, requests_count: int) -> dict[str, Any]:
     import http.client
 
     from bench.scrape import phase_breakdown
-    from lepton.cluster.local import free_port
+    from lepton.cluster.processes import free_port
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -50,9 +50,11 @@ from bench.scrape import (
     histogram_totals,
     phase_breakdown,
 )
+from bench.submit import submit_concurrently
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LocalCluster, cpu_seconds
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import cpu_seconds
 from lepton.cluster.stack import SCHEDULER_SERVER, LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
 from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
@@ -259,7 +261,8 @@ def run(
             # The default scheduler: stopped while its pods are created, then started.
             cluster.kubectl("create", "namespace", "plain")
             cluster.stop_processes(["kube-scheduler"])
-            cluster.submit_concurrently(
+            submit_concurrently(
+                cluster,
                 ["create"],
                 [pod(f"p-{i}", "plain", "default-scheduler", False) for i in range(pods)],
             )
@@ -272,7 +275,8 @@ def run(
             # The lepton-scheduler profile without its extenders stanza: what the profile itself
             # (every node scored, MostAllocated) costs kube-scheduler, apart from the callout.
             cluster.kubectl("create", "namespace", "profile")
-            cluster.submit_concurrently(
+            submit_concurrently(
+                cluster,
                 ["create"],
                 [pod(f"q-{i}", "profile", SCHEDULER_NAME, True) for i in range(pods)],
             )
@@ -290,8 +294,10 @@ def run(
             # lepton-scheduler with the Lepton scheduler, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
-            cluster.submit_concurrently(
-                ["create"], [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)]
+            submit_concurrently(
+                cluster,
+                ["create"],
+                [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)],
             )
             results["lepton_profile_with_scheduler"] = measure(
                 cluster,

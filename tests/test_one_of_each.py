@@ -248,9 +248,9 @@ def test_settings_classes_are_all_called_config() -> None:
 # stoppable, status-showing wait is not the tests' wait_for).
 ONE_HELPER = {
     "wait_for": ("tests/support/wait.py", {"_wait", "wait_until"}, True),
-    "free_port": ("lepton/cluster/local.py", {"_free_port"}, False),
+    "free_port": ("lepton/cluster/processes.py", {"_free_port"}, False),
     "api_client": ("lepton/kube.py", {"load_client", "load_kube_config"}, False),
-    "rss_bytes": ("lepton/cluster/local.py", {"_rss_bytes"}, False),
+    "rss_bytes": ("lepton/cluster/processes.py", {"_rss_bytes"}, False),
 }
 
 

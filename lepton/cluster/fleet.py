@@ -161,6 +161,19 @@ def node_object(group: NodeGroup, name: str) -> dict[str, Any]:
     }
 
 
+def ready_node_names(api: Any) -> set[str]:
+    """The nodes kwok has readied: condition Ready and kwok's start-up taint gone.
+
+    ``api`` is a ``kubernetes.client.CoreV1Api``; each call lists every node.
+    """
+    return {
+        n.metadata.name
+        for n in api.list_node().items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        and not any(t.key == TAINT_KWOK for t in n.spec.taints or [])
+    }
+
+
 def _int(entry: dict[str, Any], key: str, where: str, default: int | None = None) -> int:
     value = entry.get(key, default)
     if value is None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from lepton.api import crd_dir
-from lepton.cluster.local import ClusterError, LocalCluster, Process, free_port
+from lepton.cluster.local import ClusterError, LocalCluster
+from lepton.cluster.processes import Process, free_port
 from lepton.core.names import SCHEDULER_NAME
 
 # The process of ``lepton scheduler``, the Lepton scheduler's server; the kube-scheduler that

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import promql_parser
 import pytest
-from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
+
+from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
 
 REPO = Path(__file__).resolve().parents[2]
 

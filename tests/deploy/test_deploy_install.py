@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from lepton.cluster import tools
 from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,13 +99,6 @@ def prometheus_operator_crds() -> list[Path]:
     assert result.returncode == 0, f"go mod download {PROMETHEUS_OPERATOR}: {result.stderr}"
     folder = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
     return [folder / f"monitoring.coreos.com_{name}.yaml" for name in MONITOR_CRDS]
-
-
-def wait_until_gone(cluster: LocalCluster, release: str, timeout: float = 90) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while (remaining := left_behind(cluster, release)) and time.monotonic() < deadline:
-        time.sleep(1)
-    return remaining
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +315,10 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     assert len(dashboards) == len(list((REPO / "deploy" / "dashboards").glob("*.json")))
 
     helm(cluster, "uninstall", name, f"--namespace={namespace}", "--wait")
-    assert wait_until_gone(cluster, name) == []
+    wait_for(
+        lambda: not left_behind(cluster, name), 90, f"{name}'s objects to be gone", interval=1.0
+    )
+    assert left_behind(cluster, name) == []
     assert cluster.kubectl("get", "servicemonitors,podmonitors", "-A", "-o", "name").stdout == ""
     for monitor_crd in MONITOR_CRDS:
         cluster.kubectl("delete", "crd", f"{monitor_crd}.monitoring.coreos.com")

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
 from lepton_exporter.main import build_exporter
-from prometheus_client import start_http_server
 
-from lepton.api import crd_dir
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
+from lepton.cluster.stack import LeptonStack
 from tests.support import builders, wait_for
+from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
+from tests.support.exporter import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -79,27 +80,16 @@ def exporter_target(
     exporter, stoppers = build_exporter(
         "model,rapl", None, str(cluster.kubeconfig), str(sysfs), None, False
     )
-    stop = threading.Event()
+    energy_uj = [1000]
 
-    def run() -> None:
-        energy_uj = 1000
-        while not stop.is_set():
-            energy_uj += 40_000_000  # 40 J per half second: an 80 W CPU package
-            (zone / "energy_uj").write_text(f"{energy_uj}\n")
-            exporter.sample_once()
-            stop.wait(0.5)
+    def package_draws() -> None:
+        energy_uj[0] += 40_000_000  # 40 J per half second: an 80 W CPU package
+        (zone / "energy_uj").write_text(f"{energy_uj[0]}\n")
 
-    sampler = threading.Thread(target=run, daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
     try:
-        yield f"127.0.0.1:{port}"
+        with serving(exporter, package_draws) as url:
+            yield url
     finally:
-        stop.set()
-        sampler.join(timeout=5)
-        server.shutdown()
-        thread.join(timeout=5)
         for stopper in stoppers:
             stopper()
 
@@ -151,33 +141,15 @@ def scheduler_target(cluster: LocalCluster) -> Iterator[str]:
 def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator[str]:
     """`lepton operator` watching the GPU pod's namespace, with a budget to report."""
     namespace, _ = gpu_pod
-    for crd in sorted(crd_dir().glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"
+    LeptonStack(cluster).install_crds()
+    builders.apply(
+        cluster,
+        namespace,
+        builders.energy_budget(500, "dash-budget"),
+        builders.lepton_job("dash-train", "dash-budget", 60),
+        # And one whose name extends the first's: the books keep the two apart (by UID).
+        builders.lepton_job("dash-train-2", "dash-budget", 60),
     )
-    budget = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "EnergyBudget",
-        "metadata": {"name": "dash-budget", "namespace": namespace},
-        "spec": {"limitWattHours": 500},
-    }
-    job = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": "dash-train", "namespace": namespace},
-        "spec": {
-            "budgetName": "dash-budget",
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": 60},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
-    # And one whose name extends the first's: the books keep the two apart (by UID).
-    job2 = json.loads(json.dumps(job).replace("dash-train", "dash-train-2"))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job2))
     port, liveness_port = free_port(), free_port()
     proc = subprocess.Popen(
         [

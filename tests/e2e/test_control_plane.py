@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from lepton.cluster.fleet import DEFAULT_FLEET, Fleet, NodeGroup
-from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
-from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
+from lepton.cluster.local import COMPONENTS, LocalCluster
+from lepton.cluster.processes import free_port, pid_running
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE, SCHEDULER_NAME
 from tests.support import wait_for
+from tests.support.builders import apply, gpu_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -44,28 +46,14 @@ def test_kubectl_lists_the_fleet_all_ready_with_gpu_labels(cluster: LocalCluster
 
 
 def test_a_job_with_three_completions_completes(cluster: LocalCluster, namespace: str) -> None:
+    pod = gpu_pod("three", container="work", restart_policy="Never")
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "three", "namespace": namespace},
-        "spec": {
-            "completions": 3,
-            "parallelism": 3,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "work",
-                            "image": "busybox",
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                }
-            },
-        },
+        "metadata": {"name": "three"},
+        "spec": {"completions": 3, "parallelism": 3, "template": {"spec": pod["spec"]}},
     }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    apply(cluster, namespace, job)
     cluster.kubectl(
         "wait",
         "--for=condition=Complete",
@@ -131,22 +119,7 @@ def test_lepton_scheduler_profile_calls_the_scheduler_and_binds(
     url, calls = recording_scheduler
     cluster.start_lepton_scheduler(url)
     try:
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "placed", "namespace": namespace},
-            "spec": {
-                "schedulerName": "lepton-scheduler",
-                "containers": [
-                    {
-                        "name": "work",
-                        "image": "busybox",
-                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                    }
-                ],
-            },
-        }
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        apply(cluster, namespace, gpu_pod("placed", scheduler=SCHEDULER_NAME, container="work"))
 
         def bound() -> bool:
             out = cluster.kubectl(

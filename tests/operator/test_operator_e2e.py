@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lepton.api import crd_dir
 from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
+from lepton.cluster.stack import LeptonStack
 from lepton.demo import EXAMPLES_DIR
 from tests.support import wait_for
 from tests.support.builders import apply, energy_budget, lepton_job
@@ -36,9 +36,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def crds(cluster: LocalCluster) -> None:
-    cluster.kubectl("apply", "-f", str(crd_dir()))
-    for name in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    LeptonStack(cluster).install_crds()
 
 
 class Operator:

@@ -9,7 +9,8 @@ import pytest
 import requests
 from lepton_scheduler.app import SCHEDULER_KEY, build_app
 from lepton_scheduler.cache import ClusterCache
-from scheduler_helpers import NOW, Server, serve
+
+from tests.support.scheduler import NOW, Server, serve
 
 
 @pytest.fixture

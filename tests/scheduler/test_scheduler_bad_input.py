@@ -11,10 +11,10 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lepton_scheduler.app import SCHEDULER_KEY, SchedulerConfig, build_app
-from scheduler_helpers import FLEET, Server, extender_args, fleet_cache, lepton_pod, serve
 
 from lepton.core.hints import JobHints
 from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from tests.support.scheduler import FLEET, Server, extender_args, fleet_cache, lepton_pod, serve
 
 ALL = [n[0] for n in FLEET]
 

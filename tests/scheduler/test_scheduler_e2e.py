@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.app import SCHEDULER_KEY, Scheduler, SchedulerConfig, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series
@@ -35,6 +35,7 @@ from lepton.demo import SERVICE_EXAMPLE
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 

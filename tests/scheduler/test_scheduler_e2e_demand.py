@@ -22,13 +22,6 @@ from typing import Any
 import pytest
 from lepton_scheduler.app import SCHEDULER_KEY, SchedulerConfig, build_app
 from lepton_scheduler.history import PrometheusHistory
-from scheduler_helpers import (
-    HISTORY_HOURS,
-    backfilled_prometheus,
-    placed,
-    serve,
-    workload_openmetrics,
-)
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, product_label
 from lepton.cluster.local import LocalCluster
@@ -38,6 +31,13 @@ from lepton.core.scoring import ScoringConfig
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import (
+    HISTORY_HOURS,
+    backfilled_prometheus,
+    placed,
+    serve,
+    workload_openmetrics,
+)
 
 pytestmark = pytest.mark.e2e
 

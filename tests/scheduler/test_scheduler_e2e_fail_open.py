@@ -13,13 +13,14 @@ import urllib.request
 
 import pytest
 from lepton_scheduler.app import SCHEDULER_KEY, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import JobHints
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 

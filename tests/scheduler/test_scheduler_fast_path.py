@@ -10,10 +10,10 @@ from typing import Any
 from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.assumed import AssumedPlacements
 from lepton_scheduler.events import EventRecorder
-from scheduler_helpers import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
 
 from lepton.core.hints import JobHints
 from tests.support import wait_for
+from tests.support.scheduler import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
 
 ALL = [n[0] for n in FLEET]
 ZONES = {n[0]: n[3] for n in FLEET}

@@ -12,9 +12,17 @@ import pytest
 from aiohttp import web
 from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.history import HistoryError, PrometheusHistory
-from scheduler_helpers import FLEET, NOW, extender_args, fleet_cache, keep_awake, lepton_pod, serve
 
 from lepton.core.predictor import PredictorConfig, Series
+from tests.support.scheduler import (
+    FLEET,
+    NOW,
+    extender_args,
+    fleet_cache,
+    keep_awake,
+    lepton_pod,
+    serve,
+)
 
 ALL = [n[0] for n in FLEET]
 STEP = 300.0

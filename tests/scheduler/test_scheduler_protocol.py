@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.protocol import decode_extender_args
-from scheduler_helpers import (
+
+from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
+from lepton.core.profiles import get_profile
+from tests.support.scheduler import (
     FLEET,
     NOW,
     ZONE,
@@ -20,9 +23,6 @@ from scheduler_helpers import (
     node_json,
     plain_pod,
 )
-
-from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
-from lepton.core.profiles import get_profile
 
 ALL = [n[0] for n in FLEET]
 

@@ -19,7 +19,11 @@ import pytest
 from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.demand import ServiceDemands
 from lepton_scheduler.history import PrometheusHistory
-from scheduler_helpers import (
+
+from lepton.core.hints import JobHints, WorkloadKind
+from lepton.core.predictor import ForecastSource, LoadPredictor, PredictorConfig
+from lepton.core.scoring import filter_nodes
+from tests.support.scheduler import (
     FLEET,
     HISTORY_HOURS,
     backfilled_prometheus,
@@ -30,10 +34,6 @@ from scheduler_helpers import (
     wait_for,
     workload_openmetrics,
 )
-
-from lepton.core.hints import JobHints, WorkloadKind
-from lepton.core.predictor import ForecastSource, LoadPredictor, PredictorConfig
-from lepton.core.scoring import filter_nodes
 
 # Two Deployments' ReplicaSets, two pods each on a GPU of its own: one quiet, one busy.
 WORKLOADS = {"quiet-7c9d": 0.25, "busy-5f6b": 0.75}

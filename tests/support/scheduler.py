@@ -23,7 +23,8 @@ from lepton_scheduler.app import Scheduler
 from lepton_scheduler.cache import ClusterCache
 
 from lepton.cluster.fleet import DEFAULT_FLEET
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import JobHints, hints_to_annotations
 from tests.support import wait_for
 
