@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton.core.metering import integrate_power_joules
-from lepton.hw.nvml import LIMIT_TOLERANCE_WATTS, as_text
+from lepton.hw.nvml import PowerLimitError, as_text, set_power_limit_mw
 
 # A matrix-multiply loop on the GPU named by CUDA_VISIBLE_DEVICES, with
 # whichever of PyTorch or CuPy is installed.
@@ -137,30 +137,37 @@ def measure_energy(
 
 
 def check_power_limit(nvml: Any, handle: Any) -> tuple[bool, str]:
-    """Lower the limit by a fifth (within the constraints), read it back, restore it."""
+    """Lower the limit by a fifth (within the constraints), read it back, restore it.
+
+    Both writes go through :func:`lepton.hw.nvml.set_power_limit_mw`, as the exporter's
+    power capper and the SDK set limits: the check tests the path they use.
+    """
     original_mw = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
     min_mw, _max_mw = (int(v) for v in nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
     target_mw = max(min_mw, int(original_mw * 0.8) // 1000 * 1000)
     if target_mw >= original_mw:
         return False, f"the limit is already at its floor ({original_mw / 1000:.0f} W)"
+    uuid = as_text(nvml.nvmlDeviceGetUUID(handle))
     messages: list[str] = []
     ok = True
     try:
-        nvml.nvmlDeviceSetPowerManagementLimit(handle, target_mw)
-        read_back = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
-        if abs(read_back - target_mw) >= LIMIT_TOLERANCE_WATTS * 1000:
-            ok = False
-            messages.append(f"asked {target_mw / 1000:.0f} W, read back {read_back / 1000:.0f} W")
+        set_power_limit_mw(nvml, handle, target_mw, uuid=uuid)
+        messages.append(f"set {target_mw / 1000:.0f} W and read it back")
+    except PowerLimitError as error:
+        ok = False
+        if error.read_back_mw is None:
+            messages.append(str(error))
         else:
-            messages.append(f"set {target_mw / 1000:.0f} W and read it back")
+            messages.append(
+                f"asked {target_mw / 1000:.0f} W, read back {error.read_back_mw / 1000:.0f} W"
+            )
     finally:
-        nvml.nvmlDeviceSetPowerManagementLimit(handle, original_mw)
-        restored = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
-        if abs(restored - original_mw) >= LIMIT_TOLERANCE_WATTS * 1000:
-            ok = False
-            messages.append(f"restore failed: {restored / 1000:.0f} W in force")
-        else:
+        try:
+            set_power_limit_mw(nvml, handle, original_mw, uuid=uuid)
             messages.append(f"restored {original_mw / 1000:.0f} W")
+        except PowerLimitError as error:
+            ok = False
+            messages.append(f"restore failed: {error}")
     return ok, "; ".join(messages)
 
 

@@ -128,7 +128,7 @@ def budget_status(
         "periodSeconds": state.period_seconds,
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
-        "reservedWattHours": round(state.held_watt_hours, 6),
+        "heldWattHours": round(state.held_watt_hours, 6),
         "overrunWattHours": round(state.overrun_watt_hours, 6),
         "overLimitWattHours": round(state.over_limit_watt_hours, 6),
         "settledOverrunWattHours": state.settled_overrun_watt_hours,

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from lepton.cluster.local import JOB_POD_RUN_SECONDS, LocalCluster
+from lepton.cluster.kwok import JOB_POD_RUN_SECONDS
+from lepton.cluster.local import LocalCluster
 from tests.support.builders import apply
 from tests.support.wait import wait_for
 
 
-def _container_state(cluster: LocalCluster, namespace: str) -> dict[str, dict[str, str]] | None:
+def _container_state(cluster: LocalCluster, namespace: str, state: str) -> dict[str, str] | None:
+    """The Job's container in ``state`` (running, terminated), or None while it is not."""
     pods = json.loads(
         cluster.kubectl("get", "pods", "-n", namespace, "-l", "job-name=ran", "-o", "json").stdout
     )["items"]
     statuses = [cs for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or []]
-    return statuses[0]["state"] if statuses else None
+    found: dict[str, str] | None = statuses[0]["state"].get(state) if statuses else None
+    return found
 
 
 def test_a_completed_pod_keeps_the_start_its_container_had_while_it_ran(
@@ -41,15 +44,16 @@ def test_a_completed_pod_keeps_the_start_its_container_had_while_it_ran(
     }
     apply(cluster, namespace, job)
     running = wait_for(
-        lambda: (s := _container_state(cluster, namespace)) and s.get("running"),
+        lambda: _container_state(cluster, namespace, "running"),
         60,
         "the Job's pod to run",
     )
     terminated = wait_for(
-        lambda: (s := _container_state(cluster, namespace)) and s.get("terminated"),
+        lambda: _container_state(cluster, namespace, "terminated"),
         60,
         "the Job's pod to complete",
     )
+    assert running is not None and terminated is not None
     assert terminated["startedAt"] == running["startedAt"]
     ran = datetime.fromisoformat(terminated["finishedAt"]) - datetime.fromisoformat(
         terminated["startedAt"]
