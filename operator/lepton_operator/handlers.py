@@ -96,6 +96,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
+# kopf's finalizer on every object it handles: a budget being deleted that still has it has
+# its closing pass to come.
+BUDGET_FINALIZER = kopf.OperatorSettings().persistence.finalizer
 # A pass that lost a write race is retried this soon, on fresh state.
 CONFLICT_RETRY_SECONDS = 1.0
 
@@ -192,6 +195,9 @@ async def lepton_job_deleted(body: kopf.Body, namespace: str | None, memo: Any, 
     budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
     if budget is None:
         return
+    meta = budget["metadata"]
+    if meta.get("deletionTimestamp") and BUDGET_FINALIZER not in (meta.get("finalizers") or []):
+        return  # its closing pass is over (another finalizer holds it): nothing settles it now
     held = {r.get("jobUid") for r in (budget.get("status") or {}).get("reservations") or []}
     if uid in held:
         raise kopf.TemporaryError("not settled yet", delay=CONFLICT_RETRY_SECONDS)

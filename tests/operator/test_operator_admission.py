@@ -1058,31 +1058,40 @@ def test_a_metered_job_deleted_while_it_runs_is_settled_once_the_meter_has_its_p
     assert status["reservations"] == [] and status["settledWattHours"] == 9.5
 
 
+def _lepton_job_finalizer(api: FakeApi, name: str) -> Any:
+    """kopf's delete handler of a LeptonJob, as a call that says whether it lets the LeptonJob
+    go (its budget carries kopf's finalizer, as kopf puts it on every budget it handles)."""
+    import asyncio
+
+    import kopf
+    from lepton_operator.handlers import BUDGET_FINALIZER, OperatorMemo, lepton_job_deleted
+
+    for budget in api.budgets.values():
+        budget["metadata"].setdefault("finalizers", [BUDGET_FINALIZER])
+    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
+
+    def finalizer() -> bool:
+        try:
+            asyncio.run(
+                lepton_job_deleted(body=kopf.Body(api.lepton_jobs[name]), namespace=NS, memo=memo)
+            )
+        except kopf.TemporaryError:
+            return False
+        return True
+
+    return finalizer
+
+
 def test_a_job_deleted_with_its_budget_is_settled_in_the_budgets_final_books() -> None:
     # Failed before: `kubectl delete -f team.yaml` (or the namespace's deletion) marks the budget
     # and its running job at once; the LeptonJob's finalizer let it go at once because its
     # budget was being deleted, so the closing pass found the reservation without its job and
     # released it with the last pass's figure: 10 of the job's 20.5 minutes in the final books.
-    import asyncio
-
-    import kopf
-    from lepton_operator.handlers import OperatorMemo, lepton_job_deleted
-
     api, per_second = _running_job()
     run_pass(api, now=T0 + timedelta(minutes=10))
     for obj in (api.budgets["team"], api.lepton_jobs["a"]):
         obj["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
-    memo = OperatorMemo(api=api, config=OperatorConfig(workers=2))  # type: ignore[arg-type]
-
-    def job_finalizer() -> bool:
-        """kopf's delete handler of the LeptonJob: True when it lets the LeptonJob go."""
-        try:
-            asyncio.run(
-                lepton_job_deleted(body=kopf.Body(api.lepton_jobs["a"]), namespace=NS, memo=memo)
-            )
-        except kopf.TemporaryError:
-            return False
-        return True
+    job_finalizer = _lepton_job_finalizer(api, "a")
 
     assert not job_finalizer(), "the job went before its budget's closing pass settled it"
     now = T0 + timedelta(minutes=20)
@@ -1204,3 +1213,21 @@ def test_a_pods_run_is_charged_at_the_resolution_of_its_own_record_whenever_a_pa
     used = api.lepton_jobs["a"]["status"]["consumedWattHours"]
     assert used == pytest.approx(per_second * 600, rel=1e-9), used / per_second
     assert api.budgets["team"]["status"]["settledWattHours"] == pytest.approx(used, rel=1e-9)
+
+
+def test_a_job_deleted_after_its_budgets_closing_pass_is_not_held_by_another_finalizer() -> None:
+    # The closing pass ran before the job was deleted (it suspended the job and kept its
+    # reservation in the final books), and a finalizer of someone else's holds the budget: no
+    # pass will settle the job any more, so its own finalizer must not wait for one.
+    api, _ = _running_job()
+    job_finalizer = _lepton_job_finalizer(api, "a")
+    api.budgets["team"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:20:00Z"
+    now = T0 + timedelta(minutes=20)
+    with pytest.raises(StillSettlingError):
+        run_pass(api, now=now, closing=True)
+    _stop_pod(api, "a-p0", T0, now)
+    run_pass(api, now=now, closing=True)
+    assert admitted(api) == ["a"], "the final books keep the suspended job's reservation"
+    api.budgets["team"]["metadata"]["finalizers"] = ["example.com/keep"]  # kopf's is removed
+    api.lepton_jobs["a"]["metadata"]["deletionTimestamp"] = "2025-01-01T00:21:00Z"
+    assert job_finalizer(), "the job waits for a closing pass that has already run"
