@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lepton_operator.prometheus import CHARGED_METRICS_PATTERN
+
 from lepton.api import crd_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,8 +253,11 @@ def cluster_energy() -> dict[str, Any]:
 
 def budgets_and_jobs() -> dict[str, Any]:
     ns = '{namespace=~"$namespace"}'
-    pod_energy_range = f"increase(lepton_pod_gpu_active_energy_joules_total{ns}[$__range])"
-    pod_power = f"rate(lepton_pod_gpu_active_energy_joules_total{ns}[$__rate_interval])"
+    # The counters a budget is charged (active plus idle, the operator's own selection): the
+    # namespace panels beside the books show what the books charge, not the active share only.
+    charged = f'{{__name__=~"{CHARGED_METRICS_PATTERN}",namespace=~"$namespace"}}'
+    pod_energy_range = f"increase({charged}[$__range])"
+    pod_power = f"rate({charged}[$__rate_interval])"
     job_energy = f"lepton_leptonjob_consumed_joules{ns}"
     panels = [
         _panel(
@@ -306,8 +311,8 @@ def budgets_and_jobs() -> dict[str, Any]:
         _panel(
             "timeseries",
             "GPU energy by namespace",
-            "GPU energy attributed to each namespace's pods in the range (watt-hours), "
-            "measured by the exporter.",
+            "GPU energy charged to each namespace's pods in the range (watt-hours): the "
+            "active draw plus the idle draw of the GPUs they hold, as their budgets are charged.",
             [
                 (
                     f"sum by (namespace) ({pod_energy_range}) / {J_PER_WH}",
@@ -320,7 +325,8 @@ def budgets_and_jobs() -> dict[str, Any]:
         _panel(
             "timeseries",
             "GPU power by namespace",
-            "Active GPU power attributed to each namespace's pods.",
+            "GPU power charged to each namespace's pods (active plus the idle draw of the "
+            "GPUs they hold, as their budgets are charged).",
             [(f"sum by (namespace) ({pod_power})", "{{namespace}}")],
             "watt",
             (12, 8, 12, 8),

@@ -219,6 +219,11 @@ class EnergyBudgetStatus(_Model):
 
     observed_generation: int | None = None
     period_start_time: datetime | None = None
+    period_seconds: int | None = Field(
+        default=None,
+        description="The current period's length, fixed when it began: an edit of "
+        "spec.periodSeconds applies from the current period's end.",
+    )
     consumed_watt_hours: float = Field(default=0.0, description="Consumed this period.")
     settled_watt_hours: float = Field(
         default=0.0, description="Consumed this period by jobs that have since finished."
@@ -578,6 +583,15 @@ class LeptonJob(_Model):
                 "!has(self.service) || !has(self.deadlineTime)",
                 "spec.deadlineTime applies to batch work only: a service runs for its "
                 "lifetimeSeconds, so remove deadlineTime",
+            ),
+            # The Job is built from the spec once, and without a meter the job is charged the
+            # spec's estimated power for its pods' whole run: an edit would re-price the run
+            # so far while the pods run on unchanged.
+            _cel(
+                "self == oldSelf",
+                "spec.* (every field) cannot be changed once the LeptonJob is created: its Job "
+                "and its budget's reservation were made from it; delete the LeptonJob and "
+                "create it again with the new spec",
             ),
         )
     )

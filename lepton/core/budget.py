@@ -63,7 +63,7 @@ class BudgetState:
     """The books of one EnergyBudget for its current period."""
 
     limit_watt_hours: float
-    period_seconds: int
+    period_seconds: int  # the current period's length, fixed when it began
     period_start: datetime
     settled_watt_hours: float = 0.0  # consumed this period by jobs already released
     reservations: tuple[Reservation, ...] = ()
@@ -72,6 +72,10 @@ class BudgetState:
     settled_job_uids: frozenset[str] = frozenset()
     # What released jobs consumed this period beyond their reservations (meter-reported overrun).
     settled_overrun_watt_hours: float = 0.0
+    # The length of the periods after this one (spec.periodSeconds, maybe edited since this
+    # period began); None: the current length. An edit never moves the current period's end:
+    # its books may already hold energy used after an earlier end.
+    next_period_seconds: int | None = None
 
     @property
     def consumed_watt_hours(self) -> float:
@@ -231,15 +235,16 @@ def forget_settled(state: BudgetState, existing_job_uids: Iterable[str]) -> Budg
 def roll_over(state: BudgetState, now: datetime) -> BudgetState:
     """Start the period that contains ``now``; returns ``state`` when it is still current.
 
-    Periods are aligned on the first period's start, so a stopped operator that comes back
-    late skips the periods it missed rather than shifting the schedule. Running jobs carry
-    the unused part of their reservation into the new period; what they consumed before stays
-    in the old one (their baseline moves up by it).
+    Periods are aligned on the current period's end, so a stopped operator that comes back
+    late skips the periods it missed rather than shifting the schedule; the periods after the
+    current one are ``next_period_seconds`` long. Running jobs carry the unused part of their
+    reservation into the new period; what they consumed before stays in the old one (their
+    baseline moves up by it).
     """
     if now < state.period_end:
         return state
-    elapsed = (now - state.period_start).total_seconds()
-    periods = int(elapsed // state.period_seconds)
+    length = state.next_period_seconds or state.period_seconds
+    skipped = int((now - state.period_end).total_seconds() // length)
     carried = tuple(
         replace(
             r,
@@ -251,7 +256,8 @@ def roll_over(state: BudgetState, now: datetime) -> BudgetState:
     )
     return replace(
         state,
-        period_start=state.period_start + timedelta(seconds=periods * state.period_seconds),
+        period_start=state.period_end + timedelta(seconds=skipped * length),
+        period_seconds=length,
         settled_watt_hours=0.0,
         settled_overrun_watt_hours=0.0,
         reservations=carried,

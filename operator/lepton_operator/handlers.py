@@ -23,6 +23,7 @@ from lepton.api.jobspec import build_job
 from lepton.core.names import GROUP, LABEL_JOB_UID, VERSION
 
 from .admission import (
+    FINAL_STATES,
     EventNote,
     OperatorConfig,
     PassMemory,
@@ -95,6 +96,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
+# kopf's finalizer on every object it handles: a budget being deleted that still has it has
+# its closing pass to come.
+BUDGET_FINALIZER = kopf.OperatorSettings().persistence.finalizer
 # A pass that lost a write race is retried this soon, on fresh state.
 CONFLICT_RETRY_SECONDS = 1.0
 
@@ -181,14 +185,19 @@ async def budget_deleted(name: str, namespace: str | None, memo: Any, **_: Any) 
 @kopf.on.delete(GROUP, VERSION, "leptonjobs", registry=registry)
 async def lepton_job_deleted(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     """A LeptonJob being deleted (its finalizer holds it) is settled first: the energy it used
-    since the last pass is consumed and its reservation released, then it may go."""
+    since the last pass is consumed and its reservation released, then it may go. When its
+    budget is being deleted too (one `kubectl delete -f`, the namespace's deletion), the
+    budget's closing pass settles it: it waits for that, or for the budget to be gone."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     budget_name = (body.get("spec") or {}).get("budgetName", "")
     uid = body.metadata.uid
     await run_budget_pass(memo, namespace, budget_name)
     budget = await asyncio.to_thread(memo.api.get_budget, namespace, budget_name)
-    if budget is None or budget["metadata"].get("deletionTimestamp"):
+    if budget is None:
         return
+    meta = budget["metadata"]
+    if meta.get("deletionTimestamp") and BUDGET_FINALIZER not in (meta.get("finalizers") or []):
+        return  # its closing pass is over (another finalizer holds it): nothing settles it now
     held = {r.get("jobUid") for r in (budget.get("status") or {}).get("reservations") or []}
     if uid in held:
         raise kopf.TemporaryError("not settled yet", delay=CONFLICT_RETRY_SECONDS)
@@ -217,9 +226,13 @@ def lepton_job_metrics(type: str | None, body: kopf.Body, memo: OperatorMemo, **
 async def lepton_job_created(
     body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any
 ) -> None:
-    """Create the LeptonJob's suspended Job; report a missing budget with the fix."""
+    """Create the LeptonJob's suspended Job; report a missing budget with the fix. A job that
+    ended (kopf resumes every LeptonJob when the operator starts) is left as it is: its Job may
+    be gone (ttlSecondsAfterFinished), and one created again would run it a second time."""
     assert isinstance(memo, OperatorMemo) and namespace is not None
     raw = dict(body)
+    if (raw.get("status") or {}).get("state") in FINAL_STATES:
+        return
     budget_name = raw["spec"].get("budgetName", "")
     try:
         job = build_job(raw, scheduler_name=memo.config.scheduler_name)

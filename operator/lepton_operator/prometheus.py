@@ -30,6 +30,9 @@ CHARGED_METRICS = (
     "lepton_pod_gpu_active_energy_joules_total",
     "lepton_pod_gpu_idle_energy_joules_total",
 )
+# The charged counters' names as one exact-match pattern (``__name__=~"…"``): the operator's
+# query and the budgets dashboard select with it, so both count the same energy.
+CHARGED_METRICS_PATTERN = "|".join(re.escape(m) for m in CHARGED_METRICS)
 DEFAULT_QUERY_TEMPLATE = "default"
 JOULES_PER_WATT_HOUR = 3600.0
 # A series whose newest sample is this much older than the job's newest is a pod gone for good
@@ -50,9 +53,8 @@ def exact_alternation(values: Iterable[str]) -> str:
 
 def series_selector(namespace: str, pods: Iterable[str]) -> str:
     """The selector of the charged counters of exactly these pods of one namespace."""
-    names = "|".join(re.escape(m) for m in CHARGED_METRICS)
     return (
-        f'{{__name__=~"{promql_string(names)}",namespace="{promql_string(namespace)}",'
+        f'{{__name__=~"{promql_string(CHARGED_METRICS_PATTERN)}",namespace="{promql_string(namespace)}",'
         f'pod=~"{promql_string(exact_alternation(pods))}"}}'
     )
 

@@ -57,7 +57,9 @@ def budget_state(budget: Mapping[str, Any], now: datetime) -> BudgetState:
     )
     return BudgetState(
         limit_watt_hours=float(spec.limit_watt_hours),
-        period_seconds=spec.period_seconds,
+        # The current period keeps the length it began with; an edit applies from its end.
+        period_seconds=int(status.get("periodSeconds") or spec.period_seconds),
+        next_period_seconds=spec.period_seconds,
         period_start=start,
         settled_watt_hours=float(status.get("settledWattHours", 0.0)),
         reservations=reservations,
@@ -123,6 +125,7 @@ def budget_status(
         **last_period,
         "observedGeneration": generation,
         "periodStartTime": _format_precise(state.period_start),
+        "periodSeconds": state.period_seconds,
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
         "heldWattHours": round(state.held_watt_hours, 6),
@@ -292,7 +295,11 @@ def pod_is_running(pod: Mapping[str, Any]) -> bool:
 
 def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | None:
     """When a pod's containers ran: from the first start to the last end, or to ``now`` while
-    one still runs. A Pending pod, whose containers never started, ran for no time."""
+    one still runs. A Pending pod, whose containers never started, ran for no time.
+
+    The pod's own record gives its start and end in whole seconds, so a running pod's run
+    ends at ``now`` in whole seconds too: a pass that saw it running charges no more than its
+    final record will (which ends within the second it stopped), whenever the pass ran."""
     starts: list[datetime] = []
     ends: list[datetime] = []
     running = False
@@ -309,7 +316,7 @@ def pod_running_interval(pod: Mapping[str, Any], now: datetime) -> Interval | No
             ends.append(ended)
     if not starts:
         return None
-    end = now if running else max(ends)
+    end = now.replace(microsecond=0) if running else max(ends)
     return (min(starts), max(min(starts), end))
 
 

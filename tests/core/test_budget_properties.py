@@ -38,11 +38,25 @@ end_op = st.tuples(st.just("end"), st.sampled_from(JOBS), st.just(0.0))
 settle_op = st.tuples(st.just("settle"), st.sampled_from(JOBS), st.just(0.0))
 time_op = st.tuples(st.just("advance"), st.just(""), st.floats(0, 5000))
 limit_op = st.tuples(st.just("limit"), st.just(""), st.floats(1, 300))
+# spec.periodSeconds edited: the periods after the current one have the new length.
+period_op = st.tuples(
+    st.just("period"), st.just(""), st.sampled_from([60.0, 900.0, 3600.0, 7200.0])
+)
 admit_op = st.tuples(
     st.just("admit"), st.just(""), st.lists(st.tuples(st.sampled_from(JOBS), st.floats(0, 60)))
 )
 ops = st.lists(
-    st.one_of(reserve_op, consume_op, release_op, end_op, settle_op, time_op, limit_op, admit_op),
+    st.one_of(
+        reserve_op,
+        consume_op,
+        release_op,
+        end_op,
+        settle_op,
+        time_op,
+        limit_op,
+        admit_op,
+        period_op,
+    ),
     max_size=40,
 )
 
@@ -140,7 +154,15 @@ def test_budget_invariants_hold_under_any_interleaving(
                 limit_lowered = False
                 assert state.consumed_watt_hours == 0.0
                 assert state.period_start <= now < state.period_end
+                # The closed period ended where it was due when it began, never earlier (its
+                # books hold what was used up to then); the new one has the edited length.
+                assert state.period_start >= before.period_end
+                assert state.period_seconds == (before.next_period_seconds or before.period_seconds)
                 period_tainted = False  # a new period starts from clean books
+        elif kind == "period":
+            assert isinstance(value, float)
+            state = replace(state, next_period_seconds=int(value))
+            assert state.period_end == before.period_end, "an edit moved the current period's end"
         elif kind == "limit":
             assert isinstance(value, float)
             if value < state.limit_watt_hours:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import promql_parser
 import pytest
+from lepton_operator.prometheus import CHARGED_METRICS
 
 from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
 
@@ -98,3 +101,58 @@ def test_the_parser_rejects_bad_promql() -> None:
     for bad in ("sum(rate(x[5m])", "rate(x)", "x{a=}", "histogram_quantile(0.9, sum by (le) x)"):
         with pytest.raises(ValueError):
             promql_parser.parse(bad)
+
+
+def _vector_selectors(node: Any) -> Iterator[Any]:
+    """Every vector selector of a parsed PromQL expression (also those under a range)."""
+    if isinstance(node, promql_parser.VectorSelector):
+        yield node
+        return
+    for attribute in ("expr", "lhs", "rhs", "vector_selector", "param"):
+        child = getattr(node, attribute, None)
+        if child is not None and not isinstance(child, (str, int, float)):
+            yield from _vector_selectors(child)
+    for child in getattr(node, "args", None) or ():
+        yield from _vector_selectors(child)
+
+
+def _selects(selector: Any, metric: str) -> bool:
+    """Whether a vector selector's metric name (or its ``__name__`` matchers) matches ``metric``."""
+    if selector.name:
+        return bool(selector.name == metric)
+    names = [m for m in selector.matchers.matchers if m.name == "__name__"]
+    assert names, f"a selector without a metric name: {selector}"
+    for matcher in names:
+        op = str(matcher.op).rsplit(".", 1)[-1]
+        regex = re.fullmatch(matcher.value, metric) is not None
+        ok = {
+            "Equal": metric == matcher.value,
+            "NotEqual": metric != matcher.value,
+            "Re": regex,
+            "NotRe": not regex,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def test_the_budgets_namespace_energy_panels_count_what_the_books_charge() -> None:
+    """A budget pays for the GPUs' active plus idle energy of its pods (CHARGED_METRICS, the
+    operator's metered query): the namespace energy and power panels beside its books must
+    count exactly those counters, or they show less than was charged."""
+    board = load(REPO / "deploy" / "dashboards" / "lepton-budgets.json")
+    exprs = dict(queries(board))
+    pod_counters = (
+        {
+            name
+            for _, expr in queries(board)
+            for name in re.findall(r"lepton_pod_gpu_\w+_joules_total", expr)
+        }
+        | set(CHARGED_METRICS)
+        | {"lepton_gpu_energy_joules_total", "lepton_gpu_idle_energy_joules_total"}
+    )
+    for title in ("GPU energy by namespace", "GPU power by namespace"):
+        parsed = promql_parser.parse(fill_variables(exprs[title], board))
+        selectors = list(_vector_selectors(parsed))
+        counted = {m for m in pod_counters if any(_selects(s, m) for s in selectors)}
+        assert counted == set(CHARGED_METRICS), f"{title!r} counts {sorted(counted)}"

@@ -258,7 +258,30 @@ def test_the_budget_of_a_lepton_job_cannot_be_changed(
     assert "spec.budgetName cannot be changed" in result.stderr, result.stderr
     assert "delete the LeptonJob and create it again" in result.stderr
     assert get(cluster, namespace, "leptonjob", "train")["spec"]["budgetName"] == "team"
-    # Other fields still change.
+    # Nor any of its spec (failed before for spec.replicas: the Job ran on with one replica
+    # while, without a meter, the whole run so far was charged anew at four replicas' power).
+    for patch in (
+        '{"spec":{"replicas":4}}',
+        '{"spec":{"work":{"referenceGpuSeconds":7200}}}',
+        '{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"other"}]}}}}',
+    ):
+        result = cluster.kubectl(
+            "patch",
+            "leptonjob",
+            "train",
+            "-n",
+            namespace,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+            check=False,
+        )
+        assert result.returncode != 0, patch
+        assert "spec.* (every field) cannot be changed once the LeptonJob" in result.stderr
+    spec = get(cluster, namespace, "leptonjob", "train")["spec"]
+    assert spec["replicas"] == 1 and spec["work"] == {"referenceGpuSeconds": 3600}
+    # Its labels, annotations and status still change.
     cluster.kubectl("label", "leptonjob", "train", "-n", namespace, "team=ml", "--overwrite")
 
 
@@ -429,6 +452,13 @@ def test_operator_killed_while_jobs_finish_settles_each_job_exactly_once(
     used = sum(i["status"]["consumedWattHours"] for i in items)
     assert used > 0
     assert eb["consumedWattHours"] == pytest.approx(used, rel=1e-6, abs=1e-5), "counted twice"
+    # And each job's figure is what its pods' own record gives, whenever the kills came.
+    ran = _pods_ran_seconds(cluster, namespace)
+    assert min(ran.values()) >= 1.0, ran
+    for item in items:
+        replayed = _replayed_consumption(item, ran[item["metadata"]["uid"]])
+        booked = item["status"]["consumedWattHours"]
+        assert booked == pytest.approx(replayed, rel=1e-5, abs=1e-5), item["metadata"]["name"]
 
 
 def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
@@ -469,19 +499,42 @@ def test_deleting_a_job_settles_it_and_deleting_the_budget_suspends_the_rest(
     assert final and "final books" in final[0]["message"], [e.get("reason") for e in events]
 
 
-def _replayed_consumption(item: dict[str, Any]) -> float:
-    """A job's energy as a replay of its recorded events gives it: the model's power for the
-    time its pods ran (no kills, no operator: a pure function of the job and its run)."""
-    from lepton.api.jobspec import estimated_consumption_watt_hours
+def _pods_ran_seconds(cluster: LocalCluster, namespace: str) -> dict[str, float]:
+    """How long each LeptonJob's pods ran (by its UID), from the pods' own container states
+    as the apiserver holds them: the run's record, not the operator's (status.runIntervals is
+    what the operator wrote, so a replay of it would check the operator against itself)."""
+    from lepton.core.names import LABEL_JOB_UID
     from lepton.core.times import parse_time
 
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", namespace, "-l", LABEL_JOB_UID, "-o", "json").stdout
+    )["items"]
+    runs: dict[str, list[tuple[Any, Any]]] = {}
+    for pod in pods:
+        for container in pod["status"].get("containerStatuses") or []:
+            ended = container["state"].get("terminated") or {}
+            start, end = parse_time(ended.get("startedAt")), parse_time(ended.get("finishedAt"))
+            assert start is not None and end is not None, pod["metadata"]["name"]
+            runs.setdefault(pod["metadata"]["labels"][LABEL_JOB_UID], []).append((start, end))
+    ran: dict[str, float] = {}
+    for uid, intervals in runs.items():  # the union of the job's pods' runs
+        merged: list[list[Any]] = []
+        for start, end in sorted(intervals):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        ran[uid] = sum((end - start).total_seconds() for start, end in merged)
+    return ran
+
+
+def _replayed_consumption(item: dict[str, Any], ran_seconds: float) -> float:
+    """A job's energy as a replay of its run gives it: the model's power for the time its pods
+    ran (no kills, no operator: a pure function of the job and its pods' record)."""
+    from lepton.api.jobspec import estimated_consumption_watt_hours
+
     estimate = estimate_energy(LeptonJobSpec.model_validate(item["spec"]))
-    ran = 0.0
-    for interval in item["status"].get("runIntervals") or []:
-        start, end = parse_time(interval["start"]), parse_time(interval["end"])
-        assert start is not None and end is not None
-        ran += (end - start).total_seconds()
-    return estimated_consumption_watt_hours(estimate, ran)
+    return estimated_consumption_watt_hours(estimate, ran_seconds)
 
 
 def _led_by_another(op: Operator | None, old_pid: int) -> bool:
@@ -540,7 +593,13 @@ def test_two_replicas_elect_one_leader_and_survive_three_leader_kills_with_the_b
     assert eb["reservations"] == []
     assert sorted(eb["settledJobUids"]) == sorted(i["metadata"]["uid"] for i in items)
     booked = {i["metadata"]["name"]: i["status"]["consumedWattHours"] for i in items}
-    replayed = {i["metadata"]["name"]: _replayed_consumption(i) for i in items}
+    ran = _pods_ran_seconds(cluster, namespace)
+    # Every job really ran (kwok once stamped each ended pod with a 0 s run: all zeros agree).
+    assert sorted(ran) == sorted(i["metadata"]["uid"] for i in items)
+    assert min(ran.values()) >= 1.0, ran
+    replayed = {
+        i["metadata"]["name"]: _replayed_consumption(i, ran[i["metadata"]["uid"]]) for i in items
+    }
     assert booked == pytest.approx(replayed, rel=1e-5, abs=1e-5)
     assert eb["consumedWattHours"] == pytest.approx(sum(replayed.values()), rel=1e-5, abs=1e-5)
 

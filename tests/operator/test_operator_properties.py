@@ -1,4 +1,5 @@
-"""The books under any mix of create, edit, delete, start, finish, crash, restart and rollover.
+"""The books under any mix of create, edit (limit, period), delete, start, finish, crash, restart
+and rollover.
 
 Hypothesis drives the operator's real admission pass (against the in-memory API of
 test_operator_admission, which keeps resourceVersions and can crash at any call) beside a
@@ -7,7 +8,8 @@ so no job overruns its reservation and the limit is a hard bound. Invariants:
 
 - used plus reserved never exceeds the limit in force after a pass that admits, nor ever unless
   an edit lowered the limit under running jobs;
-- each closed period's books hold what the pods ran in it, up to its end;
+- each closed period's books hold what the pods ran in it, up to its end (also across edits of
+  spec.periodSeconds, which apply from the current period's end);
 - every job's energy is counted exactly once: the periods' books add up to what the jobs ran;
 - nothing admitted is lost: every reservation is a live job's, every running Job holds one, and
   every live unfinished job is admitted or waiting.
@@ -62,6 +64,7 @@ operations = st.lists(
         st.tuples(st.just("crash"), st.integers(1, 8)),
         st.tuples(st.just("advance"), st.integers(1, 900)),
         st.tuples(st.just("edit"), st.sampled_from([0.5, 1.0, 2.0])),
+        st.tuples(st.just("period"), st.sampled_from([300, 900, 1800])),
         st.tuples(st.just("rebudget"), st.just(0)),
     ),
     max_size=50,
@@ -352,6 +355,12 @@ class World:
             self.run_pass()
         elif kind == "pass":
             self.run_pass()
+        elif kind == "period":  # spec.periodSeconds edited mid-period; the next pass reads it
+            budget = api.budgets["team"]
+            budget["spec"]["periodSeconds"] = value
+            budget["metadata"]["generation"] += 1
+            self.limits[budget["metadata"]["generation"]] = budget["spec"]["limitWattHours"]
+            budget["metadata"]["resourceVersion"] = str(next(api.versions))
         elif kind == "edit":  # the limit edited mid-period; the next pass reads it
             budget = api.budgets["team"]
             new = math.ceil(LIMIT * value)
@@ -376,6 +385,10 @@ class World:
 # The period after one that a lagging meter ended early holds the seconds it left over; the
 # check demanded the period's own run alone (failed before the check carried them over).
 @example(ops=[("advance", 900), ("advance", 580), ("delete", (0, 300))], metered=True)
+# spec.periodSeconds shortened under booked energy: the current period ended before the
+# passes that had booked it (failed before the current period kept the length it began with).
+@example(ops=[("delete", (0, 0)), ("delete", (0, 299)), ("period", 300)], metered=False)
+@example(ops=[("delete", (0, 296)), ("period", 300)], metered=True)
 def test_the_books_hold_under_any_mix_of_events(ops: list[tuple[str, Any]], metered: bool) -> None:
     world = World(metered)
     for _ in range(3):
