@@ -30,9 +30,20 @@ def _commands(group: click.Command, path: list[str]) -> list[tuple[list[str], cl
     return found
 
 
-def _help(command: click.Command, path: list[str]) -> str:
-    with click.Context(command, info_name=" ".join(path), terminal_width=100) as ctx:
-        return command.get_help(ctx)
+def _help(root: click.Command, path: list[str]) -> str:
+    """The help ``path`` prints, with the context chain the command line builds: a subcommand
+    inherits its parents' context settings (``-h`` as well as ``--help``)."""
+    ctx: click.Context | None = None
+    command = root
+    for depth, name in enumerate(path):
+        if depth:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        ctx = command.context_class(
+            command, info_name=name, parent=ctx, terminal_width=100, **command.context_settings
+        )
+    assert ctx is not None
+    return command.get_help(ctx)
 
 
 def render_cli_reference() -> str:
@@ -42,8 +53,8 @@ def render_cli_reference() -> str:
 
     parts = [f"# Command-line reference\n\n{GENERATED}"]
     for root, prog in ((lepton, "lepton"), (kubectl_lepton, "kubectl lepton")):
-        for path, command in _commands(root, [prog]):
-            parts.append(f"## `{' '.join(path)}`\n\n```text\n{_help(command, path)}\n```\n\n")
+        for path, _ in _commands(root, [prog]):
+            parts.append(f"## `{' '.join(path)}`\n\n```text\n{_help(root, path)}\n```\n\n")
     return "".join(parts).rstrip() + "\n"
 
 
