@@ -260,6 +260,55 @@ def test_each_helper_is_defined_once(helper: str) -> None:
     assert where == {f"{home}: {helper}"}
 
 
+# The kubernetes client's own loaders: only the one factory calls them.
+CLIENT_LOADERS = {
+    "load_kube_config",
+    "load_incluster_config",
+    "new_client_from_config",
+    "ApiClient",
+}
+# LocalCluster._api is moved by the local.py split (issue 15, branch s15s); it goes
+# through lepton.kube once that split is merged.
+CLIENT_LOADERS_LEFT = {"lepton/cluster/local.py"}
+
+
+def client_loader_calls(path: Path) -> list[str]:
+    """The calls in ``path`` that build a Kubernetes client without lepton.kube."""
+    return [
+        name
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Call) and (name := _called_name(node.func)) in CLIENT_LOADERS
+    ]
+
+
+def _called_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def test_kubernetes_clients_come_from_the_one_factory() -> None:
+    """Every ApiClient is lepton.kube.api_client's: no module loads a kubeconfig itself."""
+    where = {
+        path.relative_to(REPO).as_posix(): calls
+        for path in package_files()
+        if (calls := client_loader_calls(path))
+    }
+    left = {key for key in where if key in CLIENT_LOADERS_LEFT}
+    assert set(where) - left == {"lepton/kube.py"}, f"use lepton.kube.api_client: {where}"
+
+
+def test_the_client_scan_flags_a_hand_built_client(tmp_path: Path) -> None:
+    module = tmp_path / "second.py"
+    module.write_text(
+        "from kubernetes import client, config\n"
+        "def api(path):\n"
+        "    config.load_kube_config(path)\n"
+        "    return client.CoreV1Api(config.new_client_from_config(config_file=path))\n"
+    )
+    assert sorted(client_loader_calls(module)) == ["load_kube_config", "new_client_from_config"]
+
+
 def test_api_times_are_read_in_one_place() -> None:
     """RFC 3339 from the API is parsed by lepton.core.times.parse_time, not by hand."""
     by_hand = {
