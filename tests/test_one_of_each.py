@@ -260,6 +260,45 @@ def test_each_helper_is_defined_once(helper: str) -> None:
     assert where == {f"{home}: {helper}"}
 
 
+# Constants each script keeps for itself: its own folder.
+OWN_CONSTANTS = {"REPO"}
+# The extender's and the exporter's list-and-watch loops each keep a watch timeout; they
+# are two informers, one idea, left to a shared one in lepton.kube (issue 15's review).
+CONSTANTS_LEFT = {"WATCH_TIMEOUT_SECONDS"}
+
+
+def constant_copies(paths: list[Path], root: Path = REPO) -> dict[str, list[str]]:
+    """Module-level constants defined with the same name and the same value in two modules."""
+    where: dict[tuple[str, str], list[str]] = {}
+    for path in paths:
+        for target, value in _module_level_constants(path):
+            if target.isupper() and value is not None:
+                key = (target, ast.unparse(value))
+                where.setdefault(key, []).append(path.relative_to(root).as_posix())
+    return {
+        f"{name} = {value}": sorted(files)
+        for (name, value), files in where.items()
+        if len(set(files)) > 1
+    }
+
+
+def test_no_constant_is_defined_twice() -> None:
+    """``JOULES_PER_WATT_HOUR = 3600.0`` once, not in each module that converts."""
+    copies = {
+        constant: files
+        for constant, files in constant_copies(package_files()).items()
+        if constant.split(" = ")[0] not in OWN_CONSTANTS | CONSTANTS_LEFT
+    }
+    assert not copies, f"define these once and import them: {copies}"
+
+
+def test_the_constant_scan_flags_a_copy(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("FULL_GPU_MILLI = 1000\nLIMIT = 1\n")
+    (tmp_path / "b.py").write_text("FULL_GPU_MILLI = 1000\nLIMIT = 2\n")
+    files = [tmp_path / "a.py", tmp_path / "b.py"]
+    assert constant_copies(files, tmp_path) == {"FULL_GPU_MILLI = 1000": ["a.py", "b.py"]}
+
+
 # The kubernetes client's own loaders: only the one factory calls them.
 CLIENT_LOADERS = {
     "load_kube_config",

@@ -52,6 +52,7 @@ from lepton.core.energy import (
     service_utilization,
 )
 from lepton.core.errors import LeptonError
+from lepton.core.hints import FULL_GPU_MILLI
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import DEFAULT_CONFIG as SCORING_DEFAULTS
 
@@ -67,7 +68,6 @@ from .service_load import ServiceLoad
 from .trace import (
     BATCH,
     DEFAULT_KIND_MAP,
-    FULL_GPU_MILLI,
     SERVICE,
     TraceNode,
     TracePod,

@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-JOULES_PER_WATT_HOUR = 3600.0
+from lepton.core.energy import JOULES_PER_WATT_HOUR
+
 LABELS = ("namespace", "energybudget")
 JOB_LABELS = ("namespace", "leptonjob", "job_uid", "energybudget")
 
