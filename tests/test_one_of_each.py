@@ -260,6 +260,87 @@ def test_each_helper_is_defined_once(helper: str) -> None:
     assert where == {f"{home}: {helper}"}
 
 
+# The names a second one is composed of, and the separators that compose one.
+NAME_PARTS = {"GROUP", "VERSION", "RESOURCE_GPU"}
+
+
+def composed_names(path: Path) -> list[str]:
+    """F-strings anywhere in ``path`` that join a name part to another with ``/`` or ``.``:
+    ``f"{GROUP}/{VERSION}"`` is API_VERSION spelled again, ``f"{plural}.{GROUP}"`` a CRD name.
+    A name in running text (``f"request {RESOURCE_GPU} in the pod"``) is not one."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.JoinedStr):
+            continue
+        parts = node.values
+        for i, part in enumerate(parts):
+            if not (isinstance(part, ast.FormattedValue) and _part_name(part.value) in NAME_PARTS):
+                continue
+            before = parts[i - 1] if i > 0 else None
+            after = parts[i + 1] if i + 1 < len(parts) else None
+            joined = (
+                isinstance(before, ast.Constant) and str(before.value).endswith(("/", "."))
+            ) or (isinstance(after, ast.Constant) and str(after.value).startswith(("/", ".")))
+            if joined:
+                found.append(ast.unparse(node))
+                break
+    return found
+
+
+def _part_name(value: ast.expr) -> str:
+    """``GROUP`` for ``GROUP`` and for ``names.GROUP``."""
+    if isinstance(value, ast.Attribute):
+        return value.attr
+    return value.id if isinstance(value, ast.Name) else ""
+
+
+# The CRDs' names (``energybudgets.lepton.dev``): their plurals are spelled in every
+# module that lists or watches them (the operator, the extender, kubectl lepton, the demo,
+# the benchmarks) and have no name in lepton.core.names yet (issue 15's review).
+CRD_NAMES_LEFT = {"lepton/api/crdgen.py", "lepton/kubectl.py", "bench/bench_admission.py"}
+
+
+def test_no_name_is_composed_outside_the_names_module() -> None:
+    offenders = {
+        key: found
+        for path in package_files()
+        if (found := composed_names(path))
+        and (key := path.relative_to(REPO).as_posix()) not in CRD_NAMES_LEFT
+    }
+    assert not offenders, f"use (or add) the composed name in lepton.core.names: {offenders}"
+
+
+def _aliased_attributes(path: Path) -> list[str]:
+    """``PROFILE = names.SCHEDULER_NAME``: a name renamed through the module."""
+    return [
+        f"{target} = {ast.unparse(value)}"
+        for target, value in _module_level_constants(path)
+        if isinstance(value, ast.Attribute) and value.attr in NAME_CONSTANTS
+    ]
+
+
+def test_no_module_renames_a_name_through_the_names_module() -> None:
+    offenders = [f for path in package_files() for f in _aliased_attributes(path)]
+    assert not offenders, f"use the names module's own names: {offenders}"
+
+
+def test_the_scans_flag_a_composed_api_version_and_an_alias_through_the_module(
+    tmp_path: Path,
+) -> None:
+    module = tmp_path / "second.py"
+    module.write_text(
+        "from lepton.core import names\n"
+        "from lepton.core.names import GROUP, RESOURCE_GPU, VERSION\n"
+        "PROFILE = names.SCHEDULER_NAME\n"
+        "def ref(kind, plural):\n"
+        '    crd = f"{plural}.{names.GROUP}"\n'
+        '    hint = f"request {RESOURCE_GPU} in the pod"\n'
+        '    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind}\n'
+    )
+    assert composed_names(module) == ["f'{plural}.{names.GROUP}'", "f'{GROUP}/{VERSION}'"]
+    assert _aliased_attributes(module) == ["PROFILE = names.SCHEDULER_NAME"]
+
+
 # Constants each script keeps for itself: its own folder.
 OWN_CONSTANTS = {"REPO"}
 # The extender's and the exporter's list-and-watch loops each keep a watch timeout; they
