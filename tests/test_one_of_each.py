@@ -341,6 +341,17 @@ def test_the_scans_flag_a_composed_api_version_and_an_alias_through_the_module(
     assert _aliased_attributes(module) == ["PROFILE = names.SCHEDULER_NAME"]
 
 
+def test_the_simulator_weighs_the_extender_as_the_profile_does() -> None:
+    """The simulator's lepton-scheduler profile and the real one share one extender weight
+    (lepton.sim may not import the extender's package, so the two are tied here)."""
+    from lepton_scheduler.config import kube_scheduler_config
+
+    from lepton.sim.policies import EXTENDER_WEIGHT
+
+    config = kube_scheduler_config("http://127.0.0.1:1", "/kubeconfig")
+    assert [e["weight"] for e in config["extenders"]] == [EXTENDER_WEIGHT]
+
+
 # Constants each script keeps for itself: its own folder.
 OWN_CONSTANTS = {"REPO"}
 # The extender's and the exporter's list-and-watch loops each keep a watch timeout; they
