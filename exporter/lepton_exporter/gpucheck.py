@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lepton.core.metering import integrate_power_joules
-from lepton.hw.nvml import LIMIT_TOLERANCE_WATTS, as_text
+from lepton.hw.nvml import PowerLimitError, as_text, set_power_limit_mw
 
 # A matrix-multiply loop on the GPU named by CUDA_VISIBLE_DEVICES, with
 # whichever of PyTorch or CuPy is installed.
@@ -136,8 +136,12 @@ def measure_energy(
     )
 
 
-def check_power_limit(nvml: Any, handle: Any) -> tuple[bool, str]:
-    """Lower the limit by a fifth (within the constraints), read it back, restore it."""
+def check_power_limit(nvml: Any, handle: Any, *, uuid: str) -> tuple[bool, str]:
+    """Lower the limit by a fifth (within the constraints), read it back, restore it.
+
+    Both writes go through :func:`lepton.hw.nvml.set_power_limit_mw`, the setter the
+    exporter's power capping uses, so this checks that very code on a real GPU.
+    """
     original_mw = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
     min_mw, _max_mw = (int(v) for v in nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
     target_mw = max(min_mw, int(original_mw * 0.8) // 1000 * 1000)
@@ -146,21 +150,29 @@ def check_power_limit(nvml: Any, handle: Any) -> tuple[bool, str]:
     messages: list[str] = []
     ok = True
     try:
-        nvml.nvmlDeviceSetPowerManagementLimit(handle, target_mw)
-        read_back = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
-        if abs(read_back - target_mw) >= LIMIT_TOLERANCE_WATTS * 1000:
-            ok = False
-            messages.append(f"asked {target_mw / 1000:.0f} W, read back {read_back / 1000:.0f} W")
-        else:
-            messages.append(f"set {target_mw / 1000:.0f} W and read it back")
-    finally:
-        nvml.nvmlDeviceSetPowerManagementLimit(handle, original_mw)
-        restored = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
-        if abs(restored - original_mw) >= LIMIT_TOLERANCE_WATTS * 1000:
-            ok = False
-            messages.append(f"restore failed: {restored / 1000:.0f} W in force")
-        else:
-            messages.append(f"restored {original_mw / 1000:.0f} W")
+        set_power_limit_mw(nvml, handle, target_mw, uuid=uuid)
+        messages.append(f"set {target_mw / 1000:.0f} W and read it back")
+    except PowerLimitError as error:
+        if error.call == "nvmlDeviceSetPowerManagementLimit":  # refused: nothing to restore
+            return False, str(error)
+        ok = False
+        kept = error.read_back_mw
+        messages.append(
+            str(error)
+            if kept is None
+            else f"asked {target_mw / 1000:.0f} W, read back {kept / 1000:.0f} W"
+        )
+    try:
+        set_power_limit_mw(nvml, handle, original_mw, uuid=uuid)
+        messages.append(f"restored {original_mw / 1000:.0f} W")
+    except PowerLimitError as error:
+        ok = False
+        kept = error.read_back_mw
+        messages.append(
+            f"restore failed: {error}"
+            if kept is None
+            else f"restore failed: {kept / 1000:.0f} W in force"
+        )
     return ok, "; ".join(messages)
 
 
@@ -388,7 +400,7 @@ def run_check(
             f"(bound {ENERGY_TOLERANCE:.0%})"
         )
         try:
-            limit_ok, message = check_power_limit(nvml, handle)
+            limit_ok, message = check_power_limit(nvml, handle, uuid=uuid)
         except nvml.NVMLError as error:
             limit_ok, message = False, f"{error} (power limits need root or CAP_SYS_ADMIN)"
         out(f"{'ok' if limit_ok else 'FAIL'} power limit: {message}")
