@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lepton.api import crd_dir
+from bench.submit import submit_concurrently
 from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster import tools
 from lepton.cluster.local import LocalCluster
-from lepton.core.names import GROUP
+from lepton.cluster.stack import LeptonStack
 from tests.support import builders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +47,7 @@ def measure(
 ) -> dict[str, Any]:
     estimate = estimate_energy(LeptonJobSpec.model_validate(lepton_job("x")["spec"])).watt_hours
     limit = math.ceil(admit * estimate)
-    cluster.kubectl("apply", "-f", str(crd_dir()))
-    for crd in (f"energybudgets.{GROUP}", f"leptonjobs.{GROUP}"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    LeptonStack(cluster).install_crds()
     cluster.kubectl("create", "namespace", NAMESPACE)
     budget = builders.energy_budget(limit, "bench", namespace=NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
@@ -73,7 +71,7 @@ def measure(
         items = [lepton_job(f"job-{i:04d}") for i in range(jobs)]
         started = time.monotonic()
         # "At once": several clients apply their share concurrently.
-        cluster.submit_concurrently(["apply", "--server-side"], items, APPLY_CLIENTS)
+        submit_concurrently(cluster, ["apply", "--server-side"], items, APPLY_CLIENTS)
         applied_s = time.monotonic() - started
         series: list[tuple[float, int, int]] = []
         settled_s = None

@@ -6,7 +6,7 @@ Histories:
   (``--utilization PATH``, CSV ``timestamp_anon,value,container_ip`` with value in
   percent; default: 100 Stable Diffusion pods over ~23 hours from Alibaba's 2026
   GenAI serving trace, ``bench/data/utilization/``). The forecast is the next
-  hour's mean and p90 (60 one-minute samples), as the extender's default config
+  hour's mean and p90 (60 one-minute samples), as the Lepton scheduler's default config
   forecasts an hour (12 five-minute samples). No time-of-day features: under two
   days of history, the test hours were never seen in training.
 * **openb allocation** — per-node GPU *allocation* over time, derived from the

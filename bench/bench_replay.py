@@ -5,7 +5,7 @@ Replays a slice of the Alibaba GPU trace (600 pods from the 51st on: the first
 kube-scheduler — its default profile, a bin-packing profile (``most-allocated``:
 NodeResourcesFit MostAllocated over cpu, memory and ``nvidia.com/gpu``,
 percentageOfNodesToScore 100), then the ``lepton-scheduler`` profile with
-Lepton's extender under the Balanced and Efficiency policies — over a 150-node
+Lepton's scheduler under the Balanced and Efficiency policies — over a 150-node
 kwok fleet sampled from the trace's (every 8th node, as the simulator's 150-node
 scenario). Both sides run the scale-in regime: on the real cluster the
 simulator's cluster-autoscaler emulation cordons and uncordons the kwok nodes
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gpu-pods-only",
         action="store_true",
-        help="drop the slice's pods without GPUs (in both runs): the extender's "
+        help="drop the slice's pods without GPUs (in both runs): the Lepton scheduler's "
         "managedResources stanza leaves them to kube-scheduler alone",
     )
     parser.add_argument(

@@ -3,7 +3,7 @@
 Each GPU service pod of the openb trace is given one measured utilisation series
 of the GenAI serving trace (``--utilization``, a seeded draw), cut in time: the
 policy sees the forecast p90 of its history (``lepton.core.predictor``, the
-extender's code) or, without the hook, the declared
+Lepton scheduler's code) or, without the hook, the declared
 ``service_reference_utilization_percent`` (30 % of an A40 per GPU); either way the
 pod then runs at its measured load (:mod:`lepton.sim.service_load`). Reported per
 policy: services whose measured p90 pushed their GPU above the service target,

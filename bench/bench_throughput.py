@@ -1,13 +1,13 @@
-"""Scheduling throughput with Lepton's extender ÷ without it, on 500 kwok nodes, in one run.
+"""Scheduling throughput with Lepton's scheduler ÷ without it, on 500 kwok nodes, in one run.
 
-The goal (issue 4) is a ratio of at least 0.8: asking the extender must not make
+The goal (issue 4) is a ratio of at least 0.8: asking the Lepton scheduler must not make
 kube-scheduler much slower. Both runs use the same local control plane and fleet
 and the same number of GPU pods; only the scheduler differs:
 
 * the default kube-scheduler (the cluster's own, default profile);
 * the ``lepton-scheduler`` profile without its extender stanza: what the profile
   alone (every node scored, MostAllocated) costs kube-scheduler;
-* the ``lepton-scheduler`` profile calling the extender (``lepton scheduler``) for
+* the ``lepton-scheduler`` profile calling the Lepton scheduler (``lepton scheduler``) for
   filter and prioritize on every pod, each pod a LeptonJob pod with energy hints.
 
 For each run the pods are created while that scheduler is stopped, then the
@@ -17,11 +17,11 @@ the first to the last pod seen bound (start-up excluded, the same way for both).
 Each run also reads the scheduler's own ``/metrics``: its scheduling attempts
 (``scheduler_scheduling_attempt_duration_seconds``, binding included) and its
 scheduling algorithm (``scheduler_scheduling_algorithm_duration_seconds``:
-filter and score, extenders included), count and mean; for the extender run,
-the extender's per-stage means (``lepton_scheduler_phase_duration_seconds``)
-and its share of the algorithm's time (the extender's filter + prioritize
+filter and score, extenders included), count and mean; for the Lepton scheduler run,
+the Lepton scheduler's per-stage means (``lepton_scheduler_phase_duration_seconds``)
+and its share of the algorithm's time (the Lepton scheduler's filter + prioritize
 seconds over kube-scheduler's algorithm seconds), and the algorithm's mean time per pod
-split into the profile's own, the extender's handlers, and the rest of the callout. The
+split into the profile's own, the Lepton scheduler's handlers, and the rest of the callout. The
 CPU milliseconds per pod of each component are read from ``/proc``: on a machine shared
 with other work they say what each part costs better than wall time does.
 
@@ -50,16 +50,18 @@ from bench.scrape import (
     histogram_totals,
     phase_breakdown,
 )
+from bench.submit import submit_concurrently
 from lepton.cluster import tools
 from lepton.cluster.fleet import Fleet, NodeGroup
-from lepton.cluster.local import LocalCluster, cpu_seconds
-from lepton.cluster.stack import LeptonStack
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import cpu_seconds
+from lepton.cluster.stack import SCHEDULER_SERVER, LeptonStack
 from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
 from lepton.core.names import LABEL_JOB_NAME, RESOURCE_GPU, SCHEDULER_NAME
 from lepton.core.times import parse_time
 
 GOAL_RATIO = 0.8
-PROFILE_RUN = "lepton-profile-no-extender"
+PROFILE_RUN = "lepton-profile-alone"
 EXTENDER_VERBS = ("filter", "prioritize", "filter-best")
 
 
@@ -101,7 +103,7 @@ def _bound(cluster: LocalCluster, namespace: str) -> int:
     return len(out.stdout.split())
 
 
-CPU_PROCESSES = ("kube-apiserver", "etcd", "kwok", "lepton-extender")
+CPU_PROCESSES = ("kube-apiserver", "etcd", "kwok", SCHEDULER_SERVER)
 
 
 def _cpu(cluster: LocalCluster, names: list[str]) -> dict[str, float]:
@@ -160,7 +162,7 @@ def measure(
 def scheduler_metrics(cluster: LocalCluster, process: str) -> dict[str, Any]:
     """kube-scheduler's own count and mean of scheduling attempts (by result: these include
     binding, which queues in a burst) and of the scheduling algorithm (filter and score,
-    extenders included: what the extender adds to)."""
+    extenders included: what the Lepton scheduler adds to)."""
     port = cluster.state.processes[process].port
     try:
         text = fetch(f"https://127.0.0.1:{port}/metrics")
@@ -186,8 +188,9 @@ def scheduler_metrics(cluster: LocalCluster, process: str) -> dict[str, Any]:
     }
 
 
-def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float | None:
-    """The extender's filter + prioritize seconds over kube-scheduler's algorithm seconds."""
+def scheduler_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float | None:
+    """The Lepton scheduler's filter + prioritize seconds over kube-scheduler's algorithm
+    seconds."""
     algorithm_seconds = scheduler.get(ALGORITHM_METRIC, {}).get("sum_seconds", 0.0)
     ours = sum(
         phases.get(verb, {}).get("calls", 0) * phases.get(verb, {}).get("request_mean_ms", 0.0)
@@ -199,9 +202,9 @@ def extender_share(scheduler: dict[str, Any], phases: dict[str, Any]) -> float |
 def cycle_breakdown(
     profile: dict[str, Any], ours: dict[str, Any], phases: dict[str, Any]
 ) -> dict[str, Any]:
-    """kube-scheduler's mean algorithm time per pod with the extender, split: what the profile
-    costs without it, the extender's handlers (decode to encode, per verb), and the rest of the
-    callout (HTTP both ways, Go's JSON, aiohttp, waiting for a CPU and for the GIL)."""
+    """kube-scheduler's mean algorithm time per pod with the Lepton scheduler, split: what the
+    profile costs without it, the Lepton scheduler's handlers (decode to encode, per verb), and the
+    rest of the callout (HTTP both ways, Go's JSON, aiohttp, waiting for a CPU and for the GIL)."""
     with_ext = ours.get(ALGORITHM_METRIC, {}).get("mean_ms")
     without = profile.get(ALGORITHM_METRIC, {}).get("mean_ms")
     if with_ext is None or without is None:
@@ -217,29 +220,29 @@ def cycle_breakdown(
         for verb in EXTENDER_VERBS
     }
     return {
-        "algorithm_with_extender": with_ext,
-        "algorithm_profile_without_extender": without,
-        "extender_handlers": handlers,
+        "algorithm_with_scheduler": with_ext,
+        "algorithm_profile_without_scheduler": without,
+        "scheduler_handlers": handlers,
         "callout_outside_handlers": round(with_ext - without - sum(handlers.values()), 3),
     }
 
 
 def lepton_profile(
-    extender_url: str, cluster: LocalCluster, percentage: int | None, single_verb: bool = False
+    scheduler_url: str, cluster: LocalCluster, percentage: int | None, single_verb: bool = False
 ) -> dict[str, Any]:
     """The shipped lepton-scheduler configuration, less what ``start_scheduler_with`` fills in;
-    ``percentage`` overrides its ``percentageOfNodesToScore`` (100: the extender sees every
-    feasible node), 0 meaning kube-scheduler's adaptive default. ``single_verb``: the extender
-    is asked once a pod (``filterVerb: filter-best``, no ``prioritizeVerb``)."""
-    config: dict[str, Any] = kube_scheduler_config(extender_url, str(cluster.kubeconfig))
+    ``percentage`` overrides its ``percentageOfNodesToScore`` (100: the Lepton scheduler sees
+    every feasible node), 0 meaning kube-scheduler's adaptive default. ``single_verb``: the Lepton
+    scheduler is asked once a pod (``filterVerb: filter-best``, no ``prioritizeVerb``)."""
+    config: dict[str, Any] = kube_scheduler_config(scheduler_url, str(cluster.kubeconfig))
     for key in ("apiVersion", "kind", "clientConnection", "leaderElection"):
         config.pop(key)
     if percentage is not None:
         config["percentageOfNodesToScore"] = percentage
     if single_verb:
-        for extender in config["extenders"]:
-            extender["filterVerb"] = "filter-best"
-            extender.pop("prioritizeVerb", None)
+        for entry in config["extenders"]:
+            entry["filterVerb"] = "filter-best"
+            entry.pop("prioritizeVerb", None)
     return config
 
 
@@ -252,13 +255,14 @@ def run(
         cluster.up(fleet(nodes))
         try:
             stack = LeptonStack(cluster)
-            stack.start_extender()
+            stack.start_scheduler()
             cluster.stop_lepton_scheduler()
             results: dict[str, Any] = {}
             # The default scheduler: stopped while its pods are created, then started.
             cluster.kubectl("create", "namespace", "plain")
             cluster.stop_processes(["kube-scheduler"])
-            cluster.submit_concurrently(
+            submit_concurrently(
+                cluster,
                 ["create"],
                 [pod(f"p-{i}", "plain", "default-scheduler", False) for i in range(pods)],
             )
@@ -268,14 +272,15 @@ def run(
             results["default_scheduler"]["kube_scheduler"] = scheduler_metrics(
                 cluster, "kube-scheduler"
             )
-            # The lepton-scheduler profile without its extender: what the profile itself
+            # The lepton-scheduler profile without its extenders stanza: what the profile itself
             # (every node scored, MostAllocated) costs kube-scheduler, apart from the callout.
             cluster.kubectl("create", "namespace", "profile")
-            cluster.submit_concurrently(
+            submit_concurrently(
+                cluster,
                 ["create"],
                 [pod(f"q-{i}", "profile", SCHEDULER_NAME, True) for i in range(pods)],
             )
-            config = lepton_profile(stack.extender_url, cluster, percentage, single_verb)
+            config = lepton_profile(stack.scheduler_url, cluster, percentage, single_verb)
             extenders = config.pop("extenders")
             results[PROFILE_RUN] = measure(
                 cluster,
@@ -286,13 +291,15 @@ def run(
             )
             results[PROFILE_RUN]["kube_scheduler"] = scheduler_metrics(cluster, PROFILE_RUN)
             cluster.stop_processes([PROFILE_RUN])
-            # lepton-scheduler with the extender, on the same fleet (which now holds the
+            # lepton-scheduler with the Lepton scheduler, on the same fleet (which now holds the
             # first run's pods: both runs see a cluster with free GPUs on every node).
             cluster.kubectl("create", "namespace", "lepton")
-            cluster.submit_concurrently(
-                ["create"], [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)]
+            submit_concurrently(
+                cluster,
+                ["create"],
+                [pod(f"l-{i}", "lepton", SCHEDULER_NAME, True) for i in range(pods)],
             )
-            results["lepton_scheduler_with_extender"] = measure(
+            results["lepton_profile_with_scheduler"] = measure(
                 cluster,
                 "lepton",
                 pods,
@@ -301,33 +308,33 @@ def run(
                 ),
                 SCHEDULER_NAME,
             )
-            ours = results["lepton_scheduler_with_extender"]
+            ours = results["lepton_profile_with_scheduler"]
             ours["kube_scheduler"] = scheduler_metrics(cluster, SCHEDULER_NAME)
-            ours["extender_phases"] = phase_breakdown(fetch(f"{stack.extender_url}/metrics"))
-            ours["extender_share_of_algorithm"] = extender_share(
-                ours["kube_scheduler"], ours["extender_phases"]
+            ours["scheduler_phases"] = phase_breakdown(fetch(f"{stack.scheduler_url}/metrics"))
+            ours["scheduler_share_of_algorithm"] = scheduler_share(
+                ours["kube_scheduler"], ours["scheduler_phases"]
             )
             ours["cycle_breakdown_ms"] = cycle_breakdown(
                 results[PROFILE_RUN]["kube_scheduler"],
                 ours["kube_scheduler"],
-                ours["extender_phases"],
+                ours["scheduler_phases"],
             )
         finally:
             cluster.down()
     base = results["default_scheduler"]["pods_per_second"]
-    ours = results["lepton_scheduler_with_extender"]["pods_per_second"]
+    ours = results["lepton_profile_with_scheduler"]["pods_per_second"]
     ratio = round(ours / base, 3) if base and ours else None
     profile = results[PROFILE_RUN]["pods_per_second"]
     return {
-        "benchmark": "scheduling throughput with the extender / without, same run",
+        "benchmark": "scheduling throughput with the Lepton scheduler / without, same run",
         "nodes": nodes,
         "pods_per_run": pods,
         "percentage_of_nodes_to_score": "as shipped (100)" if percentage is None else percentage,
         "extender_verbs": "filter-best" if single_verb else "filter, prioritize",
         **results,
         "ratio": ratio,
-        "ratio_profile_without_extender": round(profile / base, 3) if base and profile else None,
-        "ratio_extender_over_profile": round(ours / profile, 3) if profile and ours else None,
+        "ratio_profile_without_scheduler": round(profile / base, 3) if base and profile else None,
+        "ratio_scheduler_over_profile": round(ours / profile, 3) if profile and ours else None,
         "goal_ratio": GOAL_RATIO,
         "met_goal": ratio is not None and ratio >= GOAL_RATIO,
         "load_average_1m": os.getloadavg()[0],
@@ -341,10 +348,10 @@ def chart(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["default scheduler", f"{SCHEDULER_NAME} + extender"]
+    labels = ["default scheduler", f"{SCHEDULER_NAME} + Lepton scheduler"]
     values = [
         result["default_scheduler"]["pods_per_second"] or 0,
-        result["lepton_scheduler_with_extender"]["pods_per_second"] or 0,
+        result["lepton_profile_with_scheduler"]["pods_per_second"] or 0,
     ]
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.barh(labels, values, color=["#999999", "#1f5fa8"])
@@ -369,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--single-verb",
         action="store_true",
-        help="ask the extender once a pod (filterVerb: filter-best, no prioritizeVerb)",
+        help="ask the Lepton scheduler once a pod (filterVerb: filter-best, no prioritizeVerb)",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Reading Prometheus text from a component's /metrics, for the benchmarks' JSON.
 
-Two readers: the extender's per-stage histogram (``lepton_scheduler_phase_duration_seconds``)
-as a mean per verb and stage, and any histogram's count and sum by one label
-(kube-scheduler's ``scheduler_scheduling_attempt_duration_seconds`` by ``result``).
+Two readers: the Lepton scheduler's per-stage histogram
+(``lepton_scheduler_phase_duration_seconds``) as a mean per verb and stage, and any
+histogram's count and sum by one label (kube-scheduler's
+``scheduler_scheduling_attempt_duration_seconds`` by ``result``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def histogram_totals(text: str, name: str, by: str) -> dict[str, dict[str, float
 
 
 def phase_breakdown(text: str) -> dict[str, Any]:
-    """Per verb: calls, mean milliseconds per stage and per request, from the extender; and how
-    often prioritize reused filter's computation."""
+    """Per verb: calls, mean milliseconds per stage and per request, from the Lepton scheduler;
+    and how often prioritize reused filter's computation."""
     phases: dict[str, dict[str, float]] = defaultdict(dict)
     calls: dict[str, float] = {}
     reuse: dict[str, float] = {}

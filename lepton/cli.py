@@ -161,9 +161,10 @@ def cluster() -> None:
     "--fleet-limit", type=int, default=None, help="Use only the first N nodes of a .csv fleet."
 )
 @click.option(
-    "--extender-url",
+    "--scheduler-url",
     default=None,
-    help=f"Also start a second kube-scheduler, profile {SCHEDULER_NAME}, calling this extender.",
+    help=f"Also start a second kube-scheduler, profile {SCHEDULER_NAME}, calling the Lepton "
+    "scheduler at this URL.",
 )
 @click.option("--build/--no-build", default=True, help="Build missing tools first (default: yes).")
 @click.option(
@@ -175,7 +176,7 @@ def cluster_up(
     state_dir: Path | None,
     fleet_file: Path | None,
     fleet_limit: int | None,
-    extender_url: str | None,
+    scheduler_url: str | None,
     build: bool,
     crds: bool,
 ) -> None:
@@ -193,8 +194,8 @@ def cluster_up(
     local.up(fleet)
     if crds:
         LeptonStack(local).install_crds()
-    if extender_url:
-        local.start_lepton_scheduler(extender_url)
+    if scheduler_url:
+        local.start_lepton_scheduler(scheduler_url)
     click.echo(local.kubeconfig)
 
 
@@ -382,7 +383,7 @@ def scheduler_command(
     tls_cert_file: str | None,
     tls_key_file: str | None,
 ) -> None:
-    """Run the scheduler extender (POST /filter, /prioritize; /healthz, /readyz, /metrics,
+    """Run the Lepton scheduler (POST /filter, /prioritize; /healthz, /readyz, /metrics,
     /explain?pod=NAMESPACE/NAME)."""
     from lepton_scheduler.app import run
 
@@ -663,7 +664,7 @@ def simulate(
     workers: int,
     deadline_factor: float,
 ) -> None:
-    """Replay a GPU pod trace on a sampled fleet under each policy, with the extender's own
+    """Replay a GPU pod trace on a sampled fleet under each policy, with the Lepton scheduler's own
     scoring and a cluster-autoscaler emulation, at several loads and seeds; report energy,
     completion times, service load and node-hours (energy model estimates)."""
     from lepton.sim.run import cli_run, parse_kind_map, parse_model_map

@@ -1,8 +1,8 @@
 """``lepton demo``: the whole of Lepton on a laptop, with no cluster of one's own.
 
 It brings up the real local control plane with a mixed GPU fleet, starts every
-Lepton component on it (operator, extender with the ``lepton-scheduler``
-profile, the exporter's model backend, Prometheus, and the work simulator that
+Lepton component on it (operator, the Lepton scheduler with the
+``lepton-scheduler`` profile, the exporter's model backend, Prometheus, and the work simulator that
 lets a job finish sooner on a faster GPU), applies the example budget and jobs
 and an inference service (a plain Deployment with Lepton's service hints), and
 shows them live: states, placements, budgets and watt-hours. When the jobs that
@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from lepton.api.v1alpha1 import held_watt_hours
 from lepton.cluster import tools
 from lepton.cluster.fleet import DEFAULT_FLEET, Fleet
 from lepton.cluster.local import LocalCluster
@@ -93,7 +94,7 @@ class ServiceRun:
     gpu_utilization: float  # of the GPU it got, at the default limit
     watts_default_limit: float
     watts_at_chosen_limit: float
-    why: str = ""  # the extender's line for the chosen node (Lepton only)
+    why: str = ""  # the Lepton scheduler's line for the chosen node (Lepton only)
 
 
 def _union_hours(intervals: list[tuple[float, float]]) -> float:
@@ -188,7 +189,7 @@ class Demo:
         return runs
 
     def _scored_lines(self, namespace: str) -> dict[str, str]:
-        """Per pod, the extender's LeptonScored Event message (why it went where it went)."""
+        """Per pod, the Lepton scheduler's LeptonScored Event message (why it went where it did)."""
         events = self._json(
             "get", "events", "-n", namespace, "--field-selector", f"reason={EVENT_REASON_SCORED}"
         )["items"]
@@ -283,7 +284,7 @@ class Demo:
             lines.append(
                 f"  budget {b['metadata']['name']}: limit {b['spec']['limitWattHours']} Wh, used "
                 f"{_num(st.get('consumedWattHours'))}, "
-                f"reserved {_num(st.get('reservedWattHours'))}, "
+                f"held {_num(held_watt_hours(st))}, "
                 f"remaining {_num(st.get('remainingWattHours'))}, queued {st.get('queuedJobs', 0)}"
             )
         self.echo("\n".join(lines))
@@ -572,7 +573,7 @@ less by placement). A faster GPU does not shorten a service: a big GPU only idle
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Lepton demo report</h1>
 <p>The same workload — the jobs in <code>lepton/examples/</code> — ran twice on the same local
-cluster of kwok GPU nodes: first placed by Lepton's extender through the
+cluster of kwok GPU nodes: first placed by Lepton's scheduler through the
 <code>{SCHEDULER_NAME}</code> profile, then as plain Jobs through the default kube-scheduler.</p>
 <h2>What the numbers mean</h2>
 <ul>
@@ -637,7 +638,9 @@ def run(
     try:
         cluster.up(fleet, hold_lepton_pods=True)
         demo = Demo(cluster, echo, stop, time_compression)
-        echo("[demo] starting Lepton: CRDs, exporter (model), Prometheus, extender, operator")
+        echo(
+            "[demo] starting Lepton: CRDs, exporter (model), Prometheus, Lepton scheduler, operator"
+        )
         demo.stack.start_all(time_compression=time_compression)
         echo(f"[demo] one wall second stands for {time_compression:.0f} s of GPU work")
         lepton, lepton_services = demo.run_lepton()

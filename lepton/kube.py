@@ -1,4 +1,4 @@
-"""The one Kubernetes client factory: the operator, the extender, the exporter and
+"""The one Kubernetes client factory: the operator, the Lepton scheduler, the exporter and
 ``kubectl lepton`` all get their ``ApiClient`` here, under one set of rules.
 
 1. ``kubeconfig`` when given (the components' ``--kubeconfig``, which reads ``$KUBECONFIG``);

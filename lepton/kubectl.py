@@ -3,7 +3,7 @@
 Installed with the package as the ``kubectl-lepton`` executable, which kubectl
 finds on PATH as a plugin (like Kueue's ``kubectl kueue``). It reads what the
 operator writes into EnergyBudget and LeptonJob status, the ``LeptonScored``
-Events the extender records on pods, and — for power — the exporter's metrics
+Events the Lepton scheduler records on pods, and — for power — the exporter's metrics
 through Prometheus.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from lepton.api.v1alpha1 import held_watt_hours
 from lepton.core.names import EVENT_REASON_SCORED, GROUP, SCHEDULER_NAME, VERSION
 
 
@@ -114,7 +115,7 @@ all_option = click.option(
 @all_option
 @click.pass_obj
 def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> None:
-    """Budgets (used / reserved / remaining watt-hours), jobs waiting and why, and power now."""
+    """Budgets (used / held / remaining watt-hours), jobs waiting and why, and power now."""
     custom, _ = _apis(obj["kubeconfig"], obj["context"])
     ns = None if all_namespaces else namespace
     budgets = _list(custom, "energybudgets", ns)
@@ -128,7 +129,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
                 b["metadata"]["name"],
                 str(b["spec"]["limitWattHours"]),
                 _wh(st.get("consumedWattHours", 0.0)),
-                _wh(st.get("reservedWattHours", 0.0)),
+                _wh(held_watt_hours(st)),
                 _wh(st.get("remainingWattHours")),
                 str(st.get("admittedJobs", 0)),
                 str(st.get("queuedJobs", 0)),
@@ -136,7 +137,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
             ]
         )
     click.echo("ENERGY BUDGETS (watt-hours this period)")
-    headers = ["NAMESPACE", "NAME", "LIMIT", "USED", "RESERVED", "REMAINING", "ADMITTED"]
+    headers = ["NAMESPACE", "NAME", "LIMIT", "USED", "HELD", "REMAINING", "ADMITTED"]
     click.echo(_table(rows, [*headers, "QUEUED", "WHEN-EXHAUSTED"]) if rows else "  (none)")
 
     waiting = []
@@ -192,7 +193,7 @@ def status(obj: dict[str, Any], namespace: str | None, all_namespaces: bool) -> 
 @namespace_option
 @click.pass_obj
 def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
-    """Why the extender placed POD where it did: the scoring terms of its top nodes."""
+    """Why the Lepton scheduler placed POD where it did: the scoring terms of its top nodes."""
     _, core = _apis(obj["kubeconfig"], obj["context"])
     ns = namespace or "default"
     if "/" in pod:
@@ -214,11 +215,11 @@ def explain(obj: dict[str, Any], pod: str, namespace: str | None) -> None:
     if not events:
         click.echo(
             "  no scoring recorded: the pod is not a LeptonJob pod, was not scheduled by "
-            f"{SCHEDULER_NAME}, or the extender has not seen it yet"
+            f"{SCHEDULER_NAME}, or the Lepton scheduler has not seen it yet"
         )
         sys.exit(1)
     latest = max(events, key=lambda e: (e.last_timestamp or e.event_time or "", e.metadata.name))
-    click.echo(f"  the extender's scoring ({EVENT_REASON_SCORED} event):")
+    click.echo(f"  the Lepton scheduler's scoring ({EVENT_REASON_SCORED} event):")
     for line in str(latest.message).split("; "):
         click.echo(f"    {line}")
 

@@ -438,13 +438,13 @@ def gpus_by_model() -> dict[str, Any]:
     )
 
 
-def extender() -> dict[str, Any]:
+def scheduler() -> dict[str, Any]:
     rate_bucket = "rate(lepton_scheduler_request_duration_seconds_bucket[$__rate_interval])"
     panels = [
         _panel(
             "timeseries",
             "Decisions by verb and outcome",
-            "Extender answers per second (scored, passthrough, no_fit, bad_request, "
+            "Lepton scheduler answers per second (scored, passthrough, no_fit, bad_request, "
             "invalid_hints, fail_open).",
             [
                 (
@@ -476,18 +476,19 @@ def extender() -> dict[str, Any]:
         _panel(
             "stat",
             "Degraded",
-            "1 while the extender answers without its full inputs; pods are then placed fail-open.",
+            "1 while the Lepton scheduler answers without its full inputs; pods are then placed "
+            "fail-open.",
             [("max by (reason) (lepton_scheduler_degraded)", "{{reason}}")],
             "none",
             (0, 9, 8, 6),
         ),
         _panel(
             "stat",
-            "Pods placed without the extender",
-            "LeptonJob pods bound without a score from the extender in the range.",
+            "Pods placed without the Lepton scheduler",
+            "LeptonJob pods bound without a score from the Lepton scheduler in the range.",
             [
                 (
-                    "sum(increase(lepton_scheduler_pods_placed_without_extender_total[$__range]))",
+                    "sum(increase(lepton_scheduler_pods_placed_unscored_total[$__range]))",
                     "pods",
                 )
             ],
@@ -497,16 +498,16 @@ def extender() -> dict[str, Any]:
         _panel(
             "timeseries",
             "Watch cache",
-            "Objects in the extender's watch cache, by kind.",
+            "Objects in the Lepton scheduler's watch cache, by kind.",
             [("sum by (kind) (lepton_scheduler_cache_objects)", "{{kind}}")],
             "none",
             (16, 9, 8, 6),
         ),
     ]
     return _dashboard(
-        "lepton-extender",
-        "Lepton / Scheduler extender",
-        "The extender's decisions and latency, and whether it runs with its full inputs.",
+        "lepton-scheduler",
+        "Lepton / Scheduler",
+        "The Lepton scheduler's decisions and latency, and whether it runs with its full inputs.",
         panels,
         [],
     )
@@ -625,7 +626,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
         "lepton-cluster-energy.json": cluster_energy(),
         "lepton-budgets.json": budgets_and_jobs(),
         "lepton-gpus.json": gpus_by_model(),
-        "lepton-extender.json": extender(),
+        "lepton-scheduler.json": scheduler(),
         "lepton-exporter.json": exporter_health(),
     }
 

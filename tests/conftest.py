@@ -80,7 +80,7 @@ STACK_TIME_COMPRESSION = 360.0
 def lepton_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeptonStack]:
     """A second local cluster running all of Lepton, as the demo does.
 
-    The operator (cluster-wide), the extender with the ``lepton-scheduler`` profile,
+    The operator (cluster-wide), the Lepton scheduler with the ``lepton-scheduler`` profile,
     the exporter's model backend, a real Prometheus scraping both, and the work
     simulator that finishes LeptonJob pods when their work is done on the GPU they
     got. It is a cluster of its own so that its cluster-wide operator never meets

@@ -11,10 +11,13 @@ redefines or renames one of the names, or a second class of the adapters' errors
 from __future__ import annotations
 
 import ast
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lepton.core import names
 
@@ -44,8 +47,13 @@ NAME_VALUES = {
     value: name for name, value in vars(names).items() if name.isupper() and isinstance(value, str)
 }
 
-# typing.Literal needs the literal itself; test_api_version_literals_match checks it.
-LITERAL_TYPES = {"lepton/api/v1alpha1.py": {names.API_VERSION}}
+# typing.Literal needs the literal itself; test_api_version_literals_match checks it. The
+# Lepton scheduler's dashboard is named lepton-<component> like the others: a uid and a file
+# name, not the kube-scheduler profile's name that it shares a spelling with.
+LITERAL_TYPES = {
+    "lepton/api/v1alpha1.py": {names.API_VERSION},
+    "scripts/deploy_assets.py": {"lepton-scheduler", "lepton-scheduler.json"},
+}
 
 
 def package_files() -> list[Path]:
@@ -244,9 +252,9 @@ def test_settings_classes_are_all_called_config() -> None:
 # stoppable, status-showing wait is not the tests' wait_for).
 ONE_HELPER = {
     "wait_for": ("tests/support/wait.py", {"_wait", "wait_until"}, True),
-    "free_port": ("lepton/cluster/local.py", {"_free_port"}, False),
+    "free_port": ("lepton/cluster/processes.py", {"_free_port"}, False),
     "api_client": ("lepton/kube.py", {"load_client", "load_kube_config"}, False),
-    "rss_bytes": ("lepton/cluster/local.py", {"_rss_bytes"}, False),
+    "rss_bytes": ("lepton/cluster/processes.py", {"_rss_bytes"}, False),
 }
 
 
@@ -299,7 +307,7 @@ def _part_name(value: ast.expr) -> str:
 
 
 # The CRDs' names (``energybudgets.lepton.dev``): their plurals are spelled in every
-# module that lists or watches them (the operator, the extender, kubectl lepton, the demo,
+# module that lists or watches them (the operator, the Lepton scheduler, kubectl lepton, the demo,
 # the benchmarks) and have no name in lepton.core.names yet (issue 15's review).
 CRD_NAMES_LEFT = {"lepton/api/crdgen.py", "lepton/kubectl.py", "bench/bench_admission.py"}
 
@@ -347,7 +355,7 @@ def test_the_scans_flag_a_composed_api_version_and_an_alias_through_the_module(
 
 def test_the_simulator_weighs_the_extender_as_the_profile_does() -> None:
     """The simulator's lepton-scheduler profile and the real one share one extender weight
-    (lepton.sim may not import the extender's package, so the two are tied here)."""
+    (lepton.sim may not import the Lepton scheduler's package, so the two are tied here)."""
     from lepton_scheduler.config import kube_scheduler_config
 
     from lepton.sim.policies import EXTENDER_WEIGHT
@@ -358,7 +366,7 @@ def test_the_simulator_weighs_the_extender_as_the_profile_does() -> None:
 
 # Constants each script keeps for itself: its own folder.
 OWN_CONSTANTS = {"REPO"}
-# The extender's and the exporter's list-and-watch loops each keep a watch timeout; they
+# The Lepton scheduler's and the exporter's list-and-watch loops each keep a watch timeout; they
 # are two informers, one idea, left to a shared one in lepton.kube (issue 15's review).
 CONSTANTS_LEFT = {"WATCH_TIMEOUT_SECONDS"}
 
@@ -402,8 +410,9 @@ CLIENT_LOADERS = {
     "new_client_from_config",
     "ApiClient",
 }
-# LocalCluster._api is moved by the local.py split (issue 15, branch s15s); it goes
-# through lepton.kube once that split is merged.
+
+
+# LocalCluster._api: moved by the local.py split; it goes through lepton.kube next.
 CLIENT_LOADERS_LEFT = {"lepton/cluster/local.py"}
 
 
@@ -464,5 +473,86 @@ def test_reserved_means_one_reservations_estimate() -> None:
     assert "reserved_watt_hours" in Reservation.model_fields
     assert not hasattr(BudgetState, "reserved_watt_hours")
     assert "reserved_watt_hours" not in EnergyBudgetStatus.model_fields
-    # The published status field keeps its name.
-    assert EnergyBudgetStatus.model_fields["held_watt_hours"].alias == "reservedWattHours"
+    # The published status field says "held" too (the printer column: tests/api).
+    published = EnergyBudgetStatus.model_json_schema(by_alias=True)["properties"]
+    assert "heldWattHours" in published and "reservedWattHours" not in published
+
+
+# "Extender" names kube-scheduler's side only: the scheduler extender protocol, its wire types
+# and the profile's extenders stanza. Lepton's component is the Lepton scheduler (package
+# lepton_scheduler, metrics lepton_scheduler_*, chart components scheduler and scheduler-server).
+EXTENDER_PROTOCOL_IDENTIFIERS = {
+    "ExtenderArgs",  # k8s.io/kube-scheduler/extender/v1's types, decoded by lepton_scheduler
+    "decode_extender_args",
+    "extender_args",  # the tests' ExtenderArgs builder
+    "test_filter_answers_an_extender_filter_result_in_pascal_case",  # ExtenderFilterResult
+    "extenders",  # the stanza's entries
+    "EXTENDER_VERBS",  # filterVerb / prioritizeVerb
+    "EXTENDER_WEIGHT",  # the stanza's weight, and kube-scheduler's scale of extender scores
+    "EXTENDER_SCALE",
+}
+# Prose that names a component "extender"; the protocol's own nouns may follow the word.
+EXTENDER_AS_COMPONENT = re.compile(
+    r"\b(?:the|Lepton's|our|its) extender\b(?!s\b| stanza| protocol| score| entry| client| verb)",
+    re.IGNORECASE,
+)
+TEXT_ROOTS = ("lepton", "bench", "scripts", "operator", "scheduler", "exporter", "tests", "docs")
+TEXT_ROOTS += ("deploy", "examples", "README.md", "pyproject.toml", "Makefile", "Dockerfile")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".tpl", ".txt", ".toml", ""}
+
+
+def repo_text_files() -> list[Path]:
+    """The repo's own text files (no CHANGELOG: its entries name what was renamed)."""
+    found: list[Path] = []
+    for root in (REPO / name for name in TEXT_ROOTS):
+        paths = [root] if root.is_file() else sorted(root.rglob("*"))
+        found += [
+            p
+            for p in paths
+            if p.is_file()
+            and p.suffix in TEXT_SUFFIXES
+            and not {"__pycache__", ".venv"} & set(p.parts)
+            and not p.name.endswith(".egg-info")
+        ]
+    return found
+
+
+def test_extender_names_kube_schedulers_protocol_never_a_lepton_component() -> None:
+    files = repo_text_files()
+    named = [p.relative_to(REPO).as_posix() for p in files if "extender" in p.name.lower()]
+    assert not named, f"files named after an extender component: {named}"
+
+    identifiers: set[str] = set()
+    for path in (p for p in files if p.suffix == ".py" and p != Path(__file__).resolve()):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            for attr in ("id", "attr", "name", "arg", "asname"):
+                value = getattr(node, attr, None)
+                if isinstance(value, str) and "extender" in value.lower():
+                    identifiers.add(value)
+    assert identifiers <= EXTENDER_PROTOCOL_IDENTIFIERS, identifiers - EXTENDER_PROTOCOL_IDENTIFIERS
+
+    prose = {
+        f"{p.relative_to(REPO).as_posix()}: {m.group(0)!r}"
+        for p in files
+        for m in EXTENDER_AS_COMPONENT.finditer(p.read_text(errors="replace"))
+    }
+    assert not prose, f'say "the Lepton scheduler": {sorted(prose)}'
+
+    # The chart: only kube-scheduler's stanza settings say extender; dashboards never do.
+    def keys(tree: object, path: str = "") -> list[str]:
+        if not isinstance(tree, dict):
+            return []
+        return [k for key, v in tree.items() for k in (f"{path}.{key}", *keys(v, f"{path}.{key}"))]
+
+    chart = REPO / "deploy" / "helm" / "lepton"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    extender_keys = [k for k in keys(values) if "extender" in k.lower()]
+    assert extender_keys and all(
+        k.startswith(".scheduler.kubeScheduler.extender") for k in extender_keys
+    ), extender_keys
+    assert '"component" "extender"' not in "".join(
+        p.read_text() for p in (chart / "templates").iterdir()
+    )
+    for board in (REPO / "deploy" / "dashboards").glob("*.json"):
+        meta = json.loads(board.read_text())
+        assert "extender" not in f"{meta['uid']} {meta['title']}".lower(), board.name

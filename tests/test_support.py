@@ -56,3 +56,32 @@ def test_the_pod_builder_writes_the_one_default_gpu_pod() -> None:
         "requests": {"nvidia.com/gpu": "2"},
         "limits": {"nvidia.com/gpu": "2"},
     }
+
+
+def test_every_shared_test_module_lives_in_the_kit() -> None:
+    """A helper beside the tests imports only because pytest puts that folder on sys.path."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    strays = [
+        path.relative_to(tests).as_posix()
+        for path in tests.rglob("*.py")
+        if not path.name.startswith("test_")
+        and path.name != "conftest.py"
+        and tests / "support" not in path.parents
+    ]
+    assert not strays, f"move these into tests/support and import them as tests.support.…: {strays}"
+
+
+def test_the_tests_poll_only_through_wait_for() -> None:
+    """A deadline loop of a test's own is a second ``wait_for`` with its own sleeps and failure."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    loops = [
+        path.relative_to(tests).as_posix()
+        for path in tests.rglob("*.py")
+        if path not in {tests / "support" / "wait.py", Path(__file__).resolve()}
+        and "time.monotonic() +" in path.read_text()
+    ]
+    assert not loops, f"poll with tests.support.wait_for: {loops}"

@@ -136,43 +136,38 @@ def measure_energy(
     )
 
 
-def check_power_limit(nvml: Any, handle: Any, *, uuid: str) -> tuple[bool, str]:
+def check_power_limit(nvml: Any, handle: Any) -> tuple[bool, str]:
     """Lower the limit by a fifth (within the constraints), read it back, restore it.
 
-    Both writes go through :func:`lepton.hw.nvml.set_power_limit_mw`, the setter the
-    exporter's power capping uses, so this checks that very code on a real GPU.
+    Both writes go through :func:`lepton.hw.nvml.set_power_limit_mw`, as the exporter's
+    power capper and the SDK set limits: the check tests the path they use.
     """
     original_mw = int(nvml.nvmlDeviceGetPowerManagementLimit(handle))
     min_mw, _max_mw = (int(v) for v in nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
     target_mw = max(min_mw, int(original_mw * 0.8) // 1000 * 1000)
     if target_mw >= original_mw:
         return False, f"the limit is already at its floor ({original_mw / 1000:.0f} W)"
+    uuid = as_text(nvml.nvmlDeviceGetUUID(handle))
     messages: list[str] = []
     ok = True
     try:
         set_power_limit_mw(nvml, handle, target_mw, uuid=uuid)
         messages.append(f"set {target_mw / 1000:.0f} W and read it back")
     except PowerLimitError as error:
-        if error.call == "nvmlDeviceSetPowerManagementLimit":  # refused: nothing to restore
-            return False, str(error)
         ok = False
-        kept = error.read_back_mw
-        messages.append(
-            str(error)
-            if kept is None
-            else f"asked {target_mw / 1000:.0f} W, read back {kept / 1000:.0f} W"
-        )
-    try:
-        set_power_limit_mw(nvml, handle, original_mw, uuid=uuid)
-        messages.append(f"restored {original_mw / 1000:.0f} W")
-    except PowerLimitError as error:
-        ok = False
-        kept = error.read_back_mw
-        messages.append(
-            f"restore failed: {error}"
-            if kept is None
-            else f"restore failed: {kept / 1000:.0f} W in force"
-        )
+        if error.read_back_mw is None:
+            messages.append(str(error))
+        else:
+            messages.append(
+                f"asked {target_mw / 1000:.0f} W, read back {error.read_back_mw / 1000:.0f} W"
+            )
+    finally:
+        try:
+            set_power_limit_mw(nvml, handle, original_mw, uuid=uuid)
+            messages.append(f"restored {original_mw / 1000:.0f} W")
+        except PowerLimitError as error:
+            ok = False
+            messages.append(f"restore failed: {error}")
     return ok, "; ".join(messages)
 
 
@@ -400,7 +395,7 @@ def run_check(
             f"(bound {ENERGY_TOLERANCE:.0%})"
         )
         try:
-            limit_ok, message = check_power_limit(nvml, handle, uuid=uuid)
+            limit_ok, message = check_power_limit(nvml, handle)
         except nvml.NVMLError as error:
             limit_ok, message = False, f"{error} (power limits need root or CAP_SYS_ADMIN)"
         out(f"{'ok' if limit_ok else 'FAIL'} power limit: {message}")

@@ -106,7 +106,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
     "EnergyBudget": [
         _column("Limit Wh", ".spec.limitWattHours", "integer", "Watt-hours per period."),
         _column("Used Wh", ".status.consumedWattHours", "number", "Consumed this period."),
-        _column("Reserved Wh", ".status.reservedWattHours", "number", "Held for admitted jobs."),
+        _column("Held Wh", ".status.heldWattHours", "number", "Held for admitted jobs."),
         _column("Remaining Wh", ".status.remainingWattHours", "number", "Left for new jobs."),
         _column("Queued", ".status.queuedJobs", "integer", "Jobs waiting for watt-hours."),
         _AGE,

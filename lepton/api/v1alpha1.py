@@ -12,11 +12,12 @@ integers rather than floats in spec, CamelCase enum values, ``conditions`` as a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from lepton.core.hints import EnergyPolicy, WorkloadKind
@@ -27,6 +28,7 @@ __all__ = [
     "GROUP",
     "MAX_GPUS_PER_REPLICA",
     "MIN_PERIOD_SECONDS",
+    "OLD_HELD_FIELD",
     "VERSION",
     "Condition",
     "ConsumptionSource",
@@ -46,6 +48,7 @@ __all__ = [
     "Service",
     "WhenExhausted",
     "Work",
+    "held_watt_hours",
 ]
 
 
@@ -220,18 +223,16 @@ class EnergyBudgetStatus(_Model):
     settled_watt_hours: float = Field(
         default=0.0, description="Consumed this period by jobs that have since finished."
     )
-    # One word per idea: a Reservation's reservedWattHours is its estimate; the budget's sum of
-    # what reservations still hold is "held" in the code, keeping its published field name.
+    # One word per idea: a Reservation's reservedWattHours is its estimate; what the budget's
+    # reservations still hold is "held" (heldWattHours, once published as reservedWattHours).
     held_watt_hours: float = Field(
-        default=0.0,
-        alias="reservedWattHours",
-        description="Held for admitted jobs beyond what they consumed so far.",
+        default=0.0, description="Held for admitted jobs beyond what they consumed so far."
     )
     remaining_watt_hours: float = Field(default=0.0, description="Left for new jobs.")
     overrun_watt_hours: float = Field(
         default=0.0,
         description="Consumed this period beyond what the jobs reserved (a job used more than "
-        "its estimate): by this much consumed plus reserved may exceed the limit.",
+        "its estimate): by this much consumed plus held may exceed the limit.",
     )
     settled_overrun_watt_hours: float = Field(
         default=0.0, description="The part of overrunWattHours of jobs that have since ended."
@@ -239,7 +240,7 @@ class EnergyBudgetStatus(_Model):
     over_limit_watt_hours: float = Field(
         default=0.0,
         description="What admitted jobs hold beyond a limit lowered under them (besides the "
-        "overrun): they keep running, new jobs wait until it is gone. Consumed plus reserved "
+        "overrun): they keep running, new jobs wait until it is gone. Consumed plus held "
         "never exceeds the limit by more than overrunWattHours plus this.",
     )
     previous_period_start_time: datetime | None = Field(
@@ -266,6 +267,31 @@ class EnergyBudgetStatus(_Model):
         default_factory=list,
         json_schema_extra=_map_list("type"),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_held_field(cls, data: Any) -> Any:
+        """A status an older operator wrote still reads (heldWattHours was reservedWattHours)."""
+        if isinstance(data, Mapping) and OLD_HELD_FIELD in data:
+            data = dict(data)
+            data["heldWattHours"] = held_watt_hours(data)
+            del data[OLD_HELD_FIELD]
+        return data
+
+
+# The budget status' heldWattHours was published as reservedWattHours before issue 15: readers
+# accept the old name for one release, so a status an older operator wrote still reads.
+OLD_HELD_FIELD = "reservedWattHours"
+
+
+def held_watt_hours(status: Mapping[str, Any]) -> float:
+    """A budget status' heldWattHours, also from a status that still says reservedWattHours.
+
+    The old name wins while it is there: under the new CRD the apiserver defaults a stored old
+    status' heldWattHours to 0 on read, until the operator's next status write replaces the
+    whole status without the old name."""
+    value = status.get(OLD_HELD_FIELD, status.get("heldWattHours"))
+    return float(value or 0.0)
 
 
 class EnergyBudget(_Model):

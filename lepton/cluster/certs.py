@@ -9,11 +9,14 @@ the length of a test session or a demo.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -32,6 +35,20 @@ class CertPaths:
     admin_key: Path
     service_account_key: Path
     service_account_pub: Path
+
+    @classmethod
+    def under(cls, directory: Path) -> CertPaths:
+        """Where :func:`generate` writes them in ``directory``."""
+        return cls(
+            ca_cert=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            serving_cert=directory / "serving.crt",
+            serving_key=directory / "serving.key",
+            admin_cert=directory / "admin.crt",
+            admin_key=directory / "admin.key",
+            service_account_key=directory / "sa.key",
+            service_account_pub=directory / "sa.pub",
+        )
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -122,16 +139,7 @@ def generate(directory: Path) -> CertPaths:
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    paths = CertPaths(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        serving_cert=directory / "serving.crt",
-        serving_key=directory / "serving.key",
-        admin_cert=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        service_account_key=directory / "sa.key",
-        service_account_pub=directory / "sa.pub",
-    )
+    paths = CertPaths.under(directory)
     for cert, path in (
         (ca_cert, paths.ca_cert),
         (serving_cert, paths.serving_cert),
@@ -148,3 +156,46 @@ def generate(directory: Path) -> CertPaths:
         )
     )
     return paths
+
+
+def client_ssl_context(paths: CertPaths) -> ssl.SSLContext:
+    """TLS as the admin client: trusts the cluster's CA, presents the admin certificate."""
+    context = ssl.create_default_context(cafile=str(paths.ca_cert))
+    context.load_cert_chain(str(paths.admin_cert), str(paths.admin_key))
+    return context
+
+
+def write_kubeconfig(path: Path, paths: CertPaths, server: str) -> None:
+    """A kubeconfig for the admin client at ``server``, certificates inlined (mode 0600)."""
+
+    def b64(pem: Path) -> str:
+        return base64.b64encode(pem.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "lepton-local",
+                "cluster": {"server": server, "certificate-authority-data": b64(paths.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "lepton-admin",
+                "user": {
+                    "client-certificate-data": b64(paths.admin_cert),
+                    "client-key-data": b64(paths.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "lepton-local",
+                "context": {"cluster": "lepton-local", "user": "lepton-admin"},
+            }
+        ],
+        "current-context": "lepton-local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)

@@ -3,7 +3,7 @@
 A fleet is a list of node groups. Each node becomes a v1.Node that kwok
 manages (annotation ``kwok.x-k8s.io/node: fake``), with ``nvidia.com/gpu``
 capacity, the GPU feature discovery product label, a zone, CPU and memory, so
-that the real kube-scheduler and Lepton's extender see what they would see on a
+that the real kube-scheduler and Lepton's scheduler see what they would see on a
 GPU cluster. Fleets come from the built-in default, a YAML file, or the
 Alibaba trace's node list.
 """
@@ -158,6 +158,19 @@ def node_object(group: NodeGroup, name: str) -> dict[str, Any]:
             },
             "phase": "Running",
         },
+    }
+
+
+def ready_node_names(api: Any) -> set[str]:
+    """The nodes kwok has readied: condition Ready and kwok's start-up taint gone.
+
+    ``api`` is a ``kubernetes.client.CoreV1Api``; each call lists every node.
+    """
+    return {
+        n.metadata.name
+        for n in api.list_node().items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        and not any(t.key == TAINT_KWOK for t in n.spec.taints or [])
     }
 
 

@@ -6,7 +6,7 @@ how long it runs on the GPU it got, what energy that costs) is in
 plane (:class:`~lepton.cluster.local.LocalCluster`):
 
 * the fleet is the trace's nodes, labelled with the GPU model the simulator
-  maps them to (``G2`` → ``A100`` …), so that the extender scores the same GPUs;
+  maps them to (``G2`` → ``A100`` …), so that the Lepton scheduler scores the same GPUs;
 * each pod is created at its compressed creation time, as a bare pod (default
   profile), for the ``most-allocated`` kube-scheduler (a third scheduler with
   the bin-packing profile, :func:`most_allocated_scheduler_config`) or with
@@ -428,7 +428,7 @@ def replay_on_local_cluster(
     cluster.up(fleet_for_replay(nodes, settings.model_map))
     try:
         if any(p in (PolicyName.LEPTON_BALANCED, PolicyName.LEPTON_EFFICIENCY) for p in policies):
-            LeptonStack(cluster).start_extender()
+            LeptonStack(cluster).start_scheduler()
         if PolicyName.MOST_ALLOCATED in policies:
             cluster.start_scheduler_with(
                 f"{MOST_ALLOCATED_SCHEDULER_NAME}-scheduler", most_allocated_scheduler_config()

@@ -1,7 +1,7 @@
 """Lepton's own components on the local control plane, as real processes.
 
-The demo, the end-to-end tests and the benchmarks need the operator, the
-scheduler extender (with the ``lepton-scheduler`` kube-scheduler profile), the
+The demo, the end-to-end tests and the benchmarks need the operator, the Lepton
+scheduler (with the ``lepton-scheduler`` kube-scheduler profile), the
 exporter's model backend for the kwok fleet and a real Prometheus scraping
 them. Each runs as the user would run it — the ``lepton`` command or the
 ``prometheus`` binary — and is owned by the :class:`LocalCluster`, so
@@ -17,7 +17,13 @@ from pathlib import Path
 import yaml
 
 from lepton.api import crd_dir
-from lepton.cluster.local import ClusterError, LocalCluster, Process, free_port
+from lepton.cluster.local import ClusterError, LocalCluster
+from lepton.cluster.processes import Process, free_port
+from lepton.core.names import SCHEDULER_NAME
+
+# The process of ``lepton scheduler``, the Lepton scheduler's server; the kube-scheduler that
+# calls it is named after its profile (SCHEDULER_NAME), as in the chart.
+SCHEDULER_SERVER = f"{SCHEDULER_NAME}-server"
 
 
 def _lepton_argv(*args: str) -> list[str]:
@@ -37,8 +43,8 @@ class LeptonStack:
         return f"http://127.0.0.1:{proc.port}"
 
     @property
-    def extender_url(self) -> str:
-        return self._url("lepton-extender")
+    def scheduler_url(self) -> str:
+        return self._url(SCHEDULER_SERVER)
 
     @property
     def exporter_url(self) -> str:
@@ -65,17 +71,19 @@ class LeptonStack:
             )
         self.cluster.progress(f"[cluster] CRDs {', '.join(names)} established, from {crds_dir}")
 
-    def start_extender(self, prometheus_url: str | None = None, port: int | None = None) -> Process:
-        """The extender (``lepton scheduler``) and the ``lepton-scheduler`` kube-scheduler."""
+    def start_scheduler(
+        self, prometheus_url: str | None = None, port: int | None = None
+    ) -> Process:
+        """The Lepton scheduler (``lepton scheduler``) and the kube-scheduler profile calling it."""
         port = port or free_port()
         args = ["scheduler", "--host=127.0.0.1", f"--port={port}"]
         args.append(f"--kubeconfig={self.cluster.kubeconfig}")
         if prometheus_url:
             args.append(f"--prometheus-url={prometheus_url}")
         proc = self.cluster.spawn(
-            "lepton-extender", _lepton_argv(*args), port, f"http://127.0.0.1:{port}/readyz"
+            SCHEDULER_SERVER, _lepton_argv(*args), port, f"http://127.0.0.1:{port}/readyz"
         )
-        self.cluster.wait_healthy(["lepton-extender"])
+        self.cluster.wait_healthy([SCHEDULER_SERVER])
         self.cluster.start_lepton_scheduler(f"http://127.0.0.1:{port}")
         return proc
 
@@ -99,11 +107,11 @@ class LeptonStack:
         return proc
 
     def start_prometheus(
-        self, scrape_interval_seconds: int = 2, extender_port: int | None = None
+        self, scrape_interval_seconds: int = 2, scheduler_port: int | None = None
     ) -> Process:
-        """A real Prometheus scraping the exporter and the extender.
+        """A real Prometheus scraping the exporter and the Lepton scheduler.
 
-        ``extender_port`` names the extender's port before it starts (the extender reads
+        ``scheduler_port`` names the Lepton scheduler's port before it starts (it reads
         its history from this Prometheus, so Prometheus comes first).
         """
         binary = shutil.which("prometheus")
@@ -115,12 +123,12 @@ class LeptonStack:
             job: [f"127.0.0.1:{self.cluster.state.processes[name].port}"]
             for job, name in (
                 ("lepton-exporter", "lepton-exporter"),
-                ("lepton-extender", "lepton-extender"),
+                (SCHEDULER_SERVER, SCHEDULER_SERVER),
             )
             if name in self.cluster.state.processes
         }
-        if extender_port is not None:
-            targets["lepton-extender"] = [f"127.0.0.1:{extender_port}"]
+        if scheduler_port is not None:
+            targets[SCHEDULER_SERVER] = [f"127.0.0.1:{scheduler_port}"]
         config = {
             "global": {
                 "scrape_interval": f"{scrape_interval_seconds}s",
@@ -167,7 +175,7 @@ class LeptonStack:
         return proc
 
     def start_all(self, time_compression: float | None = None) -> None:
-        """CRDs, exporter, extender, Prometheus and the operator, in dependency order.
+        """CRDs, exporter, Lepton scheduler, Prometheus and the operator, in dependency order.
 
         With ``time_compression`` (for a cluster started with held LeptonJob pods), the
         work simulator finishes pods that many times faster than real time.
@@ -176,7 +184,7 @@ class LeptonStack:
         if time_compression is not None:
             self.start_work_simulator(time_compression)
         self.start_exporter(time_compression=time_compression or 1.0)
-        extender_port = free_port()
-        self.start_prometheus(extender_port=extender_port)
-        self.start_extender(self.prometheus_url, port=extender_port)
+        scheduler_port = free_port()
+        self.start_prometheus(scheduler_port=scheduler_port)
+        self.start_scheduler(self.prometheus_url, port=scheduler_port)
         self.start_operator(self.prometheus_url)

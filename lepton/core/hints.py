@@ -1,8 +1,8 @@
-"""The energy hints a Lepton pod carries to the scheduler extender.
+"""The energy hints a Lepton pod carries to the Lepton scheduler.
 
-kube-scheduler sends the extender a pod, not its LeptonJob. The operator copies
+kube-scheduler sends the Lepton scheduler a pod, not its LeptonJob. The operator copies
 the job's scheduling hints onto every pod it creates, as annotations under
-``lepton.dev/``, so that the extender decides from the pod alone, and the
+``lepton.dev/``, so that the Lepton scheduler decides from the pod alone, and the
 mapping between the two lives in one place: here.
 
 A pod need not belong to a LeptonJob: any pod with Lepton's annotations and
@@ -85,7 +85,7 @@ class EnergyPolicy(StrEnum):
 
 @dataclass(frozen=True)
 class JobHints:
-    """What the extender needs to know about a LeptonJob to place one of its pods."""
+    """What the Lepton scheduler needs to know about a LeptonJob to place one of its pods."""
 
     job_name: str
     energy_policy: EnergyPolicy = EnergyPolicy.BALANCED

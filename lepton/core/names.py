@@ -2,7 +2,7 @@
 
 The API's group and version, the labels and annotations on pods, Jobs and
 nodes, the resource names GPU device plugins register, the kube-scheduler
-profile, and the extender's score bounds. Every other module imports them from
+profile, and the Lepton scheduler's score bounds. Every other module imports them from
 here; ``tests/test_one_of_each.py`` fails on a second definition (a literal
 ``lepton.dev/``, ``nvidia.com/gpu`` or ``lepton-scheduler`` elsewhere in the
 packages).
@@ -14,8 +14,8 @@ GROUP = "lepton.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# The kube-scheduler profile that calls the extender: the ``schedulerName`` of Lepton
-# pods, and the component name on the extender's Events.
+# The kube-scheduler profile that calls the Lepton scheduler: the ``schedulerName`` of Lepton
+# pods, and the component name on the Lepton scheduler's Events.
 SCHEDULER_NAME = "lepton-scheduler"
 
 # The extended resource NVIDIA's device plugin registers (time-slicing and MPS keep it).
@@ -75,10 +75,10 @@ ANNOTATION_GPU_UTILIZATION = f"{GROUP}/gpu-utilization"
 # The SDK's phase table (compact JSON), written by the SDK on its own pod.
 ANNOTATION_PHASES = f"{GROUP}/phases"
 
-# The reason of the Event the extender writes on each pod it scores (read by kubectl lepton
+# The reason of the Event the Lepton scheduler writes on each pod it scores (read by kubectl lepton
 # explain and the demo).
 EVENT_REASON_SCORED = "LeptonScored"
 
-# The extender's node scores run from 0 to this (k8s.io/kube-scheduler/extender/v1
+# The Lepton scheduler's node scores run from 0 to this (k8s.io/kube-scheduler/extender/v1
 # MaxExtenderPriority); kube-scheduler scales them to its own 0..100.
 MAX_SCORE = 10

@@ -23,7 +23,7 @@ owner, image or labels), then from a declared demand, then from a prior: see
 forecast is the series' own recent mean and p90 (and the prior with no samples).
 
 History comes from a :class:`HistorySource` (Prometheus range queries of the
-exporter's ``lepton_gpu_utilization_ratio`` in the extender; a trace in the
+exporter's ``lepton_gpu_utilization_ratio`` in the Lepton scheduler; a trace in the
 benchmark), so the model never knows where its data came from.
 """
 
@@ -490,7 +490,7 @@ def demand_from_forecasts(
     prior: Forecast = DEFAULT_PRIOR,
     measured_speed: float = 1.0,
 ) -> ServiceDemand:
-    """:func:`service_demand` from forecasts already made (the extender makes them off the
+    """:func:`service_demand` from forecasts already made (the Lepton scheduler makes them off the
     request path): own when trusted, else the workload's mean, else a short own history,
     else declared, else the prior."""
     if measured_speed <= 0 or not math.isfinite(measured_speed):
@@ -564,8 +564,8 @@ class Split(StrEnum):
     LATER_IN_TIME = "later in time"  # every series cut at one moment: train before, test after
     UNSEEN_SERIES = "unseen series"  # some series held out whole: a new Deployment's pods
     # Held out whole AND later in time: trained on the other series before the cut, tested on
-    # the held-out ones after it. What the extender faces: a new pod, forecast from siblings'
-    # past only. UNSEEN_SERIES trains on siblings' rows of the very hours it tests (their
+    # the held-out ones after it. What the Lepton scheduler faces: a new pod, forecast from
+    # siblings' past only. UNSEEN_SERIES trains on siblings' rows of the very hours it tests (their
     # horizons are the test rows' future): where pods move together, that leaks.
     UNSEEN_LATER = "unseen series, later in time"
 
@@ -735,7 +735,7 @@ def evaluate(
 
     Later in time: each series is cut at the moment ``train_fraction`` of all samples
     lie before; a test row sees the whole history before it (the training part too),
-    as the extender would, and its horizon lies entirely after the cut. Unseen series:
+    as the Lepton scheduler would, and its horizon lies entirely after the cut. Unseen series:
     ``1 - train_fraction`` of the series are held out whole and every row of theirs is
     a test row. The EWM baseline's smoothing is chosen on the training rows.
     """

@@ -1,6 +1,6 @@
 """Where a LeptonJob pod should run: the filter and the score, in one place.
 
-The scheduler extender and the trace-driven simulator both call
+The Lepton scheduler and the trace-driven simulator both call
 :func:`filter_nodes` and :func:`score_nodes`, so this module takes plain
 dataclasses (no HTTP, no Kubernetes types). The formulas run over columns
 (:class:`CandidateTable`, numpy arrays) so that 5,000 candidates cost a few

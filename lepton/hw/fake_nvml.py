@@ -35,7 +35,8 @@ from typing import Any
 
 import pynvml
 
-from lepton.core.profiles import SWEEPS, get_profile, read_sweep
+from lepton.core.profiles import get_profile
+from lepton.data.sweeps import SWEEPS, read_sweep
 
 NVMLError = pynvml.NVMLError
 NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU

@@ -4,7 +4,7 @@ One run replays a trace under one policy in one regime. A clock jumps from
 event to event (arrivals, completions, nodes becoming ready, empty nodes timing
 out). Placement is the policy's (:mod:`lepton.sim.policies`); how long a pod
 runs and what it draws come from the core's GPU profiles and energy model, so
-that the simulator, the extender and the operator share one picture of a GPU.
+that the simulator, the Lepton scheduler and the operator share one picture of a GPU.
 
 **Workload kinds.** Each trace pod is a service or a batch job, from its QoS
 class (:data:`lepton.sim.trace.DEFAULT_KIND_MAP`, overridable):
@@ -709,7 +709,7 @@ def simulate(
                 queued[i] = True
                 if autoscaled and not (fits_mask(i) & table.powered).any():
                     # the autoscaler sees a pod no powered node fits (it does not
-                    # know the extender's filter: a pod only the extender rejects waits)
+                    # know the Lepton scheduler's filter: a pod only it rejects waits)
                     scale_up(i, now)
             continue
         if event == FINISH:

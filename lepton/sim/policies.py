@@ -19,11 +19,11 @@ return the chosen node's index.
   BalancedAllocation.
 * ``lepton-balanced`` / ``lepton-efficiency`` — kube-scheduler's ``lepton-scheduler``
   profile (``scheduler/lepton_scheduler/kube-scheduler-config.yaml``: resource
-  scoring disabled, ``percentageOfNodesToScore: 100``) with the extender's filter
-  and score, which are **the same functions** the extender calls:
+  scoring disabled, ``percentageOfNodesToScore: 100``) with the Lepton scheduler's filter
+  and score, which are **the same functions** the Lepton scheduler calls:
   :func:`lepton.core.scoring.filter_nodes` and :func:`lepton.core.scoring.score_nodes`.
   They are looked up on the module at call time, so what runs is always the
-  extender's code. Nodes that look identical to the scorer (same GPU model and
+  Lepton scheduler's code. Nodes that look identical to the scorer (same GPU model and
   count, empty or not) are scored once through one representative; every node
   of the best-scored representatives is then a tie, broken at random as
   kube-scheduler does. The scorer's names, weights and terms are untouched.
@@ -321,15 +321,15 @@ EXTENDER_SCALE = MAX_NODE_SCORE // MAX_SCORE
 
 @dataclass
 class LeptonPolicy:
-    """kube-scheduler's lepton-scheduler profile: the extender's filter and score plus
+    """kube-scheduler's lepton-scheduler profile: the Lepton scheduler's filter and score plus
     ``NodeResourcesFit``/``MostAllocated``, summed per node as kube-scheduler does.
 
-    The extender sees what it would see in a cluster: each candidate node's GPU
+    The Lepton scheduler sees what it would see in a cluster: each candidate node's GPU
     model, free and total GPUs, whether it is empty (placing there keeps an
     otherwise idle node up), its predicted GPU utilisation (the node's current
     busy fraction: a persistence forecast, as the predictor gives without
     history) and its host idle draw. A CPU-only pod is not a GPU job: the
-    extender gives every node the same score, so only MostAllocated places it.
+    Lepton scheduler gives every node the same score, so only MostAllocated places it.
     """
 
     name: PolicyName
@@ -348,7 +348,7 @@ class LeptonPolicy:
         return job_hints(pod, self.energy_policy, self.power_cap, deadline)
 
     def candidates(self, table: NodeTable, idx: IntArray, pod: PodRequest) -> CandidateTable:
-        """The fitting nodes as the extender's candidate table (one row per node)."""
+        """The fitting nodes as the Lepton scheduler's candidate table (one row per node)."""
         whole_free = (table.gpu_free_milli[idx] == 1000).sum(axis=1)
         if pod.num_gpu == 1 and pod.gpu_milli < 1000:
             whole_free = np.maximum(whole_free, 1)  # the share fits: checked by the engine
@@ -367,7 +367,7 @@ class LeptonPolicy:
             nodes = self.candidates(table, idx, pod)
             hints = self.hints(pod)
             now = EPOCH + timedelta(seconds=now_seconds)
-            # Looked up on the module at call time: the extender's very functions.
+            # Looked up on the module at call time: the Lepton scheduler's very functions.
             passed = scoring.filter_nodes(nodes, hints, None, now, self.config).passed
             if not len(passed):
                 return None
@@ -376,8 +376,8 @@ class LeptonPolicy:
             self.last_scores = dict(result.scores)
             keep = np.isin(np.array(nodes.names), np.array(list(result.scores)))
             idx, fit_scores = idx[keep], fit_scores[keep]
-            extender = np.array([result.scores[table.names[i]] for i in idx], dtype=np.int64)
-            total = extender * EXTENDER_SCALE * EXTENDER_WEIGHT + fit_scores
+            lepton = np.array([result.scores[table.names[i]] for i in idx], dtype=np.int64)
+            total = lepton * EXTENDER_SCALE * EXTENDER_WEIGHT + fit_scores
         else:
             total = fit_scores
         best = idx[total == total.max()]
@@ -387,7 +387,7 @@ class LeptonPolicy:
 def candidate_table(
     table: NodeTable, idx: IntArray, free_gpus: IntArray, utilization: FloatArray
 ) -> CandidateTable:
-    """Rows ``idx`` of the fleet as the extender's :class:`CandidateTable`."""
+    """Rows ``idx`` of the fleet as the Lepton scheduler's :class:`CandidateTable`."""
     return CandidateTable(
         names=[table.names[i] for i in idx.tolist()],
         models=table.distinct_models,
@@ -407,7 +407,7 @@ _NO_LABELS: Mapping[str, str] = {}
 def job_hints(
     pod: PodRequest, energy_policy: EnergyPolicy, power_cap: str, deadline: datetime | None
 ) -> JobHints:
-    """The hints the extender would read from the pod's annotations."""
+    """The hints the Lepton scheduler would read from the pod's annotations."""
     service = pod.kind == SERVICE
     return JobHints(
         job_name=pod.name,
@@ -429,7 +429,7 @@ def job_hints(
 def shared_scorer() -> tuple[
     Callable[..., scoring.FilterResult], Callable[..., scoring.ScoreResult]
 ]:
-    """The filter and score functions Lepton's policies call: the extender's own."""
+    """The filter and score functions Lepton's policies call: the Lepton scheduler's own."""
     return scoring.filter_nodes, scoring.score_nodes
 
 

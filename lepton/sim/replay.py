@@ -3,7 +3,7 @@
 Issue 7 asks whether the simulator's prediction holds on a real control plane:
 a slice of the Alibaba trace is replayed, time-compressed, through the real
 kube-scheduler (default profile, or the ``lepton-scheduler`` profile with
-Lepton's extender) over a kwok fleet, and the simulator runs the very same
+Lepton's scheduler) over a kwok fleet, and the simulator runs the very same
 slice. This module holds every decision the two runs must share, so that they
 cannot drift apart:
 
@@ -68,7 +68,8 @@ from .trace import BATCH, DEFAULT_KIND_MAP, TraceNode, TracePod
 # The schedulers a real cluster can run: kube-scheduler's default profile, a
 # bin-packing profile (NodeResourcesFit MostAllocated over cpu, memory and
 # nvidia.com/gpu, percentageOfNodesToScore 100: lepton.cluster.replay), and the
-# lepton-scheduler profile + extender (scheduler/lepton_scheduler/kube-scheduler-config.yaml).
+# lepton-scheduler profile calling the Lepton scheduler
+# (scheduler/lepton_scheduler/kube-scheduler-config.yaml).
 REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.DEFAULT_SCHEDULER,
     PolicyName.MOST_ALLOCATED,
@@ -76,7 +77,7 @@ REPLAY_POLICIES: tuple[PolicyName, ...] = (
     PolicyName.LEPTON_EFFICIENCY,
 )
 MOST_ALLOCATED_SCHEDULER_NAME = "most-allocated"
-# Real pods of a slice arrive in bursts; the extender on a 2-core machine places
+# Real pods of a slice arrive in bursts; the Lepton scheduler on a 2-core machine places
 # 20-50 pods/s, so a slice's busiest second should stay well below that.
 MAX_PEAK_ARRIVALS_PER_SECOND = 20
 
@@ -172,7 +173,7 @@ class ReplayConfig:
 
         The ``scale_in`` regime (the autoscaler the replay emulates with
         :class:`ReplayAutoscaler`); every trace pod a batch job; no load forecast,
-        as the extender of the replay has no Prometheus to forecast from (its
+        as the Lepton scheduler of the replay has no Prometheus to forecast from (its
         predicted utilisation is 0 on every node: the simulator's default would
         pass each node's current busy fraction instead, a different score).
         The grace and delay are given on the trace's clock: the engine

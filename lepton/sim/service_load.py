@@ -5,7 +5,7 @@ Given measured per-pod utilisation (the GenAI serving trace's CSV,
 :func:`lepton.core.predictor.utilization_csv`), each service pod of the trace is
 given one measured series, cut in time: the *history* is what Prometheus would
 hold when the pod is placed, the *future* is how it then runs. The demand the
-policy sees comes from the same forecasting code as the extender's
+policy sees comes from the same forecasting code as the Lepton scheduler's
 (:func:`lepton.core.predictor.demand_from_forecasts`), from the history only;
 what the pod draws and whether its GPU is pushed above the service target come
 from the future. Without a forecast the policy sees the declared demand

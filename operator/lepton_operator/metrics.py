@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from lepton.api.v1alpha1 import held_watt_hours
 from lepton.core.energy import JOULES_PER_WATT_HOUR
 
 LABELS = ("namespace", "energybudget")
@@ -34,8 +35,8 @@ class BudgetMetrics:
         self.consumed = gauge(
             "lepton_energybudget_consumed_joules", "Energy consumed this period (status)."
         )
-        self.reserved = gauge(
-            "lepton_energybudget_reserved_joules",
+        self.held = gauge(
+            "lepton_energybudget_held_joules",
             "Energy held for admitted jobs beyond what they consumed so far.",
         )
         self.remaining = gauge(
@@ -58,18 +59,18 @@ class BudgetMetrics:
         status = body.get("status") or {}
         labels = (meta["namespace"], meta["name"])
         self.limit.labels(*labels).set(float(spec.get("limitWattHours", 0)) * JOULES_PER_WATT_HOUR)
-        for gauge, key in (
-            (self.consumed, "consumedWattHours"),
-            (self.reserved, "reservedWattHours"),
-            (self.remaining, "remainingWattHours"),
+        for gauge, watt_hours in (
+            (self.consumed, float(status.get("consumedWattHours") or 0.0)),
+            (self.held, held_watt_hours(status)),
+            (self.remaining, float(status.get("remainingWattHours") or 0.0)),
         ):
-            gauge.labels(*labels).set(float(status.get(key) or 0.0) * JOULES_PER_WATT_HOUR)
+            gauge.labels(*labels).set(watt_hours * JOULES_PER_WATT_HOUR)
         self.admitted.labels(*labels).set(int(status.get("admittedJobs") or 0))
         self.queued.labels(*labels).set(int(status.get("queuedJobs") or 0))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted budget's series."""
-        gauges = (self.limit, self.consumed, self.reserved, self.remaining, self.admitted)
+        gauges = (self.limit, self.consumed, self.held, self.remaining, self.admitted)
         for gauge in (*gauges, self.queued):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)

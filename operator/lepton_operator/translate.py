@@ -125,7 +125,7 @@ def budget_status(
         "periodStartTime": _format_precise(state.period_start),
         "consumedWattHours": round(state.consumed_watt_hours, 6),
         "settledWattHours": state.settled_watt_hours,
-        "reservedWattHours": round(state.held_watt_hours, 6),
+        "heldWattHours": round(state.held_watt_hours, 6),
         "overrunWattHours": round(state.overrun_watt_hours, 6),
         "overLimitWattHours": round(state.over_limit_watt_hours, 6),
         "settledOverrunWattHours": state.settled_overrun_watt_hours,

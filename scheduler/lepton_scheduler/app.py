@@ -1,11 +1,11 @@
-"""The scheduler extender: kube-scheduler's HTTP callout, answered by the core's scorer.
+"""The Lepton scheduler: kube-scheduler's HTTP callout, answered by the core's scorer.
 
 Endpoints:
 
 * ``POST /filter`` and ``POST /prioritize`` — the extender protocol
   (:mod:`lepton_scheduler.protocol`). Pods that are not LeptonJob pods pass
   through untouched: every node passes, every score is equal.
-* ``POST /filter-best`` — both in one call, for a profile whose extender has
+* ``POST /filter-best`` — both in one call, for a profile whose extenders stanza has
   ``filterVerb: filter-best`` and no ``prioritizeVerb``: filter's answer
   narrowed to its best-scored nodes (one round trip a pod instead of two).
 * ``GET /healthz``, ``GET /readyz`` (ready once the watch caches are synced),
@@ -21,7 +21,7 @@ millisecond here is a millisecond of the whole cluster's scheduling. Hence:
 
 * **Siblings.** kube-scheduler binds a pod asynchronously and asks about the
   job's next replica before the watch has seen the first one bound. Rather
-  than wait for the watch, the extender records where it let each replica of
+  than wait for the watch, the Lepton scheduler records where it let each replica of
   a spreading job go (:mod:`lepton_scheduler.assumed`): that node counts for
   its siblings at once, until the watch sees the pod bound or deleted, or the
   record expires. So that kube-scheduler's choice cannot land in another
@@ -96,7 +96,7 @@ from .cache import ClusterCache, pod_gpus
 from .demand import ServiceDemands
 from .events import EventRecorder, event_body
 from .history import PrometheusHistory
-from .metrics import ExtenderMetrics
+from .metrics import SchedulerMetrics
 from .protocol import (
     ExtenderArgs,
     ProtocolError,
@@ -110,12 +110,12 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-UNKNOWN_DOMAIN = "not in the extender's cache yet: its domain for spreadAcross is unknown"
+UNKNOWN_DOMAIN = "not in the Lepton scheduler's cache yet: its domain for spreadAcross is unknown"
 
 
 @dataclass(frozen=True)
-class ExtenderConfig:
-    """How the extender behaves; the defaults are what ships."""
+class SchedulerConfig:
+    """How the Lepton scheduler behaves; the defaults are what ships."""
 
     max_body_bytes: int = MAX_BODY_BYTES
     # How long a pod counts where it was let through without the watch seeing it bound.
@@ -165,7 +165,7 @@ class _Stopwatch:
 
     __slots__ = ("_children", "_last", "_verb")
 
-    def __init__(self, metrics: ExtenderMetrics, verb: str, started: float) -> None:
+    def __init__(self, metrics: SchedulerMetrics, verb: str, started: float) -> None:
         self._children = metrics.phase
         self._verb = verb
         self._last = started
@@ -176,26 +176,26 @@ class _Stopwatch:
         self._last = now
 
 
-class Extender:
+class Scheduler:
     """State shared by the handlers: cache, metrics, last decisions, background work."""
 
     def __init__(
         self,
         cache: ClusterCache,
         *,
-        config: ExtenderConfig | None = None,
+        config: SchedulerConfig | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recorder: EventRecorder | None = None,
         history: HistorySource | None = None,
         require_sync: tuple[str, ...] = (),
     ) -> None:
         self.cache = cache
-        self.config = config or ExtenderConfig()
+        self.config = config or SchedulerConfig()
         self.clock = clock
         self.recorder = recorder
         self.history = history
         self.require_sync = require_sync
-        self.metrics = ExtenderMetrics()
+        self.metrics = SchedulerMetrics()
         self.decisions: OrderedDict[str, _Decision] = OrderedDict()
         self._decision_rows = 0
         self.assumed = AssumedPlacements(self.config.assumed_ttl_seconds)
@@ -246,7 +246,7 @@ class Extender:
             self._handled.popitem(last=False)
 
     def observe_pod(self, obj: Mapping[str, Any], initial: bool = False) -> None:
-        """Count LeptonJob pods that got bound without the extender's say (fail-open).
+        """Count LeptonJob pods that got bound without the Lepton scheduler's say (fail-open).
 
         Seen pending, then bound, never asked about: kube-scheduler went on
         without us. On the first list after a start, a recently created bound
@@ -567,8 +567,8 @@ class Extender:
         decision = self.decisions.get(f"{namespace}/{name}")
         if decision is None:
             raise ProtocolError(
-                f"no decision recorded for pod {namespace}/{name}: the extender has not scored "
-                "it since it started (only LeptonJob pods are scored)",
+                f"no decision recorded for pod {namespace}/{name}: the Lepton scheduler has not "
+                "scored it since it started (only LeptonJob pods are scored)",
                 404,
             )
         body = decision.explanation.as_dict()
@@ -633,19 +633,19 @@ def _json_error(status: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
-async def _read_args(request: web.Request, extender: Extender) -> ExtenderArgs:
+async def _read_args(request: web.Request, scheduler: Scheduler) -> ExtenderArgs:
     length = request.content_length
-    if length is not None and length > extender.config.max_body_bytes:
+    if length is not None and length > scheduler.config.max_body_bytes:
         raise ProtocolError(
             f"request body of {length} bytes is over the "
-            f"{extender.config.max_body_bytes} byte limit",
+            f"{scheduler.config.max_body_bytes} byte limit",
             413,
         )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ProtocolError(
-            f"request body is over the {extender.config.max_body_bytes} byte limit", 413
+            f"request body is over the {scheduler.config.max_body_bytes} byte limit", 413
         ) from None
     if not raw:
         raise ProtocolError("empty body: send ExtenderArgs as JSON")
@@ -658,27 +658,27 @@ async def _read_args(request: web.Request, extender: Extender) -> ExtenderArgs:
 
 def _handler(verb: str) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        extender: Extender = request.app[EXTENDER_KEY]
+        scheduler: Scheduler = request.app[SCHEDULER_KEY]
         started = time.perf_counter()
-        watch = _Stopwatch(extender.metrics, verb, started)
+        watch = _Stopwatch(scheduler.metrics, verb, started)
         try:
-            args = await _read_args(request, extender)
+            args = await _read_args(request, scheduler)
             watch.lap("decode")
             if verb == "filter":
-                result, outcome = extender.filter(args, watch)
+                result, outcome = scheduler.filter(args, watch)
                 body = dumps(result)
             elif verb == "filter-best":
-                result, outcome = extender.filter_best(args, watch)
+                result, outcome = scheduler.filter_best(args, watch)
                 body = dumps(result)
             else:
-                body, outcome = extender.prioritize(args, watch)
+                body, outcome = scheduler.prioritize(args, watch)
             response = web.Response(body=body, content_type="application/json")
             watch.lap("encode")
         except ProtocolError as error:
             outcome = "invalid_hints" if error.status == 422 else "bad_request"
             response = _json_error(error.status, str(error))
-        extender.metrics.decisions.labels(verb, outcome).inc()
-        extender.metrics.request_seconds.labels(verb).observe(time.perf_counter() - started)
+        scheduler.metrics.decisions.labels(verb, outcome).inc()
+        scheduler.metrics.request_seconds.labels(verb).observe(time.perf_counter() - started)
         return response
 
     return handle
@@ -689,48 +689,48 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    extender: Extender = request.app[EXTENDER_KEY]
-    if extender.synced:
+    scheduler: Scheduler = request.app[SCHEDULER_KEY]
+    if scheduler.synced:
         return web.Response(text="ok")
-    missing = [k for k in extender.require_sync if k not in extender.cache.synced]
+    missing = [k for k in scheduler.require_sync if k not in scheduler.cache.synced]
     return web.Response(status=503, text=f"caches not synced yet: {', '.join(missing)}")
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    extender: Extender = request.app[EXTENDER_KEY]
-    for kind, count in extender.cache.stats().items():
-        extender.metrics.cache_objects.labels(kind).set(count)
-    extender.metrics.assumed_pods.set(len(extender.assumed))
-    extender.metrics.degraded.labels("cache_not_synced").set(0 if extender.synced else 1)
+    scheduler: Scheduler = request.app[SCHEDULER_KEY]
+    for kind, count in scheduler.cache.stats().items():
+        scheduler.metrics.cache_objects.labels(kind).set(count)
+    scheduler.metrics.assumed_pods.set(len(scheduler.assumed))
+    scheduler.metrics.degraded.labels("cache_not_synced").set(0 if scheduler.synced else 1)
     return web.Response(
-        body=generate_latest(extender.metrics.registry),
+        body=generate_latest(scheduler.metrics.registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )
 
 
 async def _explain(request: web.Request) -> web.Response:
-    extender: Extender = request.app[EXTENDER_KEY]
+    scheduler: Scheduler = request.app[SCHEDULER_KEY]
     pod = request.query.get("pod")
     if not pod:
         return _json_error(400, "give the pod to explain: /explain?pod=NAMESPACE/NAME")
     try:
-        return web.json_response(extender.explain(pod))
+        return web.json_response(scheduler.explain(pod))
     except ProtocolError as error:
         return _json_error(error.status, str(error))
 
 
-EXTENDER_KEY = web.AppKey("extender", Extender)
+SCHEDULER_KEY = web.AppKey("scheduler", Scheduler)
 
 
 def build_app(
     cache: ClusterCache | None = None,
     *,
-    config: ExtenderConfig | None = None,
+    config: SchedulerConfig | None = None,
     clock: Callable[[], datetime] | None = None,
     kube_api: Any = None,
     history: HistorySource | None = None,
 ) -> web.Application:
-    """The extender as an aiohttp application.
+    """The Lepton scheduler as an aiohttp application.
 
     Without ``kube_api`` the cache is fed by the caller (tests, benchmarks) and
     the server is ready at once; with it, watches of Nodes, Pods and
@@ -740,7 +740,7 @@ def build_app(
     another keeps services' workload forecasts, their demand (``u_ref``).
     """
     cache = cache if cache is not None else ClusterCache()
-    config = config or ExtenderConfig()
+    config = config or SchedulerConfig()
     recorder = None
     require_sync: tuple[str, ...] = ()
     if kube_api is not None:
@@ -753,7 +753,7 @@ def build_app(
             burst=int(2 * config.events_per_second),
         )
         require_sync = ("nodes", "pods")
-    extender = Extender(
+    scheduler = Scheduler(
         cache,
         config=config,
         clock=clock or (lambda: datetime.now(UTC)),
@@ -762,12 +762,12 @@ def build_app(
         require_sync=require_sync,
     )
     if recorder is not None:
-        recorder.on_drop = extender.metrics.events_dropped.inc
+        recorder.on_drop = scheduler.metrics.events_dropped.inc
     if isinstance(history, PrometheusHistory):
-        extender.demands = ServiceDemands(history, extender.predictor, config.history_seconds)
+        scheduler.demands = ServiceDemands(history, scheduler.predictor, config.history_seconds)
     # aiohttp answers 413 itself past client_max_size; _read_args words the message.
     app = web.Application(client_max_size=config.max_body_bytes)
-    app[EXTENDER_KEY] = extender
+    app[SCHEDULER_KEY] = scheduler
     app.router.add_post("/filter", _handler("filter"))
     app.router.add_post("/prioritize", _handler("prioritize"))
     app.router.add_post("/filter-best", _handler("filter-best"))
@@ -778,29 +778,29 @@ def build_app(
 
     async def start_background(app: web.Application) -> None:
         if cache.nodes or cache.pods:  # filled by the caller
-            extender.settle()
+            scheduler.settle()
         if kube_api is not None:
-            _start_watches(extender, kube_api)
+            _start_watches(scheduler, kube_api)
         if history is not None:
-            threading.Thread(target=extender.forecast_loop, name="forecast", daemon=True).start()
-        if extender.demands is not None:
+            threading.Thread(target=scheduler.forecast_loop, name="forecast", daemon=True).start()
+        if scheduler.demands is not None:
             threading.Thread(
-                target=extender.demands.loop, args=(extender.stop,), name="demand", daemon=True
+                target=scheduler.demands.loop, args=(scheduler.stop,), name="demand", daemon=True
             ).start()
 
     async def stop_background(app: web.Application) -> None:
-        extender.stop.set()
-        if extender.demands is not None:
-            extender.demands.wake.set()
-        if extender.recorder is not None:
-            extender.recorder.close()
+        scheduler.stop.set()
+        if scheduler.demands is not None:
+            scheduler.demands.wake.set()
+        if scheduler.recorder is not None:
+            scheduler.recorder.close()
 
     app.on_startup.append(start_background)
     app.on_cleanup.append(stop_background)
     return app
 
 
-def _start_watches(extender: Extender, kube_api: Any) -> None:
+def _start_watches(scheduler: Scheduler, kube_api: Any) -> None:
     from kubernetes import client
 
     from .watch import Informer, kinds
@@ -811,13 +811,13 @@ def _start_watches(extender: Extender, kube_api: Any) -> None:
             field_selector=f"reason={EVENT_REASON_SCORED}", _preload_content=False
         )
         items = json.loads(events.data).get("items") or []
-        extender.scored_before_start = {
+        scheduler.scored_before_start = {
             str((e.get("involvedObject") or {}).get("uid")) for e in items
         }
     except Exception as error:  # best effort: only refines a metric
         log.info("could not list earlier %s events: %s", EVENT_REASON_SCORED, error)
-    for kind in kinds(kube_api, extender.cache, extender.observe_pod, extender.forget_pod):
-        Informer(kind, extender.stop, extender.watch_error).start()
+    for kind in kinds(kube_api, scheduler.cache, scheduler.observe_pod, scheduler.forget_pod):
+        Informer(kind, scheduler.stop, scheduler.watch_error).start()
 
 
 def run(
@@ -828,7 +828,7 @@ def run(
     tls_cert_file: str | None = None,
     tls_key_file: str | None = None,
 ) -> None:
-    """Serve the extender until interrupted (``lepton scheduler``)."""
+    """Serve the Lepton scheduler until interrupted (``lepton scheduler``)."""
     from lepton.kube import api_client
 
     api = api_client(kubeconfig)

@@ -1,9 +1,9 @@
-"""Where the extender expects the pods it let through to land, until the watch says.
+"""Where the Lepton scheduler expects the pods it let through to land, until the watch says.
 
 kube-scheduler binds a pod asynchronously and asks about the job's next
 replica at once, long before the watch shows the first one bound. Waiting for
 the watch inside a call would stall all of kube-scheduler (the protocol is
-serial), so the extender keeps its own record instead, much as kube-scheduler
+serial), so the Lepton scheduler keeps its own record instead, much as kube-scheduler
 "assumes" a pod onto its node before the binding is written: a pod counts on
 the node it was ranked best on, for its siblings, from that moment. The pod
 watch then drops the record, when it sees the pod bound (the cache then holds

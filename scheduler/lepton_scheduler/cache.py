@@ -1,7 +1,7 @@
-"""The extender's own view of the cluster: Nodes, Pods and EnergyBudgets.
+"""The Lepton scheduler's own view of the cluster: Nodes, Pods and EnergyBudgets.
 
 With ``nodeCacheCapable: true`` kube-scheduler sends only node names, and it
-never sends the pods running on a node, so the extender keeps a cache fed by
+never sends the pods running on a node, so the Lepton scheduler keeps a cache fed by
 watches (:mod:`lepton_scheduler.watch`) or, in tests and benchmarks, directly.
 
 The cache keeps only what scoring needs, in small slotted objects (50,000 pods

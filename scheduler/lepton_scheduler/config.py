@@ -2,8 +2,8 @@
 
 The checked-in ``kube-scheduler-config.yaml`` beside this module is the one
 source: the local control plane, the tests and the Helm chart all fill in its
-``${EXTENDER_URL}`` and ``${KUBECONFIG}``. This function does so, and adds the
-extender's ``tlsConfig`` when it is served over HTTPS.
+``${SCHEDULER_URL}`` and ``${KUBECONFIG}``. This function does so, and adds the
+extenders stanza's ``tlsConfig`` when the Lepton scheduler is served over HTTPS.
 """
 
 from __future__ import annotations
@@ -23,22 +23,24 @@ def template_text() -> str:
 
 
 def kube_scheduler_config(
-    extender_url: str, kubeconfig: str, ca_file: str | None = None
+    scheduler_url: str, kubeconfig: str, ca_file: str | None = None
 ) -> dict[str, Any]:
-    """The configuration as a dict, for ``extender_url`` (http or https) and a kubeconfig."""
+    """The configuration as a dict, for ``scheduler_url`` (http or https) and a kubeconfig."""
     text = string.Template(template_text()).substitute(
-        EXTENDER_URL=extender_url.rstrip("/"), KUBECONFIG=kubeconfig
+        SCHEDULER_URL=scheduler_url.rstrip("/"), KUBECONFIG=kubeconfig
     )
     config: dict[str, Any] = yaml.safe_load(text)
-    if extender_url.startswith("https://"):
-        for extender in config.get("extenders", []):
-            extender["enableHTTPS"] = True
-            extender["tlsConfig"] = {"caFile": ca_file} if ca_file else {"insecure": True}
+    if scheduler_url.startswith("https://"):
+        for entry in config.get("extenders", []):
+            entry["enableHTTPS"] = True
+            entry["tlsConfig"] = {"caFile": ca_file} if ca_file else {"insecure": True}
     return config
 
 
 def render_kube_scheduler_config(
-    extender_url: str, kubeconfig: str, ca_file: str | None = None
+    scheduler_url: str, kubeconfig: str, ca_file: str | None = None
 ) -> str:
     """The same, as the YAML kube-scheduler's ``--config`` reads."""
-    return yaml.safe_dump(kube_scheduler_config(extender_url, kubeconfig, ca_file), sort_keys=False)
+    return yaml.safe_dump(
+        kube_scheduler_config(scheduler_url, kubeconfig, ca_file), sort_keys=False
+    )

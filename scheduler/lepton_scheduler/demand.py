@@ -1,4 +1,4 @@
-"""A service's demand from its workload's measured utilisation, for the extender's hints.
+"""A service's demand from its workload's measured utilisation, for the Lepton scheduler's hints.
 
 A service pod declares (or not) how busy it keeps a reference GPU; once it or
 the other pods of its workload have run, Prometheus knows better. This module
@@ -7,7 +7,7 @@ share the pod's owner, forecasts each of them, and keeps the forecasts per
 (namespace, owner); :func:`lepton.core.predictor.demand_from_forecasts` decides.
 
 No filter or prioritize call waits on Prometheus or on a model (kube-scheduler
-calls the extender serially): :meth:`ServiceDemands.hints` only reads what is
+calls the Lepton scheduler serially): :meth:`ServiceDemands.hints` only reads what is
 kept. A workload not kept yet (or kept longer than ``ttl_seconds``) is asked
 for (:meth:`ServiceDemands.want`, also called when the watch sees a service pod
 pending) and fetched by a background thread (:meth:`ServiceDemands.loop`);

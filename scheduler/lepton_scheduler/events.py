@@ -1,7 +1,7 @@
 """Recording why a pod was placed, as a Kubernetes Event on the pod.
 
 Writing an Event costs an API round trip and its message costs a ranking of the
-candidates; the extender must answer within a millisecond or two, so neither
+candidates; the Lepton scheduler must answer within a millisecond or two, so neither
 happens on the request path. A request hands over a callable that builds the
 body; one background thread takes what is queued in batches, keeps only the
 latest decision per pod of each batch (kube-scheduler retries a pod), and

@@ -1,4 +1,4 @@
-"""The extender's Prometheus metrics, one registry per server so tests can run several."""
+"""The Lepton scheduler's Prometheus metrics, one registry per server so tests can run several."""
 
 from __future__ import annotations
 
@@ -20,22 +20,22 @@ PHASES = ("decode", "table", "scoring", "explanation", "event", "encode")
 VERBS = ("filter", "prioritize", "filter-best")
 
 
-class ExtenderMetrics:
+class SchedulerMetrics:
     """Latency per verb and stage, decisions by outcome, cache sizes and degraded mode."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
             "lepton_scheduler_request_duration_seconds",
-            "Time to answer one extender request, by verb.",
+            "Time to answer one request from kube-scheduler, by verb.",
             ["verb"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.phase_seconds = Histogram(
             "lepton_scheduler_phase_duration_seconds",
-            "Time spent in one stage of an extender request, by verb and phase (decode, table, "
-            "scoring, explanation, event, encode).",
+            "Time spent in one stage of a request from kube-scheduler, by verb and phase (decode, "
+            "table, scoring, explanation, event, encode).",
             ["verb", "phase"],
             buckets=PHASE_BUCKETS,
             registry=self.registry,
@@ -61,14 +61,14 @@ class ExtenderMetrics:
         )
         self.assumed_pods = Gauge(
             "lepton_scheduler_assumed_pods",
-            "Pods the extender let through that count for their siblings until the watch sees "
-            "them bound.",
+            "Pods the Lepton scheduler let through that count for their siblings until the watch "
+            "sees them bound.",
             registry=self.registry,
         )
         self.decisions = Counter(
             "lepton_scheduler_decisions_total",
-            "Extender answers by verb and outcome (scored, passthrough, no_fit, bad_request, "
-            "invalid_hints, fail_open).",
+            "The Lepton scheduler's answers by verb and outcome (scored, passthrough, no_fit, "
+            "bad_request, invalid_hints, fail_open).",
             ["verb", "outcome"],
             registry=self.registry,
         )
@@ -76,7 +76,7 @@ class ExtenderMetrics:
         # the same name and values as the annotation and the explanation's workloadKind.
         self.pods_scored = Counter(
             "lepton_scheduler_pods_scored_total",
-            "Pods the extender scored (prioritize answers with Lepton's terms), by the "
+            "Pods the Lepton scheduler scored (prioritize answers with Lepton's terms), by the "
             "workload kind they were scored as.",
             ["workload_kind"],
             registry=self.registry,
@@ -85,20 +85,20 @@ class ExtenderMetrics:
             self.pods_scored.labels(str(kind))
         self.degraded = Gauge(
             "lepton_scheduler_degraded",
-            "1 while the extender answers without its full inputs (reason: cache_not_synced, "
-            "watch_error, no_forecast); pods are then placed fail-open.",
+            "1 while the Lepton scheduler answers without its full inputs (reason: "
+            "cache_not_synced, watch_error, no_forecast); pods are then placed fail-open.",
             ["reason"],
             registry=self.registry,
         )
         self.unscored_pods = Counter(
-            "lepton_scheduler_pods_placed_without_extender_total",
-            "LeptonJob pods seen bound to a node without the extender having scored them "
-            "(the extender was down, timed out or was skipped: kube-scheduler failed open).",
+            "lepton_scheduler_pods_placed_unscored_total",
+            "LeptonJob pods seen bound to a node without the Lepton scheduler having scored them "
+            "(it was down, timed out or was skipped: kube-scheduler failed open).",
             registry=self.registry,
         )
         self.cache_objects = Gauge(
             "lepton_scheduler_cache_objects",
-            "Objects in the extender's watch cache, by kind.",
+            "Objects in the Lepton scheduler's watch cache, by kind.",
             ["kind"],
             registry=self.registry,
         )

@@ -31,7 +31,7 @@ from lepton.core.names import MAX_SCORE
 
 
 class ProtocolError(LeptonError, ValueError):
-    """A request the extender cannot read; ``status`` is the HTTP status to answer."""
+    """A request the Lepton scheduler cannot read; ``status`` is the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -44,7 +44,7 @@ class ExtenderArgs:
 
     pod: Mapping[str, Any]
     node_names: tuple[str, ...]
-    # Whole v1.Node objects, only when the extender is not nodeCacheCapable.
+    # Whole v1.Node objects, only when the Lepton scheduler is not nodeCacheCapable.
     nodes: tuple[Mapping[str, Any], ...] | None = None
 
     @property

@@ -4,7 +4,7 @@ One daemon thread per kind runs the informer loop client-go made familiar:
 list (JSON parsed once, without building client models: 50,000 pods must load
 in seconds), hand the items to the cache, watch from the list's
 resourceVersion, apply each event, and relist when the watch expires (410
-Gone). Errors back off and mark the extender degraded until the next success.
+Gone). Errors back off and mark the Lepton scheduler degraded until the next success.
 
 Watch events are read off the stream here, one ``orjson`` parse a line, not
 through ``kubernetes.watch.Watch`` (which parses each event with ``json``,
@@ -55,7 +55,7 @@ def kinds(
     on_pod: Callable[[Mapping[str, Any], bool], None],
     on_pod_deleted: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[Kind]:
-    """The three kinds the extender watches; ``on_pod`` and ``on_pod_deleted`` see each pod
+    """The three kinds the Lepton scheduler watches; ``on_pod`` and ``on_pod_deleted`` see each pod
     after the cache has it."""
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)

@@ -67,7 +67,7 @@ def test_crds_carry_short_names_category_status_and_columns() -> None:
     eb_columns = [
         c["name"] for c in crds["EnergyBudget"]["spec"]["versions"][0]["additionalPrinterColumns"]
     ]
-    assert eb_columns == ["Limit Wh", "Used Wh", "Reserved Wh", "Remaining Wh", "Queued", "Age"]
+    assert eb_columns == ["Limit Wh", "Used Wh", "Held Wh", "Remaining Wh", "Queued", "Age"]
 
 
 def test_every_cel_rule_has_a_message_naming_its_field() -> None:

@@ -53,7 +53,7 @@ def test_a_fleet_file_can_give_a_nodes_measured_host_idle_draw(tmp_path: Path) -
     nodes = load_fleet(path).nodes()
     assert nodes[0]["metadata"]["labels"]["lepton.dev/host-idle-watts"] == "180"
     assert "lepton.dev/host-idle-watts" not in nodes[1]["metadata"]["labels"]
-    # the extender reads the label into the scorer's table; the other node gets the default
+    # the Lepton scheduler reads the label into the scorer's table; the other node gets the default
     cache = ClusterCache()
     cache.replace_nodes(nodes)
     table, _ = cache.table(["lean-0", "plain-0"])

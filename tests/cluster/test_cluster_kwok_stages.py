@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from lepton.cluster.local import JOB_POD_RUN_SECONDS, LocalCluster
+from lepton.cluster.kwok import JOB_POD_RUN_SECONDS
+from lepton.cluster.local import LocalCluster
 from tests.support.builders import apply
 from tests.support.wait import wait_for
 

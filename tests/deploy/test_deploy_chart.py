@@ -107,8 +107,11 @@ def test_monitors_are_made_only_when_the_prometheus_operator_crds_exist(render: 
     assert not [o for o in without if o["kind"] in ("ServiceMonitor", "PodMonitor")]
     objects = render("-f", str(ALL_FEATURES), *MONITORING_APIS)
     service_monitors = by_kind(objects, "ServiceMonitor")
-    # The extender's decisions and latency, and the operator's budget gauges.
-    assert {n.rsplit("-", 1)[-1] for n in service_monitors} == {"extender", "operator"}
+    # The Lepton scheduler's decisions and latency, and the operator's budget gauges.
+    components = {
+        m["metadata"]["labels"]["app.kubernetes.io/component"] for m in service_monitors.values()
+    }
+    assert components == {"scheduler-server", "operator"}
     (pod_monitor,) = by_kind(objects, "PodMonitor").values()
     for service_monitor in service_monitors.values():
         service = by_kind(objects, "Service")[service_monitor["metadata"]["name"]]
@@ -141,11 +144,15 @@ def test_scheduler_config_is_the_lepton_scheduler_profile(render: Render) -> Non
         if "kube-scheduler-config.yaml" in o.get("data", {})
     )
     rendered = yaml.safe_load(config_map["data"]["kube-scheduler-config.yaml"])
-    service = next(iter(by_kind(objects, "Service").values()))
+    (service,) = [
+        s
+        for s in by_kind(objects, "Service").values()
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "scheduler-server"
+    ]
     url = f"http://{service['metadata']['name']}.default.svc:{service['spec']['ports'][0]['port']}"
     source = (REPO / "scheduler" / "lepton_scheduler" / "kube-scheduler-config.yaml").read_text()
     expected = yaml.safe_load(
-        source.replace("${EXTENDER_URL}", url).replace("${KUBECONFIG}", "unused")
+        source.replace("${SCHEDULER_URL}", url).replace("${KUBECONFIG}", "unused")
     )
     # In-cluster there is no kubeconfig file: kube-scheduler uses its ServiceAccount.
     del expected["clientConnection"]["kubeconfig"]
@@ -154,7 +161,10 @@ def test_scheduler_config_is_the_lepton_scheduler_profile(render: Render) -> Non
 
 def test_kube_scheduler_image_follows_the_cluster_version(render: Render) -> None:
     (deployment,) = [
-        o for o in render() if o["kind"] == "Deployment" and "scheduler" in o["metadata"]["name"]
+        o
+        for o in render()
+        if o["kind"] == "Deployment"
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == "scheduler"
     ]
     images = [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
     assert images == [f"registry.k8s.io/kube-scheduler:v{KUBE_VERSION}"]
@@ -296,8 +306,8 @@ def test_network_policies_only_when_asked(render: Render) -> None:
     assert not by_kind(render(), "NetworkPolicy")
     policies = by_kind(render("-f", str(ALL_FEATURES)), "NetworkPolicy")
     assert len(policies) == 3
-    extender = next(p for n, p in policies.items() if n.endswith("-extender"))
-    peers = extender["spec"]["ingress"][0]["from"]
+    server = next(p for n, p in policies.items() if n.endswith("-scheduler-server"))
+    peers = server["spec"]["ingress"][0]["from"]
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scheduler"
 
 

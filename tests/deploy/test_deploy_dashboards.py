@@ -16,7 +16,8 @@ from pathlib import Path
 
 import promql_parser
 import pytest
-from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
+
+from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,7 @@ def test_the_issue_s_six_views_are_all_there() -> None:
         "Lepton / Cluster power and energy",
         "Lepton / Energy budgets and jobs",
         "Lepton / GPU power and limits by model",
-        "Lepton / Scheduler extender",
+        "Lepton / Scheduler",
         "Lepton / Exporter health",
     }
     exprs = " ".join(e for p in DASHBOARD_FILES for _, e in queries(load(p)))
@@ -37,8 +38,8 @@ def test_the_issue_s_six_views_are_all_there() -> None:
         "lepton_energybudget_limit_joules",  # budget use against its limit
         "leptonjob",  # energy per LeptonJob
         "lepton_gpu_power_limit_watts",  # power limit by model
-        "lepton_scheduler_decisions_total",  # extender decisions
-        "lepton_scheduler_request_duration_seconds_bucket",  # extender latency
+        "lepton_scheduler_decisions_total",  # the Lepton scheduler's decisions
+        "lepton_scheduler_request_duration_seconds_bucket",  # Lepton scheduler latency
         "lepton_exporter_up",  # exporter health
     ):
         assert needle in exprs, needle

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from lepton.cluster import tools
 from lepton.cluster.fleet import DEFAULT_FLEET
 from lepton.cluster.local import LocalCluster
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -101,13 +101,6 @@ def prometheus_operator_crds() -> list[Path]:
     return [folder / f"monitoring.coreos.com_{name}.yaml" for name in MONITOR_CRDS]
 
 
-def wait_until_gone(cluster: LocalCluster, release: str, timeout: float = 90) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while (remaining := left_behind(cluster, release)) and time.monotonic() < deadline:
-        time.sleep(1)
-    return remaining
-
-
 @pytest.fixture(scope="module")
 def release(cluster: LocalCluster) -> Iterator[str]:
     """Lepton installed with its default values, as a user would install it."""
@@ -174,17 +167,17 @@ CAN_I = [
     ("operator", "delete", "leptonjobs.lepton.dev", "team-a", False),
     ("operator", "update", "customresourcedefinitions.apiextensions.k8s.io", "", False),
     ("operator", "create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
-    # The extender: reads what it scores with, records its decisions as Events.
-    ("extender", "list", "nodes", "", True),
-    ("extender", "watch", "pods", "", True),
-    ("extender", "watch", "energybudgets.lepton.dev", "", True),
-    ("extender", "create", "events", "team-a", True),
-    ("extender", "get", "secrets", "team-a", False),
-    ("extender", "create", "pods/binding", "team-a", False),
-    ("extender", "patch", "nodes", "", False),
-    ("extender", "delete", "pods", "team-a", False),
-    ("extender", "patch", "energybudgets.lepton.dev/status", "team-a", False),
-    ("extender", "list", "configmaps", "", False),
+    # The Lepton scheduler: reads what it scores with, records its decisions as Events.
+    ("scheduler-server", "list", "nodes", "", True),
+    ("scheduler-server", "watch", "pods", "", True),
+    ("scheduler-server", "watch", "energybudgets.lepton.dev", "", True),
+    ("scheduler-server", "create", "events", "team-a", True),
+    ("scheduler-server", "get", "secrets", "team-a", False),
+    ("scheduler-server", "create", "pods/binding", "team-a", False),
+    ("scheduler-server", "patch", "nodes", "", False),
+    ("scheduler-server", "delete", "pods", "team-a", False),
+    ("scheduler-server", "patch", "energybudgets.lepton.dev/status", "team-a", False),
+    ("scheduler-server", "list", "configmaps", "", False),
     # The second kube-scheduler: what upstream's multiple-schedulers example grants.
     ("scheduler", "create", "pods/binding", "team-a", True),
     ("scheduler", "list", "nodes", "", True),
@@ -307,7 +300,7 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     monitors = cluster.kubectl(
         "get", "servicemonitors,podmonitors", "-n", namespace, "-o", "name"
     ).stdout.split()
-    assert len(monitors) == 3, monitors  # extender, operator (ServiceMonitors), exporter
+    assert len(monitors) == 3, monitors  # scheduler-server, operator (ServiceMonitors), exporter
     manifest = helm(cluster, "get", "manifest", name, f"--namespace={namespace}")
     docs = [
         d for d in manifest.split("\n---") if "kind: ServiceMonitor" in d or "kind: PodMonitor" in d
@@ -322,7 +315,10 @@ def test_install_with_every_feature_then_uninstall_leaves_only_the_crds(
     assert len(dashboards) == len(list((REPO / "deploy" / "dashboards").glob("*.json")))
 
     helm(cluster, "uninstall", name, f"--namespace={namespace}", "--wait")
-    assert wait_until_gone(cluster, name) == []
+    wait_for(
+        lambda: not left_behind(cluster, name), 90, f"{name}'s objects to be gone", interval=1.0
+    )
+    assert left_behind(cluster, name) == []
     assert cluster.kubectl("get", "servicemonitors,podmonitors", "-A", "-o", "name").stdout == ""
     for monitor_crd in MONITOR_CRDS:
         cluster.kubectl("delete", "crd", f"{monitor_crd}.monitoring.coreos.com")

@@ -1,10 +1,10 @@
 """Every dashboard query returns data from a real Prometheus.
 
-Prometheus (the Debian package) scrapes the real exporter, the real extender and the real
+Prometheus (the Debian package) scrapes the real exporter, the real Lepton scheduler and the real
 operator (`lepton operator`, which serves its budgets' gauges), all running against the
 local control plane: the exporter's model backend estimates the kwok
 fleet's GPUs and charges a GPU pod running there; its RAPL backend reads a fake sysfs
-(this machine has no RAPL), so the CPU panels have a counter to show. The extender
+(this machine has no RAPL), so the CPU panels have a counter to show. The Lepton scheduler
 answers a few filter/prioritize calls so its latency histogram has samples. Each panel's
 query, with Grafana's variables filled in, must then return at least one series.
 """
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import DASHBOARD_FILES, fill_variables, load, queries
 from lepton_exporter.main import build_exporter
-from prometheus_client import start_http_server
 
-from lepton.api import crd_dir
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
+from lepton.cluster.stack import LeptonStack
 from tests.support import builders, wait_for
+from tests.support.dashboards import DASHBOARD_FILES, fill_variables, load, queries
+from tests.support.exporter import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -79,33 +80,22 @@ def exporter_target(
     exporter, stoppers = build_exporter(
         "model,rapl", None, str(cluster.kubeconfig), str(sysfs), None, False
     )
-    stop = threading.Event()
+    energy_uj = [1000]
 
-    def run() -> None:
-        energy_uj = 1000
-        while not stop.is_set():
-            energy_uj += 40_000_000  # 40 J per half second: an 80 W CPU package
-            (zone / "energy_uj").write_text(f"{energy_uj}\n")
-            exporter.sample_once()
-            stop.wait(0.5)
+    def package_draws() -> None:
+        energy_uj[0] += 40_000_000  # 40 J per half second: an 80 W CPU package
+        (zone / "energy_uj").write_text(f"{energy_uj[0]}\n")
 
-    sampler = threading.Thread(target=run, daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
     try:
-        yield f"127.0.0.1:{port}"
+        with serving(exporter, package_draws) as url:
+            yield url
     finally:
-        stop.set()
-        sampler.join(timeout=5)
-        server.shutdown()
-        thread.join(timeout=5)
         for stopper in stoppers:
             stopper()
 
 
 @pytest.fixture(scope="module")
-def extender_target(cluster: LocalCluster) -> Iterator[str]:
+def scheduler_target(cluster: LocalCluster) -> Iterator[str]:
     port = free_port()
     code = (
         "from lepton_scheduler.app import run; "
@@ -119,7 +109,7 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
         wait_for(
             lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200,
             60,
-            "the extender to sync its caches",
+            "the Lepton scheduler to sync its caches",
             ignoring=(OSError,),
         )
         nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
@@ -151,33 +141,15 @@ def extender_target(cluster: LocalCluster) -> Iterator[str]:
 def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator[str]:
     """`lepton operator` watching the GPU pod's namespace, with a budget to report."""
     namespace, _ = gpu_pod
-    for crd in sorted(crd_dir().glob("*.yaml")):
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/energybudgets.lepton.dev", "--timeout=60s"
+    LeptonStack(cluster).install_crds()
+    builders.apply(
+        cluster,
+        namespace,
+        builders.energy_budget(500, "dash-budget"),
+        builders.lepton_job("dash-train", "dash-budget", 60),
+        # And one whose name extends the first's: the books keep the two apart (by UID).
+        builders.lepton_job("dash-train-2", "dash-budget", 60),
     )
-    budget = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "EnergyBudget",
-        "metadata": {"name": "dash-budget", "namespace": namespace},
-        "spec": {"limitWattHours": 500},
-    }
-    job = {
-        "apiVersion": "lepton.dev/v1alpha1",
-        "kind": "LeptonJob",
-        "metadata": {"name": "dash-train", "namespace": namespace},
-        "spec": {
-            "budgetName": "dash-budget",
-            "gpuModels": ["A40"],
-            "work": {"referenceGpuSeconds": 60},
-            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
-        },
-    }
-    # And one whose name extends the first's: the books keep the two apart (by UID).
-    job2 = json.loads(json.dumps(job).replace("dash-train", "dash-train-2"))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job2))
     port, liveness_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -226,7 +198,7 @@ def operator_target(cluster: LocalCluster, gpu_pod: tuple[str, str]) -> Iterator
 @pytest.fixture(scope="module")
 def prometheus(
     exporter_target: str,
-    extender_target: str,
+    scheduler_target: str,
     operator_target: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
@@ -238,7 +210,10 @@ def prometheus(
         },
         "scrape_configs": [
             {"job_name": "lepton-exporter", "static_configs": [{"targets": [exporter_target]}]},
-            {"job_name": "lepton-extender", "static_configs": [{"targets": [extender_target]}]},
+            {
+                "job_name": "lepton-scheduler-server",
+                "static_configs": [{"targets": [scheduler_target]}],
+            },
             {"job_name": "lepton-operator", "static_configs": [{"targets": [operator_target]}]},
         ],
     }
@@ -265,7 +240,7 @@ def prometheus(
         wait_for(
             scraped,
             60,
-            "Prometheus to scrape the exporter, the extender and the operator",
+            "Prometheus to scrape the exporter, the Lepton scheduler and the operator",
             ignoring=(OSError,),
         )
         yield url

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from lepton.cluster.stack import LeptonStack
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,14 +41,15 @@ def test_readme_manifests_are_accepted_admitted_and_run(lepton_stack: LeptonStac
         cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
     job = next(d for d in lepton_manifests() if d["kind"] == "LeptonJob")
     name = str(job["metadata"]["name"])  # type: ignore[index]
-    deadline = time.monotonic() + 120
-    state = None
-    while time.monotonic() < deadline:
-        lj = json.loads(cluster.kubectl("get", "lj", name, "-n", ns, "-o", "json").stdout)
-        state = lj.get("status", {}).get("state")
-        if state == "Finished":
-            break
-        time.sleep(1)
+
+    def finished() -> dict[str, Any] | None:
+        lj: dict[str, Any] = json.loads(
+            cluster.kubectl("get", "lj", name, "-n", ns, "-o", "json").stdout
+        )
+        return lj if lj.get("status", {}).get("state") == "Finished" else None
+
+    lj = wait_for(finished, 120, f"the README's job {name} to finish", interval=1.0)
+    state = lj["status"]["state"]
     assert state == "Finished", f"the README's job ended in state {state}"
     assert lj["status"]["consumedWattHours"] > 0
 

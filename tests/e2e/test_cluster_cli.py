@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton.cluster.local import pid_running
+from lepton.cluster.processes import pid_running
 
 pytestmark = pytest.mark.e2e
 

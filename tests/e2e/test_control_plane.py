@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from lepton.cluster.fleet import DEFAULT_FLEET, Fleet, NodeGroup
-from lepton.cluster.local import COMPONENTS, LocalCluster, free_port, pid_running
-from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE
+from lepton.cluster.local import COMPONENTS, LocalCluster
+from lepton.cluster.processes import free_port, pid_running
+from lepton.core.names import LABEL_GPU_PRODUCT, LABEL_ZONE, SCHEDULER_NAME
 from tests.support import wait_for
+from tests.support.builders import apply, gpu_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -44,28 +46,14 @@ def test_kubectl_lists_the_fleet_all_ready_with_gpu_labels(cluster: LocalCluster
 
 
 def test_a_job_with_three_completions_completes(cluster: LocalCluster, namespace: str) -> None:
+    pod = gpu_pod("three", container="work", restart_policy="Never")
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "three", "namespace": namespace},
-        "spec": {
-            "completions": 3,
-            "parallelism": 3,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "work",
-                            "image": "busybox",
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                }
-            },
-        },
+        "metadata": {"name": "three"},
+        "spec": {"completions": 3, "parallelism": 3, "template": {"spec": pod["spec"]}},
     }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    apply(cluster, namespace, job)
     cluster.kubectl(
         "wait",
         "--for=condition=Complete",
@@ -86,8 +74,8 @@ def test_a_job_with_three_completions_completes(cluster: LocalCluster, namespace
     assert all(p["spec"].get("nodeName") for p in pods), "every pod was bound to a node"
 
 
-class _RecordingExtender(BaseHTTPRequestHandler):
-    """A tiny extender: passes every node, prefers the first, records each call."""
+class _RecordingScheduler(BaseHTTPRequestHandler):
+    """A stand-in for the Lepton scheduler: passes every node, prefers the first, records calls."""
 
     calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -112,41 +100,26 @@ class _RecordingExtender(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def recording_extender() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+def recording_scheduler() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
     port = free_port()
-    _RecordingExtender.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", port), _RecordingExtender)
+    _RecordingScheduler.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", port), _RecordingScheduler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}", _RecordingExtender.calls
+        yield f"http://127.0.0.1:{port}", _RecordingScheduler.calls
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_lepton_scheduler_profile_calls_the_extender_and_binds(
-    cluster: LocalCluster, namespace: str, recording_extender: tuple[str, list[Any]]
+def test_lepton_scheduler_profile_calls_the_scheduler_and_binds(
+    cluster: LocalCluster, namespace: str, recording_scheduler: tuple[str, list[Any]]
 ) -> None:
-    url, calls = recording_extender
+    url, calls = recording_scheduler
     cluster.start_lepton_scheduler(url)
     try:
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "placed", "namespace": namespace},
-            "spec": {
-                "schedulerName": "lepton-scheduler",
-                "containers": [
-                    {
-                        "name": "work",
-                        "image": "busybox",
-                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                    }
-                ],
-            },
-        }
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        apply(cluster, namespace, gpu_pod("placed", scheduler=SCHEDULER_NAME, container="work"))
 
         def bound() -> bool:
             out = cluster.kubectl(
@@ -157,18 +130,24 @@ def test_lepton_scheduler_profile_calls_the_extender_and_binds(
         wait_for(bound, 60, "the pod to be bound by lepton-scheduler")
     finally:
         cluster.stop_lepton_scheduler()
-    verbs = {verb for verb, _ in calls}
-    assert "filter" in verbs and "prioritize" in verbs, f"extender saw {verbs}"
-    filter_args = next(body for verb, body in calls if verb == "filter")
-    # nodeCacheCapable: only names travel, and the pod is the one we created.
-    assert filter_args["Pod"]["metadata"]["name"] == "placed"
+    # Only this pod's calls: other tests' pods that name the profile may reach the stand-in too.
+    ours = [
+        (verb, body)
+        for verb, body in calls
+        if (body["Pod"]["metadata"]["name"], body["Pod"]["metadata"]["namespace"])
+        == ("placed", namespace)
+    ]
+    verbs = {verb for verb, _ in ours}
+    assert "filter" in verbs and "prioritize" in verbs, f"the stand-in saw {verbs} for our pod"
+    filter_args = next(body for verb, body in ours if verb == "filter")
+    # nodeCacheCapable: only names travel.
     assert filter_args["NodeNames"], "the scheduler sent candidate node names"
     assert filter_args.get("Nodes") is None
     node = cluster.kubectl(
         "get", "pod", "placed", "-n", namespace, "-o", "jsonpath={.spec.nodeName}"
     ).stdout
-    first_candidate = next(body for verb, body in calls if verb == "prioritize")["NodeNames"][0]
-    assert node == first_candidate, "the extender's top score decided the placement"
+    first_candidate = next(body for verb, body in ours if verb == "prioritize")["NodeNames"][0]
+    assert node == first_candidate, "the Lepton scheduler's top score decided the placement"
 
 
 def test_down_leaves_no_process_and_up_again_works(tmp_path: Path, cluster: LocalCluster) -> None:

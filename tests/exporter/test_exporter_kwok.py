@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
-from exporter_helpers import query, running_prometheus, scrape, series, wait_for_series
 from lepton_exporter.main import build_exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.podresources import api_pb2_grpc
 from lepton_exporter.podresources.client import fake_response
-from prometheus_client import start_http_server
 from test_exporter_sharing import FakeKubelet, write_process
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
 from lepton.core.names import ANNOTATION_GPU_UTILIZATION
 from lepton.core.profiles import get_profile
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from tests.support import builders, wait_for
+from tests.support.exporter import scrape, series, serving
+from tests.support.prometheus import query, running_prometheus, wait_for_series
 
 pytestmark = pytest.mark.e2e
 
@@ -52,13 +50,8 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
         podresources_socket=None,
         enable_power_capping=False,
     )
-    stop = threading.Event()
-    sampler = threading.Thread(target=exporter.run, args=(0.5, stop), daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
     try:
-        with running_prometheus(tmp_path, f"127.0.0.1:{port}") as prometheus:
+        with serving(exporter) as url, running_prometheus(tmp_path, url) as prometheus:
             pod = wait_for_series(
                 prometheus,
                 f'lepton_pod_gpu_active_energy_joules_total{{namespace="{namespace}",'
@@ -92,10 +85,6 @@ def test_one_exporter_serves_the_kwok_fleet_and_charges_its_pods(
 
             wait_for(node_is_free, 30, "the deleted pod to free its modelled GPU")
     finally:
-        stop.set()
-        sampler.join(timeout=5)
-        server.shutdown()
-        thread.join(timeout=5)
         for stopper in stoppers:
             stopper()
 
@@ -153,16 +142,16 @@ def test_sharing_attribution_names_pids_by_the_api_servers_pod_uids(
     )
     exporter.clock = fake.clock
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def both_slices_charged() -> bool:
             fake.advance(1.0)
             exporter.sample_once()
             got = scrape(exporter.accountant)
             hi = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-hi"))
             lo = sum(series(got, "lepton_pod_gpu_active_energy_joules_total", pod="slice-lo"))
-            if (hi > 0 and lo > 0) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return hi > 0 and lo > 0
+
+        wait_for(both_slices_charged, 30, "both slices' pods to be charged", interval=0.2)
         for _ in range(10):
             fake.advance(1.0)
             exporter.sample_once()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from exporter_helpers import scrape, series
 from lepton_exporter.main import build_exporter
 
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support.exporter import scrape, series
 
 
 def test_nvml_and_rapl_run_side_by_side_on_one_node(tmp_path: Path) -> None:

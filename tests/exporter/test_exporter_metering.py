@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from exporter_helpers import scrape, series
 from hypothesis import example, given
 from hypothesis import strategies as st
 from lepton_exporter.accounting import Accountant
@@ -18,6 +17,7 @@ from lepton.core.metering import (
     wrapping_counter_delta,
 )
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support.exporter import scrape, series
 
 MAX_RANGE_UJ = 262_143_328_850  # a real max_energy_range_uj of an Intel package zone
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.model import (
     ANNOTATION_GPU_UTILIZATION,
@@ -15,6 +14,7 @@ from lepton_exporter.model import (
 )
 
 from lepton.core.profiles import get_profile
+from tests.support.exporter import scrape, series
 
 A40 = get_profile("NVIDIA-A40")
 NODES = [FleetNode("kwok-a40-0", "NVIDIA-A40", 2), FleetNode("kwok-t4-0", "Tesla-T4", 1)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.nvml import NvmlBackend
 
@@ -11,6 +10,7 @@ from lepton.core.profiles import get_profile
 from lepton.hw import fake_nvml
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from lepton.hw.nvml import NvmlUnavailableError
+from tests.support.exporter import scrape, series
 
 NODE = "gpu-node-1"
 

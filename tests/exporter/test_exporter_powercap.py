@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.powercap import PowerCapper
@@ -14,6 +13,7 @@ from lepton.core.names import ANNOTATION_POWER_LIMIT_WATTS
 from lepton.core.profiles import get_profile
 from lepton.hw import fake_nvml
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
+from tests.support.exporter import scrape, series
 
 NODE = "gpu-node-1"
 JOB_POD = PodRef("ml", "train-0", "trainer")

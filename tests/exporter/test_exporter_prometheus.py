@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from exporter_helpers import query, running_prometheus
 from lepton_exporter.main import Exporter
 from lepton_exporter.metrics import METRICS
 from lepton_exporter.model import FleetNode, FleetPod, ModelBackend, static_fleet
@@ -16,11 +13,12 @@ from lepton_exporter.nvml import NvmlBackend
 from lepton_exporter.powercap import PowerCapper
 from lepton_exporter.rapl import RaplBackend
 from lepton_exporter.readings import PodRef
-from prometheus_client import start_http_server
 
-from lepton.cluster.local import free_port
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
 from lepton.hw.rapl import powercap_dir
+from tests.support.exporter import serving
+from tests.support.prometheus import query, running_prometheus
+from tests.support.wait import wait_for
 
 NODE = "gpu-node-1"
 TRAINER = PodRef("ml", "train-0", "trainer")
@@ -66,23 +64,8 @@ def exporter_url(tmp_path: Path) -> Iterator[str]:
     annotations: dict[PodRef, Mapping[str, str]] = {TRAINER: {"lepton.dev/power-cap": "200"}}
     exporter.capper = PowerCapper(fake, nvml.handle_for_uuid, NODE)
     exporter.annotations_for = lambda pod: annotations.get(pod, {})
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            fake.advance(0.5)
-            exporter.sample_once()
-            stop.wait(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry())
-    yield f"127.0.0.1:{port}"
-    stop.set()
-    sampler.join(timeout=5)
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(exporter, lambda: fake.advance(0.5)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -92,12 +75,13 @@ def prometheus(tmp_path: Path, exporter_url: str) -> Iterator[str]:
 
 
 def test_prometheus_scrapes_every_metric_family(prometheus: str) -> None:
-    deadline = time.monotonic() + 40
     missing = list(METRICS)
-    while missing and time.monotonic() < deadline:
-        missing = [name for name in missing if not query(prometheus, name)]
-        if missing:
-            time.sleep(0.5)
+
+    def every_family_scraped() -> bool:
+        missing[:] = [name for name in missing if not query(prometheus, name)]
+        return not missing
+
+    wait_for(every_family_scraped, 40, "a series of every metric family", interval=0.5)
     assert missing == [], f"no series in Prometheus for {missing}"
 
     # The queries users (and the operator) run return what the exporter meant.

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.rapl import RaplBackend
 
 from lepton.hw.rapl import powercap_dir
+from tests.support.exporter import scrape, series
 
 MAX_RANGE_UJ = 262_143_328_850  # max_energy_range_uj of a real Intel package zone
 

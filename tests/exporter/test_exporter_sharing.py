@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from exporter_helpers import scrape, series
 from lepton_exporter.accounting import Accountant
 from lepton_exporter.kube import PodIdentity, dra_device_uuids
 from lepton_exporter.main import Exporter
@@ -39,6 +38,7 @@ from lepton_exporter.readings import PodRef
 
 from lepton.hw import fake_nvml
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml, mig_gpu
+from tests.support.exporter import scrape, series
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 UID = "5f3e2c1a-7b4d-4e8f-9a0b-1c2d3e4f5a6b"

@@ -263,7 +263,7 @@ def test_twenty_jobs_against_a_budget_for_five_admit_exactly_five() -> None:
     states = [api.state(f"j{i:02d}") for i in range(20)]
     assert states.count("Admitted") == 5 and states.count("Waiting") == 15
     status = api.budgets["team"]["status"]
-    assert status["reservedWattHours"] + status["consumedWattHours"] <= limit
+    assert status["heldWattHours"] + status["consumedWattHours"] <= limit
     assert status["queuedJobs"] == 15
     message = api.lepton_jobs["j05"]["status"]["conditions"][0]["message"]
     assert f"needs {estimate:.2f} Wh" in message and f"of {limit:.2f} Wh left" in message
@@ -569,7 +569,7 @@ def test_a_limit_lowered_under_running_jobs_shows_what_they_hold_beyond_it() -> 
     api.add_job("c", offset=2)
     run_pass(api, now=T0 + timedelta(seconds=2))
     status = api.budgets["team"]["status"]
-    committed = status["consumedWattHours"] + status["reservedWattHours"]
+    committed = status["consumedWattHours"] + status["heldWattHours"]
     limit = api.budgets["team"]["spec"]["limitWattHours"]
     assert committed > limit
     assert status["overLimitWattHours"] == pytest.approx(committed - limit, abs=1e-5)

@@ -1,8 +1,9 @@
 """End to end on the local control plane: CRD validation, the examples, the budget race, crashes.
 
 The operator runs as a real subprocess (``python -m lepton_operator``) against the real
-apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the extender has
-tests of its own), or a scheduler that does not exist when a test needs jobs that never finish.
+apiserver, so SIGKILL is a real crash. Its pods use the default scheduler here (the Lepton
+scheduler has tests of its own), or a scheduler that does not exist when a test needs jobs that
+never finish.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lepton.api import crd_dir
 from lepton.api.jobspec import estimate_energy
 from lepton.api.v1alpha1 import LeptonJobSpec
 from lepton.cluster.local import LocalCluster
+from lepton.cluster.stack import LeptonStack
 from lepton.demo import EXAMPLES_DIR
 from tests.support import wait_for
 from tests.support.builders import apply, energy_budget, lepton_job
@@ -35,9 +36,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def crds(cluster: LocalCluster) -> None:
-    cluster.kubectl("apply", "-f", str(crd_dir()))
-    for name in ("energybudgets.lepton.dev", "leptonjobs.lepton.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    LeptonStack(cluster).install_crds()
 
 
 class Operator:
@@ -325,8 +324,8 @@ SETTLED = ("Admitted", "Running", "Waiting")
 
 def _observe(cluster: LocalCluster, namespace: str, limit: int) -> list[str]:
     eb = get(cluster, namespace, "energybudget", "team").get("status") or {}
-    total = eb.get("reservedWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
-    assert total <= limit + 1e-6, f"reserved + consumed = {total} > limit {limit}"
+    total = eb.get("heldWattHours", 0.0) + eb.get("consumedWattHours", 0.0)
+    assert total <= limit + 1e-6, f"held + consumed = {total} > limit {limit}"
     return [r["jobUid"] for r in eb.get("reservations", [])]
 
 

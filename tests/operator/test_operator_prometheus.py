@@ -7,8 +7,6 @@ A job's series are chosen by its pods' exact names, so ``train`` never counts th
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +32,11 @@ from prometheus_client.registry import Collector
 
 from lepton.api.jobspec import estimate_energy, estimated_consumption_watt_hours
 from lepton.api.v1alpha1 import LeptonJobSpec
-from lepton.cluster.local import free_port
+from lepton.cluster.processes import free_port
 from lepton.core.energy import SECONDS_PER_HOUR
 from lepton.hw.fake_nvml import FakeGpu, FakeNvml
 from tests.support import wait_for
+from tests.support.prometheus import query, running_prometheus
 
 ACTIVE = "lepton_pod_gpu_active_energy_joules_total"
 IDLE = "lepton_pod_gpu_idle_energy_joules_total"
@@ -69,29 +68,10 @@ def scraping(tmp_path: Path) -> Iterator[tuple[str, CollectorRegistry]]:
     registry = CollectorRegistry()
     target_port = free_port()
     server, thread = start_http_server(target_port, addr="127.0.0.1", registry=registry)
-    binary = shutil.which("prometheus")
-    assert binary, "install Prometheus: apt-get install -y --no-install-recommends prometheus"
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n  - job_name: exporter\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        yield f"http://127.0.0.1:{port}", registry
+        with running_prometheus(tmp_path, f"127.0.0.1:{target_port}") as url:
+            yield url, registry
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         server.shutdown()
         thread.join(timeout=5)
 
@@ -106,10 +86,7 @@ def prometheus(scraping: tuple[str, CollectorRegistry]) -> tuple[str, Counters]:
 
 def _scraped(url: str, pod: str, value: float, timeout: float = 30.0) -> None:
     def seen() -> bool:
-        reply = requests.get(
-            f"{url}/api/v1/query", params={"query": f'{ACTIVE}{{pod="{pod}"}}'}, timeout=5
-        ).json()
-        result = reply.get("data", {}).get("result", [])
+        result = query(url, f'{ACTIVE}{{pod="{pod}"}}')
         return bool(result) and float(result[0]["value"][1]) == value
 
     wait_for(

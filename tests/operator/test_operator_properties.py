@@ -205,7 +205,7 @@ class World:
             self.books_closed += 1
         self.period_start = status["periodStartTime"]
         self.last_consumed = status["consumedWattHours"]
-        used_and_held = status["consumedWattHours"] + status["reservedWattHours"]
+        used_and_held = status["consumedWattHours"] + status["heldWattHours"]
         # The limit the status was computed under (a pass that died before writing leaves the
         # books of the limit before an edit).
         limit = self.limits[status["observedGeneration"]]

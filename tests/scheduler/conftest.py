@@ -1,4 +1,4 @@
-"""The extender served for real on 127.0.0.1, with a cache the test feeds directly."""
+"""The Lepton scheduler served for real on 127.0.0.1, with a cache the test feeds directly."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 import requests
-from lepton_scheduler.app import EXTENDER_KEY, build_app
+from lepton_scheduler.app import SCHEDULER_KEY, build_app
 from lepton_scheduler.cache import ClusterCache
-from scheduler_helpers import NOW, Server, serve
+
+from tests.support.scheduler import NOW, Server, serve
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def make_server() -> Iterator[Callable[..., Server]]:
         app = build_app(cache, **kw)
         url, stop = serve(app)
         stops.append(stop)
-        return Server(url, app[EXTENDER_KEY], cache, requests.Session())
+        return Server(url, app[SCHEDULER_KEY], cache, requests.Session())
 
     yield make
     for stop in stops:

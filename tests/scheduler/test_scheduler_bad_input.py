@@ -10,11 +10,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from lepton_scheduler.app import EXTENDER_KEY, ExtenderConfig, build_app
-from scheduler_helpers import FLEET, Server, extender_args, fleet_cache, lepton_pod, serve
+from lepton_scheduler.app import SCHEDULER_KEY, SchedulerConfig, build_app
 
 from lepton.core.hints import JobHints
 from lepton.core.names import ANNOTATION_WORK_GPU_HOURS
+from tests.support.scheduler import FLEET, Server, extender_args, fleet_cache, lepton_pod, serve
 
 ALL = [n[0] for n in FLEET]
 
@@ -27,9 +27,9 @@ def server(make_server: Any) -> Server:
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[Server]:
     """One server for all fuzzed cases, with a 4 KiB body limit."""
-    app = build_app(fleet_cache(), config=ExtenderConfig(max_body_bytes=FUZZ_BODY_LIMIT))
+    app = build_app(fleet_cache(), config=SchedulerConfig(max_body_bytes=FUZZ_BODY_LIMIT))
     url, stop = serve(app)
-    yield Server(url, app[EXTENDER_KEY], app[EXTENDER_KEY].cache, requests.Session())
+    yield Server(url, app[SCHEDULER_KEY], app[SCHEDULER_KEY].cache, requests.Session())
     stop()
 
 

@@ -1,4 +1,4 @@
-"""The KubeSchedulerConfiguration in the repo matches what the extender serves."""
+"""The KubeSchedulerConfiguration in the repo matches what the Lepton scheduler serves."""
 
 from __future__ import annotations
 
@@ -11,27 +11,27 @@ from lepton_scheduler.config import kube_scheduler_config, render_kube_scheduler
 from lepton.core.names import SCHEDULER_NAME
 
 
-def test_the_profile_calls_the_extender_by_name_only_and_fails_open() -> None:
+def test_the_profile_calls_the_scheduler_by_name_only_and_fails_open() -> None:
     config = kube_scheduler_config("http://127.0.0.1:8888/", "/tmp/kubeconfig")
     assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
     assert config["kind"] == "KubeSchedulerConfiguration"
     assert config["clientConnection"]["kubeconfig"] == "/tmp/kubeconfig"
     assert [p["schedulerName"] for p in config["profiles"]] == [SCHEDULER_NAME]
     assert config["percentageOfNodesToScore"] == 100
-    (extender,) = config["extenders"]
-    assert extender["urlPrefix"] == "http://127.0.0.1:8888"
-    assert extender["nodeCacheCapable"] is True
-    assert extender["ignorable"] is True
-    assert extender["weight"] >= 1
-    assert "bindVerb" not in extender and "preemptVerb" not in extender
+    (entry,) = config["extenders"]
+    assert entry["urlPrefix"] == "http://127.0.0.1:8888"
+    assert entry["nodeCacheCapable"] is True
+    assert entry["ignorable"] is True
+    assert entry["weight"] >= 1
+    assert "bindVerb" not in entry and "preemptVerb" not in entry
 
 
-def test_the_verbs_are_routes_the_extender_serves() -> None:
-    (extender,) = kube_scheduler_config("http://x", "k")["extenders"]
+def test_the_verbs_are_routes_the_scheduler_serves() -> None:
+    (entry,) = kube_scheduler_config("http://x", "k")["extenders"]
     app: web.Application = build_app()
     posts = {r.resource.canonical for r in app.router.routes() if r.method == "POST"}  # type: ignore[union-attr]
-    assert f"/{extender['filterVerb']}" in posts
-    assert f"/{extender['prioritizeVerb']}" in posts
+    assert f"/{entry['filterVerb']}" in posts
+    assert f"/{entry['prioritizeVerb']}" in posts
 
 
 def test_https_adds_tls_config() -> None:

@@ -1,6 +1,6 @@
-"""The extender on a real control plane: kube-scheduler's lepton-scheduler profile calls it.
+"""The Lepton scheduler on a real control plane: kube-scheduler's lepton-scheduler profile calls it.
 
-The extender runs in this process with its watches on the cluster; a second
+The Lepton scheduler runs in this process with its watches on the cluster; a second
 kube-scheduler (profile ``lepton-scheduler``, the repository's
 KubeSchedulerConfiguration) calls it over HTTP; kwok plays the GPU nodes of
 the default fleet (A40, A100, T4, L4 over three zones). Pods are made as the
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lepton_scheduler.app import EXTENDER_KEY, Extender, ExtenderConfig, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
+from lepton_scheduler.app import SCHEDULER_KEY, Scheduler, SchedulerConfig, build_app
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import EnergyPolicy, JobHints
 from lepton.core.names import EVENT_REASON_SCORED, LABEL_GPU_PRODUCT, LABEL_JOB_NAME, LABEL_ZONE
 from lepton.core.predictor import PredictorConfig, Series
@@ -35,6 +35,7 @@ from lepton.demo import SERVICE_EXAMPLE
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,7 @@ class SettableHistory:
 @dataclass
 class Live:
     cluster: LocalCluster
-    extender: Extender
+    scheduler: Scheduler
     history: SettableHistory
     url: str
 
@@ -67,7 +68,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(cluster: LocalCluster) -> Iterator[Live]:
     history = SettableHistory()
-    config = ExtenderConfig(
+    config = SchedulerConfig(
         forecast_interval_seconds=0.5,
         retrain_interval_seconds=3600,
         history_seconds=4 * 3600,
@@ -75,11 +76,11 @@ def live(cluster: LocalCluster) -> Iterator[Live]:
     )
     app = build_app(kube_api=api_client(str(cluster.kubeconfig)), history=history, config=config)
     url, stop = serve(app)
-    extender = app[EXTENDER_KEY]
-    wait_for(lambda: extender.synced, 60, "the extender's caches to sync")
+    scheduler = app[SCHEDULER_KEY]
+    wait_for(lambda: scheduler.synced, 60, "the Lepton scheduler's caches to sync")
     cluster.start_lepton_scheduler(url)
     try:
-        yield Live(cluster, extender, history, url)
+        yield Live(cluster, scheduler, history, url)
     finally:
         cluster.stop_lepton_scheduler()
         stop()
@@ -104,7 +105,7 @@ def keep_nodes_awake(cluster: LocalCluster, namespace: str) -> None:
 
 
 def _awake_seen(live: Live, namespace: str) -> bool:
-    return all(live.extender.cache.pod(namespace, f"awake-{n}") for n in FLEET_NODES)
+    return all(live.scheduler.cache.pod(namespace, f"awake-{n}") for n in FLEET_NODES)
 
 
 def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
@@ -113,7 +114,7 @@ def node_labels(cluster: LocalCluster) -> dict[str, dict[str, str]]:
 
 
 def _every_gpu_free(live: Live) -> bool:
-    table, _ = live.extender.cache.table(FLEET_NODES)
+    table, _ = live.scheduler.cache.table(FLEET_NODES)
     return bool((table.free_gpus == table.total_gpus).all())
 
 
@@ -133,7 +134,7 @@ def test_efficiency_job_lands_on_the_gpu_model_with_least_energy(live: Live, awa
     node = placed(live.cluster, awake, ["frugal-0"])["frugal-0"]
     # The L4's 72 W board does a reference GPU-hour for the least energy in the fleet.
     assert node_labels(live.cluster)[node][LABEL_GPU_PRODUCT] == "NVIDIA-L4"
-    explained = live.extender.explain(f"{awake}/frugal-0")
+    explained = live.scheduler.explain(f"{awake}/frugal-0")
     energies = {n["gpuModel"]: n["energyWattHours"] for n in explained["nodes"]}
     assert min(energies, key=lambda m: energies[m]) == "NVIDIA-L4"
     # and the decision is on the pod for `kubectl describe`
@@ -166,7 +167,7 @@ def test_three_replicas_spread_one_per_zone(live: Live, awake: str) -> None:
 
 
 def _free_gpus_per_zone(live: Live) -> dict[str, int]:
-    table, _ = live.extender.cache.table(FLEET_NODES, (LABEL_ZONE,))
+    table, _ = live.scheduler.cache.table(FLEET_NODES, (LABEL_ZONE,))
     values, ids = table.domain_ids(LABEL_ZONE)
     free: Counter[str] = Counter()
     for i, zone in enumerate(ids.tolist()):
@@ -197,7 +198,7 @@ def test_nodes_whose_history_predicts_high_load_are_avoided(live: Live, awake: s
     live.history.levels = {n: (0.1 if n == calm else 0.95) for n in a40s}
     try:
         wait_for(
-            lambda: live.extender.cache.forecasts.get(a40s[0], 0) > 0.8,
+            lambda: live.scheduler.cache.forecasts.get(a40s[0], 0) > 0.8,
             30,
             "forecasts from the history",
         )
@@ -276,7 +277,7 @@ def test_a_deployment_with_service_hints_lands_on_small_efficient_gpus(
     products = {labels[p["spec"]["nodeName"]][LABEL_GPU_PRODUCT] for p in pods()}
     assert products <= {"Tesla-T4", "NVIDIA-L4"}, products
     name = pods()[0]["metadata"]["name"]
-    explained = live.extender.explain(f"{awake}/{name}")
+    explained = live.scheduler.explain(f"{awake}/{name}")
     assert explained["workloadKind"] == "Service"
     assert explained["job"].startswith("embeddings-")  # its ReplicaSet: the replicas are siblings
     assert {"gpuUtilization", "heldIdleWatts", "activeWatts", "powerWatts"} <= set(

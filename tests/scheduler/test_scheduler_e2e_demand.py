@@ -2,11 +2,11 @@
 
 A real Prometheus holds six hours of the exporter's metrics for two workloads
 (backfilled with ``promtool``): one keeps its GPUs ~25 % busy, the other ~75 %.
-The extender runs with that Prometheus and its watches on the local cluster;
+The Lepton scheduler runs with that Prometheus and its watches on the local cluster;
 kube-scheduler's ``lepton-scheduler`` profile calls it; kwok plays the default
 fleet (A40, A100, T4, L4). A new pod of each workload declares 10 % of an A40
 (what would send both to the small, efficient GPUs). Each is created gated
-(``schedulingGates``): the watch sees it pending, the extender's background
+(``schedulingGates``): the watch sees it pending, the Lepton scheduler's background
 thread fetches its workload's history, and the gate is lifted once the forecast
 is kept, so the decision is the forecast's and not a race.
 """
@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lepton_scheduler.app import EXTENDER_KEY, ExtenderConfig, build_app
+from lepton_scheduler.app import SCHEDULER_KEY, SchedulerConfig, build_app
 from lepton_scheduler.history import PrometheusHistory
-from scheduler_helpers import (
-    HISTORY_HOURS,
-    backfilled_prometheus,
-    placed,
-    serve,
-    workload_openmetrics,
-)
 
 from lepton.cluster.fleet import LABEL_GPU_PRODUCT, product_label
 from lepton.cluster.local import LocalCluster
@@ -38,6 +31,13 @@ from lepton.core.scoring import ScoringConfig
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import (
+    HISTORY_HOURS,
+    backfilled_prometheus,
+    placed,
+    serve,
+    workload_openmetrics,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def gated_service(owner: str) -> dict[str, Any]:
 def served(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Any]:
     history = workload_openmetrics(int(time.time()), namespace, WORKLOADS)
     with backfilled_prometheus(tmp_path, history) as url:
-        config = ExtenderConfig(
+        config = SchedulerConfig(
             history_seconds=HISTORY_HOURS * 3600.0,
             retrain_interval_seconds=3600,
             predictor=PredictorConfig(max_iter=20),
@@ -66,12 +66,12 @@ def served(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[An
             history=PrometheusHistory(url),
             config=config,
         )
-        extender_url, stop = serve(app)
-        extender = app[EXTENDER_KEY]
+        scheduler_url, stop = serve(app)
+        scheduler = app[SCHEDULER_KEY]
         try:
-            wait_for(lambda: extender.synced, 60, "the extender's caches to sync")
-            cluster.start_lepton_scheduler(extender_url)
-            yield extender
+            wait_for(lambda: scheduler.synced, 60, "the Lepton scheduler's caches to sync")
+            cluster.start_lepton_scheduler(scheduler_url)
+            yield scheduler
         finally:
             cluster.stop_lepton_scheduler()
             stop()

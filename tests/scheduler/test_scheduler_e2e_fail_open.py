@@ -1,9 +1,9 @@
-"""Fail-open on a real control plane: with the extender killed, pods are still scheduled.
+"""Fail-open on a real control plane: with the Lepton scheduler killed, pods are still scheduled.
 
 The extender stanza is ``ignorable: true``, so kube-scheduler goes on without
-it. When the extender comes back it counts the LeptonJob pods that were
+it. When the Lepton scheduler comes back it counts the LeptonJob pods that were
 placed while it was away (bound, recent, no ``LeptonScored`` event) in
-``lepton_scheduler_pods_placed_without_extender_total``.
+``lepton_scheduler_pods_placed_unscored_total``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import re
 import urllib.request
 
 import pytest
-from lepton_scheduler.app import EXTENDER_KEY, build_app
-from scheduler_helpers import FLEET_NODES, placed, serve
+from lepton_scheduler.app import SCHEDULER_KEY, build_app
 
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import JobHints
 from lepton.kube import api_client
 from tests.support import wait_for
 from tests.support.builders import apply, job_pod
+from tests.support.scheduler import FLEET_NODES, placed, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +33,17 @@ def _metric(url: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_pods_are_scheduled_while_the_extender_is_down_and_counted_after(
+def test_pods_are_scheduled_while_the_scheduler_is_down_and_counted_after(
     cluster: LocalCluster, namespace: str
 ) -> None:
     port = free_port()
     api = api_client(str(cluster.kubeconfig))
     first = build_app(kube_api=api)
     url, stop_first = serve(first, port)
-    wait_for(lambda: first[EXTENDER_KEY].synced, 60, "the extender's caches to sync")
+    wait_for(lambda: first[SCHEDULER_KEY].synced, 60, "the Lepton scheduler's caches to sync")
     cluster.start_lepton_scheduler(url)
     try:
-        stop_first()  # the extender is gone; its URL refuses connections
+        stop_first()  # the Lepton scheduler is gone; its URL refuses connections
         hints = JobHints(job_name="orphan")
         apply(cluster, namespace, job_pod("orphan-0", hints))
         assert placed(cluster, namespace, ["orphan-0"])["orphan-0"] in FLEET_NODES
@@ -50,13 +51,13 @@ def test_pods_are_scheduled_while_the_extender_is_down_and_counted_after(
         second = build_app(kube_api=api_client(str(cluster.kubeconfig)))
         url_again, stop_second = serve(second, port)
         try:
-            wait_for(lambda: second[EXTENDER_KEY].synced, 60, "the restarted extender to sync")
-            counted = _metric(url_again, "lepton_scheduler_pods_placed_without_extender_total")
+            wait_for(lambda: second[SCHEDULER_KEY].synced, 60, "the restarted scheduler to sync")
+            counted = _metric(url_again, "lepton_scheduler_pods_placed_unscored_total")
             assert counted >= 1
             # and it is back in charge: the next pod is scored
             apply(cluster, namespace, job_pod("orphan-1", hints))
             placed(cluster, namespace, ["orphan-1"])
-            assert second[EXTENDER_KEY].decisions.get(f"{namespace}/orphan-1") is not None
+            assert second[SCHEDULER_KEY].decisions.get(f"{namespace}/orphan-1") is not None
         finally:
             stop_second()
     finally:

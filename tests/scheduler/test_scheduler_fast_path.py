@@ -7,13 +7,13 @@ import threading
 import time
 from typing import Any
 
-from lepton_scheduler.app import ExtenderConfig
+from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.assumed import AssumedPlacements
 from lepton_scheduler.events import EventRecorder
-from scheduler_helpers import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
 
 from lepton.core.hints import JobHints
 from tests.support import wait_for
+from tests.support.scheduler import FLEET, ZONE, extender_args, fleet_cache, lepton_pod, plain_pod
 
 ALL = [n[0] for n in FLEET]
 ZONES = {n[0]: n[3] for n in FLEET}
@@ -63,7 +63,7 @@ def test_filter_lets_a_limited_replica_into_the_domain_of_its_best_node_only(
     left_out = [n for n in ALL if ZONES[n] != zone]
     assert set(left_out) <= set(body["FailedAndUnresolvableNodes"])
     assert f"{ZONE}={zone}" in body["FailedAndUnresolvableNodes"][left_out[0]]
-    assert server.extender.assumed.node_of("uid-train-0") in body["NodeNames"]
+    assert server.scheduler.assumed.node_of("uid-train-0") in body["NodeNames"]
 
 
 def test_a_burst_of_replicas_lands_one_per_zone_before_any_is_seen_bound(
@@ -89,21 +89,21 @@ def test_the_watch_replaces_an_assumption_by_where_the_pod_was_bound(make_server
     first = lepton_pod(LIMITED, name="train-0")
     cache.upsert_pod(first)
     server.post("filter", extender_args(first, ALL))
-    assumed = server.extender.assumed.node_of("uid-train-0")
+    assumed = server.scheduler.assumed.node_of("uid-train-0")
     assert assumed is not None
     elsewhere = next(n for n in ALL if ZONES[n] != ZONES[assumed])
     bound = _bound(first, elsewhere)  # kube-scheduler chose another node after all
     cache.upsert_pod(bound)
-    server.extender.observe_pod(bound)
-    assert server.extender.assumed.node_of("uid-train-0") is None
+    server.scheduler.observe_pod(bound)
+    assert server.scheduler.assumed.node_of("uid-train-0") is None
     body = server.post("filter", extender_args(lepton_pod(LIMITED, name="train-1"), ALL)).json()
     assert ZONES[elsewhere] not in {ZONES[n] for n in body["NodeNames"]}
     # deleted: it counts no more
     cache.delete_pod(bound)
-    server.extender.forget_pod(bound)
-    server.extender.forget_pod(lepton_pod(LIMITED, name="train-1"))
+    server.scheduler.forget_pod(bound)
+    server.scheduler.forget_pod(lepton_pod(LIMITED, name="train-1"))
     body = server.post("filter", extender_args(lepton_pod(LIMITED, name="train-2"), ALL)).json()
-    first_choice = server.extender.assumed.node_of("uid-train-2")
+    first_choice = server.scheduler.assumed.node_of("uid-train-2")
     assert first_choice is not None and ZONES[first_choice] == ZONES[assumed]
 
 
@@ -202,12 +202,12 @@ def test_events_are_batched_per_pod_and_rate_limited() -> None:
 
 
 def test_kept_explanations_are_bounded_by_their_node_rows(make_server: Any) -> None:
-    config = ExtenderConfig(explanation_rows_kept=2 * len(ALL))
+    config = SchedulerConfig(explanation_rows_kept=2 * len(ALL))
     server = make_server(fleet_cache(), config=config)
     for i in range(3):
         pod = lepton_pod(JobHints(job_name="train"), name=f"train-{i}")
         assert server.post("prioritize", extender_args(pod, ALL)).status_code == 200
-    assert list(server.extender.decisions) == ["ml/train-1", "ml/train-2"]
+    assert list(server.scheduler.decisions) == ["ml/train-1", "ml/train-2"]
     assert server.get("/explain?pod=ml/train-0").status_code == 404
     assert len(server.get("/explain?pod=ml/train-2").json()["nodes"]) == len(ALL)
 
@@ -229,7 +229,7 @@ def test_a_replica_with_one_node_left_counts_there_without_prioritize(make_serve
     soft = JobHints(job_name="soft", replicas=2, spread_across=ZONE, gpu_models=("T4",))
     body = server.post("filter", extender_args(lepton_pod(soft, name="soft-0"), ALL)).json()
     assert body["NodeNames"] == ["t4-0"]  # kube-scheduler binds it without asking prioritize
-    assert server.extender.assumed.node_of("uid-soft-0") == "t4-0"
+    assert server.scheduler.assumed.node_of("uid-soft-0") == "t4-0"
 
 
 def test_filter_best_answers_the_top_ties_of_filter_then_prioritize_in_one_call(
@@ -253,7 +253,7 @@ def test_filter_best_answers_the_top_ties_of_filter_then_prioritize_in_one_call(
         assert explained.status_code == 200, explained.text
         assert explained.json() == two.get(f"/explain?pod={key}").json()
     # the spreading replica counts for its siblings where it was ranked best
-    assert server.extender.assumed.node_of("uid-spread-0") in body["NodeNames"]
+    assert server.scheduler.assumed.node_of("uid-spread-0") in body["NodeNames"]
 
 
 def test_filter_best_keeps_a_limited_replica_in_the_domain_filter_chose(make_server: Any) -> None:
@@ -261,6 +261,6 @@ def test_filter_best_keeps_a_limited_replica_in_the_domain_filter_chose(make_ser
     pod = lepton_pod(LIMITED, name="train-0")
     body = server.post("filter-best", extender_args(pod, ALL)).json()
     assert {ZONES[n] for n in body["NodeNames"]} == {
-        ZONES[server.extender.assumed.node_of("uid-train-0")]
+        ZONES[server.scheduler.assumed.node_of("uid-train-0")]
     }
     assert body["NodeNames"]

@@ -10,11 +10,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from lepton_scheduler.app import ExtenderConfig
+from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.history import HistoryError, PrometheusHistory
-from scheduler_helpers import FLEET, NOW, extender_args, fleet_cache, keep_awake, lepton_pod, serve
 
 from lepton.core.predictor import PredictorConfig, Series
+from tests.support.scheduler import (
+    FLEET,
+    NOW,
+    extender_args,
+    fleet_cache,
+    keep_awake,
+    lepton_pod,
+    serve,
+)
 
 ALL = [n[0] for n in FLEET]
 STEP = 300.0
@@ -45,9 +53,9 @@ def test_nodes_whose_history_predicts_high_load_are_avoided(make_server: Any) ->
     cache = fleet_cache()
     keep_awake(cache, *ALL)
     history = ScriptedHistory({"a40-0": 0.95, "a40-1": 0.1})
-    config = ExtenderConfig(predictor=PredictorConfig(max_iter=20), history_seconds=6 * 3600)
+    config = SchedulerConfig(predictor=PredictorConfig(max_iter=20), history_seconds=6 * 3600)
     server = make_server(cache, history=history, config=config)
-    server.extender.refresh_forecasts(retrain=True)
+    server.scheduler.refresh_forecasts(retrain=True)
     assert cache.forecasts["a40-0"] > 0.8 and cache.forecasts["a40-1"] < 0.3
     scores = {
         e["Host"]: e["Score"]
@@ -72,7 +80,7 @@ def test_history_outage_keeps_the_last_forecasts_and_reports_degraded(make_serve
     cache = fleet_cache()
     cache.set_forecasts({"a40-0": 0.5})
     server = make_server(cache, history=Broken())
-    server.extender.refresh_forecasts(retrain=True)
+    server.scheduler.refresh_forecasts(retrain=True)
     assert cache.forecasts == {"a40-0": 0.5}
     assert 'lepton_scheduler_degraded{reason="no_forecast"} 1.0' in server.get("/metrics").text
 

@@ -1,16 +1,17 @@
-"""What the extender's cache reads from a node for the energy model: host idle, physical GPUs."""
+"""What the Lepton scheduler's cache reads from a node for the energy model: host idle and
+physical GPUs."""
 
 from __future__ import annotations
 
 import pytest
 from lepton_scheduler.cache import ClusterCache
-from scheduler_helpers import node_json
 
 from lepton.core.energy import node_idle_watts
 from lepton.core.hints import JobHints, WorkloadKind
 from lepton.core.names import LABEL_HOST_IDLE_WATTS
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import filter_nodes, score_nodes
+from tests.support.scheduler import node_json
 
 
 def cache_of(*nodes: dict[str, object]) -> ClusterCache:

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from lepton_scheduler.protocol import decode_extender_args
-from scheduler_helpers import (
+
+from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
+from lepton.core.profiles import get_profile
+from tests.support.scheduler import (
     FLEET,
     NOW,
     ZONE,
@@ -20,9 +23,6 @@ from scheduler_helpers import (
     node_json,
     plain_pod,
 )
-
-from lepton.core.hints import EnergyPolicy, JobHints, WorkloadKind
-from lepton.core.profiles import get_profile
 
 ALL = [n[0] for n in FLEET]
 
@@ -257,14 +257,14 @@ def test_a_pod_without_a_leptonjob_is_scored_for_the_gpus_it_requests(make_serve
     l4 = next(r for r in rows if r["node"] == "l4-0")
     assert l4["heldIdleWatts"] == pytest.approx(2 * get_profile("L4").idle_watts, abs=0.1)
     cpu = deployment_pod("svc-cpu", 0)
-    server.extender.cache.upsert_node(node_json("cpu-0", "", 0, "zone-a"))
+    server.scheduler.cache.upsert_node(node_json("cpu-0", "", 0, "zone-a"))
     body = server.post("filter", extender_args(cpu, [*ALL, "cpu-0"])).json()
     assert "cpu-0" in body["NodeNames"] and body["FailedNodes"] == {}, body
 
 
 def test_unsynced_cache_fails_open_and_reports_degraded(make_server: Any) -> None:
     server = make_server(fleet_cache())
-    server.extender.require_sync = ("nodes", "pods", "never")
+    server.scheduler.require_sync = ("nodes", "pods", "never")
     assert server.get("/readyz").status_code == 503
     body = server.post("filter", extender_args(lepton_pod(JobHints("t", gpu_models=("T4",))), ALL))
     assert body.json()["NodeNames"] == ALL

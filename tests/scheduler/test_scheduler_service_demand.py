@@ -3,7 +3,7 @@
 The history is backfilled into Prometheus's TSDB with ``promtool`` (six hours of
 the exporter's metrics, one sample a minute), so the range query, the join of a
 GPU's utilisation onto the pods holding it, the forecast and the placement are
-all the real ones; the extender's tests serve it for real on a loopback port.
+all the real ones; the Lepton scheduler's tests serve it for real on a loopback port.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lepton_scheduler.app import ExtenderConfig
+from lepton_scheduler.app import SchedulerConfig
 from lepton_scheduler.demand import ServiceDemands
 from lepton_scheduler.history import PrometheusHistory
-from scheduler_helpers import (
+
+from lepton.core.hints import JobHints, WorkloadKind
+from lepton.core.predictor import ForecastSource, LoadPredictor, PredictorConfig
+from lepton.core.scoring import filter_nodes
+from tests.support.scheduler import (
     FLEET,
     HISTORY_HOURS,
     backfilled_prometheus,
@@ -30,10 +34,6 @@ from scheduler_helpers import (
     wait_for,
     workload_openmetrics,
 )
-
-from lepton.core.hints import JobHints, WorkloadKind
-from lepton.core.predictor import ForecastSource, LoadPredictor, PredictorConfig
-from lepton.core.scoring import filter_nodes
 
 # Two Deployments' ReplicaSets, two pods each on a GPU of its own: one quiet, one busy.
 WORKLOADS = {"quiet-7c9d": 0.25, "busy-5f6b": 0.75}
@@ -118,16 +118,16 @@ def test_a_new_service_is_placed_on_a_gpu_its_forecast_fits(prometheus: str) -> 
     assert demands.refresh() == 0
 
 
-def test_the_extender_places_a_service_by_its_workload_forecast(
+def test_the_scheduler_places_a_service_by_its_workload_forecast(
     make_server: Any, prometheus: str
 ) -> None:
-    """Wired into the extender: the watch sees the pod pending, the background thread
+    """Wired into the Lepton scheduler: the watch sees the pod pending, the background thread
     fetches its workload's history, filter keeps the busy service off the A40s."""
     cache = fleet_cache()
     keep_awake(cache, *ALL)
-    config = ExtenderConfig(history_seconds=HISTORY_HOURS * 3600.0)
+    config = SchedulerConfig(history_seconds=HISTORY_HOURS * 3600.0)
     server = make_server(cache, history=PrometheusHistory(prometheus), config=config)
-    demands = server.extender.demands
+    demands = server.scheduler.demands
     assert demands is not None
     busy = service_pod("busy-5f6b", "busy-5f6b-new01")
     # first asked before anything was fetched: the declared 10 % lets every GPU through
@@ -142,7 +142,7 @@ def test_the_extender_places_a_service_by_its_workload_forecast(
     assert any("from workload history" in note for note in explained["notes"]), explained
     # the watch seeing a service pod pending asks for its workload before any call
     quiet = service_pod("quiet-7c9d", "quiet-7c9d-new01")
-    server.extender.observe_pod(quiet)
+    server.scheduler.observe_pod(quiet)
     wait_for(lambda: demands.kept("ml", "quiet-7c9d"), 30, "the quiet workload's forecasts")
     passed = server.post("filter", extender_args(quiet, ALL)).json()["NodeNames"]
     assert {"a40-0", "a40-1"} <= set(passed)

@@ -1,4 +1,5 @@
-"""Watch streams read by the extender's informers: one JSON event a line, however chunked."""
+"""Watch streams read by the Lepton scheduler's informers: one JSON event a line, however
+chunked."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from lepton_scheduler import app as extender_app
+from lepton_scheduler import app as scheduler_app
 
 from lepton.core import scoring
 from lepton.core.energy import host_idle_watts
@@ -226,8 +226,8 @@ def test_lepton_places_a_cpu_only_pod_by_bin_packing_without_scoring_it_as_a_gpu
     assert nodes_of(result)["c"] == nodes_of(result)["g"]  # MostAllocated packs it
 
 
-def test_lepton_breaks_extender_ties_by_most_allocated() -> None:
-    # two identical busy nodes: the extender ties them, MostAllocated picks the fuller
+def test_lepton_breaks_its_score_ties_by_most_allocated() -> None:
+    # two identical busy nodes: the Lepton scheduler ties them, MostAllocated picks the fuller
     pods = [pod("x", 0, 9000, cpu=32_000), pod("y", 1, 9000, cpu=4000), pod("z", 2, 9000)]
     nodes = [node("a", gpus=4), node("b", gpus=4)]
     cfg = config(regime="always_on")
@@ -361,10 +361,10 @@ def test_a_different_seed_can_break_ties_differently() -> None:
 # --------------------------------------------------------------------------- shared scorer
 
 
-def test_simulator_scores_with_the_extenders_own_functions() -> None:
+def test_simulator_scores_with_the_schedulers_own_functions() -> None:
     filter_nodes, score_nodes = sim_policies.shared_scorer()
-    assert score_nodes is vars(extender_app)["score_nodes"]
-    assert filter_nodes is vars(extender_app)["filter_nodes"]
+    assert score_nodes is vars(scheduler_app)["score_nodes"]
+    assert filter_nodes is vars(scheduler_app)["filter_nodes"]
 
 
 def test_every_lepton_placement_goes_through_the_shared_score_function(

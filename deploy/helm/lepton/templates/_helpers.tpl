@@ -64,9 +64,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" $ks.repository $tag -}}
 {{- end -}}
 
-{{/* The extender's in-cluster URL, as kube-scheduler calls it. */}}
-{{- define "lepton.extenderUrl" -}}
-{{- printf "http://%s.%s.svc:%d" (include "lepton.componentName" (dict "root" . "component" "extender")) .Release.Namespace (int .Values.scheduler.extender.port) -}}
+{{/* The Lepton scheduler's in-cluster URL, as kube-scheduler calls it. */}}
+{{- define "lepton.schedulerServerUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "lepton.componentName" (dict "root" . "component" "scheduler-server")) .Release.Namespace (int .Values.scheduler.server.port) -}}
 {{- end -}}
 
 {{/* A container that may not escalate, write its root filesystem or keep any capability. */}}

@@ -1,4 +1,4 @@
-"""Helpers shared by the exporter's tests: render a registry and read one series back."""
+"""A real Prometheus (Debian's package) for the tests, and its instant queries."""
 
 from __future__ import annotations
 
@@ -10,33 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from lepton_exporter.accounting import Accountant
-from lepton_exporter.metrics import LeptonCollector
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from lepton.cluster.local import free_port
-from tests.support import wait_for
-
-
-def scrape(accountant: Accountant) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample the collector serves, keyed by (sample name, labels)."""
-    registry = CollectorRegistry()
-    registry.register(LeptonCollector(accountant))
-    text = generate_latest(registry).decode()
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def series(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> list[float]:
-    """Values of ``name`` whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return [v for (n, ls), v in samples.items() if n == name and wanted <= ls]
+from lepton.cluster.processes import free_port
+from tests.support.wait import wait_for
 
 
 @contextlib.contextmanager

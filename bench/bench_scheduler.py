@@ -1,17 +1,18 @@
-"""Extender latency and memory: prioritize and filter over loopback, from a separate process.
+"""The Lepton scheduler's latency and memory: prioritize and filter over loopback, from another
+process.
 
-The extender runs in a process of its own (as in the cluster) with a cache of
+The Lepton scheduler runs in a process of its own (as in the cluster) with a cache of
 1,000 or 5,000 GPU nodes and 50,000 pods; this process plays kube-scheduler:
 one keep-alive HTTP connection, ``ExtenderArgs`` with every node's name
 (``nodeCacheCapable: true``) for a LeptonJob pod that spreads across zones,
 requests one after another. Goals (issue 17): prioritize p99 <= 2 ms at
-1,000 nodes and <= 10 ms at 5,000 nodes. Memory is the extender's resident set
+1,000 nodes and <= 10 ms at 5,000 nodes. Memory is the Lepton scheduler's resident set
 before and after its cache is filled. Besides each verb alone, the pair as
 kube-scheduler sends it (filter, then prioritize on the nodes filter let
-through) is timed, and the extender's own per-stage means are read from its
+through) is timed, and the Lepton scheduler's own per-stage means are read from its
 ``/metrics``.
 
-    python -m bench.bench_extender [--requests 1000] [--out results]
+    python -m bench.bench_scheduler [--requests 1000] [--out results]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lepton.cluster.local import rss_bytes
+from lepton.cluster.processes import rss_bytes
 from lepton.core.names import (
     LABEL_GPU_PRODUCT,
     LABEL_HOSTNAME,
@@ -95,7 +96,7 @@ def fill_cache(cache: Any, nodes: int, pods: int, seed: int = 0) -> None:
 
 
 def serve(nodes: int, pods: int, port: int) -> None:
-    """The extender process: fill the cache, report memory, serve until killed."""
+    """The Lepton scheduler process: fill the cache, report memory, serve until killed."""
     from aiohttp import web
     from lepton_scheduler.app import build_app
     from lepton_scheduler.cache import ClusterCache
@@ -156,12 +157,20 @@ def measure(nodes: int, pods: int, requests_count: int) -> dict[str, Any]:
     import http.client
 
     from bench.scrape import phase_breakdown
-    from lepton.cluster.local import free_port
+    from lepton.cluster.processes import free_port
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_extender", "--serve", str(nodes), str(pods), str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_scheduler",
+            "--serve",
+            str(nodes),
+            str(pods),
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -186,7 +195,7 @@ def measure(nodes: int, pods: int, requests_count: int) -> dict[str, Any]:
             except OSError:
                 connection.close()
             if time.monotonic() > deadline:
-                raise RuntimeError("the extender did not come up")
+                raise RuntimeError("the Lepton scheduler did not come up")
             time.sleep(0.05)
         names = [f"node-{i:05d}" for i in range(nodes)]
         body = json.dumps({"Pod": lepton_pod(), "Nodes": None, "NodeNames": names}).encode()
@@ -267,7 +276,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="extender latency and memory benchmark")
+    parser = argparse.ArgumentParser(description="Lepton scheduler latency and memory benchmark")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=PODS)
     parser.add_argument("--nodes", type=int, nargs="*", default=list(NODE_COUNTS))
@@ -281,12 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = [{k: v for k, v in r.items() if not k.endswith("_latencies_ms")} for r in results]
     report = {
-        "benchmark": "extender prioritize/filter latency over loopback, separate client process",
+        "benchmark": "Lepton scheduler prioritize/filter latency over loopback, client apart",
         "machine": {"cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0]},
         "results": summary,
     }
-    (args.out / "bench_extender.json").write_text(json.dumps(report, indent=2) + "\n")
-    chart(results, args.out / "bench_extender.png")
+    (args.out / "bench_scheduler.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(results, args.out / "bench_scheduler.png")
     print(json.dumps(report, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
-"""Helpers for the extender tests: a loopback server, a fleet, pods as kube-scheduler sends them."""
+"""Helpers for the Lepton scheduler's tests: a loopback server, a fleet, pods as kube-scheduler
+sends them."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from typing import Any
 
 import requests
 from aiohttp import web
-from lepton_scheduler.app import Extender
+from lepton_scheduler.app import Scheduler
 from lepton_scheduler.cache import ClusterCache
 
 from lepton.cluster.fleet import DEFAULT_FLEET
-from lepton.cluster.local import LocalCluster, free_port
+from lepton.cluster.local import LocalCluster
+from lepton.cluster.processes import free_port
 from lepton.core.hints import JobHints, hints_to_annotations
 from tests.support import wait_for
 
@@ -33,7 +35,7 @@ ZONE = "topology.kubernetes.io/zone"
 @dataclass
 class Server:
     url: str
-    extender: Extender
+    scheduler: Scheduler
     cache: ClusterCache
     session: requests.Session
 
@@ -64,7 +66,7 @@ def serve(app: web.Application, port: int | None = None) -> tuple[str, Callable[
 
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
-    assert started.wait(10), "extender did not start"
+    assert started.wait(10), "scheduler did not start"
 
     def stop() -> None:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
