@@ -412,10 +412,6 @@ CLIENT_LOADERS = {
 }
 
 
-# LocalCluster._api: moved by the local.py split; it goes through lepton.kube next.
-CLIENT_LOADERS_LEFT = {"lepton/cluster/local.py"}
-
-
 def client_loader_calls(path: Path) -> list[str]:
     """The calls in ``path`` that build a Kubernetes client without lepton.kube."""
     return [
@@ -438,8 +434,7 @@ def test_kubernetes_clients_come_from_the_one_factory() -> None:
         for path in package_files()
         if (calls := client_loader_calls(path))
     }
-    left = {key for key in where if key in CLIENT_LOADERS_LEFT}
-    assert set(where) - left == {"lepton/kube.py"}, f"use lepton.kube.api_client: {where}"
+    assert set(where) == {"lepton/kube.py"}, f"use lepton.kube.api_client: {where}"
 
 
 def test_the_client_scan_flags_a_hand_built_client(tmp_path: Path) -> None:
