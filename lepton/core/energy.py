@@ -15,8 +15,6 @@ from __future__ import annotations
 from .profiles import GpuProfile, get_profile
 
 SECONDS_PER_HOUR = 3600.0
-# A watt for an hour.
-JOULES_PER_WATT_HOUR = 3600.0
 
 # A GPU server's draw with its GPUs idle and no job, GPUs excluded: CPUs, memory,
 # fans, NICs, PCIe switches. estimate (not measured here): ~100 W for the 2-socket

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lepton.core.energy import JOULES_PER_WATT_HOUR
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 
 from .engine import Placement
 

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from lepton.core.energy import JOULES_PER_WATT_HOUR, SECONDS_PER_HOUR, node_idle_watts
+from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
 from lepton.core.errors import LeptonError
 from lepton.core.hints import FULL_GPU_MILLI, EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 from lepton.core.names import (
     LABEL_JOB_NAME,
     LABEL_REPLAY,

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from lepton.api.v1alpha1 import held_watt_hours
-from lepton.core.energy import JOULES_PER_WATT_HOUR
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 
 LABELS = ("namespace", "energybudget")
 JOB_LABELS = ("namespace", "leptonjob", "job_uid", "energybudget")

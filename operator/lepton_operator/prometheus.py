@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from lepton.core.energy import JOULES_PER_WATT_HOUR
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 
 # What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
 # the pod plus the idle draw of what the pod holds — the basis of the estimate it reserved.
