@@ -49,9 +49,9 @@ test: venv system-deps tools
 	$(BIN)/pytest
 
 # No control plane, no Go-built tools, no image build: tests marked e2e (or using the
-# cluster fixtures, which conftest marks e2e) and slow are left to `make test`.
+# cluster fixtures, which conftest marks e2e), tools and slow are left to `make test`.
 test-fast: venv
-	$(BIN)/pytest -m "not e2e and not slow"
+	$(BIN)/pytest -m "not e2e and not tools and not slow"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -669,31 +669,28 @@ def simulate(
     completion times, service load and node-hours (energy model estimates)."""
     from lepton.sim.run import cli_run, parse_kind_map, parse_model_map
 
-    try:
-        outcome = cli_run(
-            pods_path=pods_path,
-            nodes_path=nodes_path,
-            out_dir=out_dir,
-            name=name,
-            policies=policies,
-            seeds=tuple(range(seed, seed + max(1, seeds))),
-            pod_limit=pod_limit,
-            node_count=node_count or None,
-            model_map=parse_model_map(gpu_models),
-            kind_map=parse_kind_map(kinds),
-            loads=loads,
-            regimes=regimes or ("scale_in", "always_on"),
-            workers=workers,
-            progress=click.echo,
-            trace_speed=trace_speed,
-            scale_in_grace_seconds=scale_in_grace_seconds,
-            provisioning_delay_seconds=provisioning_delay_seconds,
-            expander=expander,
-            service_reference_utilization_percent=service_utilization_percent,
-            deadline_factor=deadline_factor,
-        )
-    except ValueError as error:  # TraceError included: both name the fix
-        raise click.ClickException(str(error)) from None
+    outcome = cli_run(
+        pods_path=pods_path,
+        nodes_path=nodes_path,
+        out_dir=out_dir,
+        name=name,
+        policies=policies,
+        seeds=tuple(range(seed, seed + max(1, seeds))),
+        pod_limit=pod_limit,
+        node_count=node_count or None,
+        model_map=parse_model_map(gpu_models),
+        kind_map=parse_kind_map(kinds),
+        loads=loads,
+        regimes=regimes or ("scale_in", "always_on"),
+        workers=workers,
+        progress=click.echo,
+        trace_speed=trace_speed,
+        scale_in_grace_seconds=scale_in_grace_seconds,
+        provisioning_delay_seconds=provisioning_delay_seconds,
+        expander=expander,
+        service_reference_utilization_percent=service_utilization_percent,
+        deadline_factor=deadline_factor,
+    )
     from lepton.sim.report import CHART_HINT
 
     click.echo(outcome.table)

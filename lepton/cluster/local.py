@@ -36,6 +36,7 @@ from lepton.cluster.state import ClusterState, default_state_dir
 from lepton.cluster.tools import ProgressFn
 from lepton.core.errors import LeptonError
 from lepton.core.names import SCHEDULER_NAME
+from lepton.kube import api_client
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 HEALTH_TIMEOUT_SECONDS = 120.0
@@ -331,9 +332,7 @@ class LocalCluster:
                 time.sleep(0.2)
 
     def _api(self) -> Any:
-        from kubernetes import config
-
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return api_client(str(self.kubeconfig))
 
     def _create_fleet(self, fleet: Fleet) -> None:
         from kubernetes import client

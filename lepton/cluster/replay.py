@@ -41,6 +41,7 @@ from lepton.cluster.fleet import Fleet, NodeGroup
 from lepton.cluster.local import ClusterError, LocalCluster
 from lepton.cluster.stack import LeptonStack
 from lepton.core.names import RESOURCE_GPU
+from lepton.kube import api_client
 from lepton.sim.engine import fleet_mean_speed
 from lepton.sim.policies import PolicyName
 from lepton.sim.replay import (
@@ -123,12 +124,9 @@ def most_allocated_scheduler_config() -> dict[str, Any]:
 
 
 def _core_api(cluster: LocalCluster) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    configuration = client.Configuration()
-    config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
-    configuration.connection_pool_maxsize = API_WORKERS * 2
-    return client.CoreV1Api(client.ApiClient(configuration))
+    return client.CoreV1Api(api_client(str(cluster.kubeconfig), pool_size=API_WORKERS * 2))
 
 
 class _BindingWatch:

@@ -30,6 +30,7 @@ from lepton.core.names import (
     LABEL_LEPTON_GPU_MODEL,
 )
 from lepton.core.profiles import get_profile
+from lepton.kube import api_client
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,9 @@ class WorkSimulator:
 
 def run(kubeconfig: str, time_compression: float) -> None:
     """Run until interrupted (``lepton cluster simulate-work``)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    api = client.CoreV1Api(api_client(kubeconfig))
     stop = threading.Event()
     try:
         WorkSimulator(api, time_compression).run(stop)

@@ -15,6 +15,9 @@ from typing import TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
+# A watt for an hour.
+JOULES_PER_WATT_HOUR = 3600.0
+
 
 def wrapping_counter_delta(previous: float, current: float, max_range: float) -> float:
     """The increase of a counter that wraps to zero after ``max_range`` (RAPL's ``energy_uj``).

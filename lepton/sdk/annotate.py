@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lepton.core.names import ANNOTATION_PHASES
+from lepton.kube import api_client
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,9 @@ def pod_identity(env: Mapping[str, str] | None = None) -> tuple[str, str] | None
 
 
 def kubernetes_pod_patcher() -> PodPatcher:
-    """A patcher using the in-cluster service account (imports ``kubernetes`` only now)."""
+    """A patcher using the pod's service account (imports ``kubernetes`` only now)."""
     client: Any = importlib.import_module("kubernetes.client")
-    config: Any = importlib.import_module("kubernetes.config")
-    config.load_incluster_config()
-    core = client.CoreV1Api()
+    core = client.CoreV1Api(api_client())
 
     def patch(namespace: str, name: str, body: dict[str, Any]) -> object:
         return core.patch_namespaced_pod(name=name, namespace=namespace, body=body)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-JOULES_PER_WATT_HOUR = 3600.0
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 
 # Bumped when the JSON document or the annotation changes shape.
 PHASES_SCHEMA_VERSION = 1

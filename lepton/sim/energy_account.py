@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lepton.core.metering import JOULES_PER_WATT_HOUR
+
 from .engine import Placement
 
 JOULES_PER_KWH = 3.6e6
@@ -52,10 +54,10 @@ class EnergyAccount:
         """JSON-ready, in watt-hours (the replay's energies are small)."""
         return {
             "windowEndSeconds": self.window_end_seconds,
-            "scaleInWattHours": self.scale_in_joules / 3600,
-            "alwaysOnWattHours": self.always_on_joules / 3600,
-            "dynamicWattHours": self.dynamic_joules / 3600,
-            "idleScaleInWattHours": self.idle_scale_in_joules / 3600,
+            "scaleInWattHours": self.scale_in_joules / JOULES_PER_WATT_HOUR,
+            "alwaysOnWattHours": self.always_on_joules / JOULES_PER_WATT_HOUR,
+            "dynamicWattHours": self.dynamic_joules / JOULES_PER_WATT_HOUR,
+            "idleScaleInWattHours": self.idle_scale_in_joules / JOULES_PER_WATT_HOUR,
             "nodeHoursPoweredScaleIn": self.node_seconds_scale_in / 3600,
         }
 

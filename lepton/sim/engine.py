@@ -51,6 +51,8 @@ from lepton.core.energy import (
     host_idle_watts,
     service_utilization,
 )
+from lepton.core.errors import LeptonError
+from lepton.core.hints import FULL_GPU_MILLI
 from lepton.core.profiles import get_profile
 from lepton.core.scoring import DEFAULT_CONFIG as SCORING_DEFAULTS
 
@@ -66,7 +68,6 @@ from .service_load import ServiceLoad
 from .trace import (
     BATCH,
     DEFAULT_KIND_MAP,
-    FULL_GPU_MILLI,
     SERVICE,
     TraceNode,
     TracePod,
@@ -97,6 +98,10 @@ DEFAULT_SERVICE_TARGET_UTILIZATION = SCORING_DEFAULTS.service_target_utilization
 REGIMES = ("scale_in", "always_on")
 EXPANDERS = ("least-waste", "random")
 WINDOWS = ("arrivals", "trace", "run")
+
+
+class SimConfigError(LeptonError, ValueError):
+    """A simulation option that cannot be used; the message names it and how to write it."""
 
 
 @dataclass(frozen=True)
@@ -137,13 +142,13 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
-            raise ValueError(f"regime {self.regime!r}: choose from {', '.join(REGIMES)}")
+            raise SimConfigError(f"regime {self.regime!r}: choose from {', '.join(REGIMES)}")
         if self.window not in WINDOWS:
-            raise ValueError(f"window {self.window!r}: choose from {', '.join(WINDOWS)}")
+            raise SimConfigError(f"window {self.window!r}: choose from {', '.join(WINDOWS)}")
         if self.expander not in EXPANDERS:
-            raise ValueError(f"expander {self.expander!r}: choose from {', '.join(EXPANDERS)}")
+            raise SimConfigError(f"expander {self.expander!r}: choose from {', '.join(EXPANDERS)}")
         if self.provisioning_delay_seconds < 0 or self.scale_in_grace_seconds < 0:
-            raise ValueError("provisioning delay and scale-in grace must be >= 0 seconds")
+            raise SimConfigError("provisioning delay and scale-in grace must be >= 0 seconds")
 
     def as_dict(self) -> dict[str, Any]:
         return {

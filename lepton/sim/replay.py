@@ -42,7 +42,8 @@ import numpy as np
 
 from lepton.core.energy import SECONDS_PER_HOUR, node_idle_watts
 from lepton.core.errors import LeptonError
-from lepton.core.hints import EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.hints import FULL_GPU_MILLI, EnergyPolicy, JobHints, hints_to_annotations
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 from lepton.core.names import (
     LABEL_JOB_NAME,
     LABEL_REPLAY,
@@ -63,7 +64,7 @@ from .engine import (
     simulate,
 )
 from .policies import POWER_CAP, LeptonPolicy, PodRequest, PolicyName
-from .trace import BATCH, DEFAULT_KIND_MAP, FULL_GPU_MILLI, TraceNode, TracePod
+from .trace import BATCH, DEFAULT_KIND_MAP, TraceNode, TracePod
 
 # The schedulers a real cluster can run: kube-scheduler's default profile, a
 # bin-packing profile (NodeResourcesFit MostAllocated over cpu, memory and
@@ -725,7 +726,8 @@ def compare(
             result = simulate(late, nodes, policy, dataclasses.replace(config, seed=seed))
             intervals = [(n, a, b) for n, a, b, _ in result.power_intervals]
             lagged.append(
-                account_powered(result.placements, intervals, idle, window).scale_in_joules / 3600
+                account_powered(result.placements, intervals, idle, window).scale_in_joules
+                / JOULES_PER_WATT_HOUR
             )
         simulated["withReplayLatencyWattHoursRange"] = [min(lagged), max(lagged)]
         simulated["withReplayLatencyWattHours"] = sum(lagged) / len(lagged)
@@ -743,15 +745,15 @@ def compare(
             },
             "simulated": simulated | {"seeds": per_seed},
             "scaleInDifference": relative_difference(
-                real.scale_in_joules / 3600, simulated["scaleInWattHours"]
+                real.scale_in_joules / JOULES_PER_WATT_HOUR, simulated["scaleInWattHours"]
             ),
             "idleDifference": relative_difference(
-                real.idle_scale_in_joules / 3600, simulated["idleScaleInWattHours"]
+                real.idle_scale_in_joules / JOULES_PER_WATT_HOUR, simulated["idleScaleInWattHours"]
             ),
             "dynamicDifference": relative_difference(
-                real.dynamic_joules / 3600, simulated["dynamicWattHours"]
+                real.dynamic_joules / JOULES_PER_WATT_HOUR, simulated["dynamicWattHours"]
             ),
-            "scaleInWithinSeedRange": low <= real.scale_in_joules / 3600 <= high,
+            "scaleInWithinSeedRange": low <= real.scale_in_joules / JOULES_PER_WATT_HOUR <= high,
         }
     real_e = {p: r["real"]["scaleInWattHours"] for p, r in rows.items()}
     sim_e = {p: r["simulated"]["scaleInWattHours"] for p, r in rows.items()}

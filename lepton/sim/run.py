@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import DEFAULT_MODEL_MAP, SimConfig
+from .engine import DEFAULT_MODEL_MAP, SimConfig, SimConfigError
 from .policies import ALL_POLICIES, PolicyName
 from .report import DEFAULT_LOAD_TARGETS, DEFAULT_SEEDS, markdown_table, run_study, write_outputs
 from .trace import (
@@ -39,7 +39,9 @@ def parse_model_map(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         trace_model, sep, profile_model = item.partition("=")
         if not sep or not trace_model or not profile_model:
-            raise ValueError(f"--gpu-model {item!r}: write TRACE_MODEL=PROFILE_MODEL, e.g. G2=A100")
+            raise SimConfigError(
+                f"--gpu-model {item!r}: write TRACE_MODEL=PROFILE_MODEL, e.g. G2=A100"
+            )
         mapping[trace_model.strip()] = profile_model.strip()
     return mapping
 
@@ -50,7 +52,7 @@ def parse_kind_map(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         qos, sep, kind = item.partition("=")
         if not sep or kind.strip() not in ("Service", "Batch"):
-            raise ValueError(f"--kind {item!r}: write QOS=Service or QOS=Batch, e.g. BE=Batch")
+            raise SimConfigError(f"--kind {item!r}: write QOS=Service or QOS=Batch, e.g. BE=Batch")
         mapping[qos.strip()] = kind.strip()
     return mapping
 
@@ -69,12 +71,14 @@ def parse_loads(items: Sequence[str]) -> tuple[dict[str, float] | None, dict[str
             else:
                 targets[text] = float(text.rstrip("%")) / 100
         except ValueError:
-            raise ValueError(
+            raise SimConfigError(
                 f"--load {item!r}: write a target allocation like 60% "
                 "or an arrival scale like x0.008"
             ) from None
+    if not all(scale > 0 for scale in scales.values()):
+        raise SimConfigError("--load: an arrival scale must be positive (x0.5 = twice the load)")
     if scales and targets:
-        raise ValueError("--load: give target allocations or arrival scales, not both")
+        raise SimConfigError("--load: give target allocations or arrival scales, not both")
     return (scales or None), (targets or None)
 
 
@@ -108,7 +112,7 @@ def cli_run(
         chosen = tuple(PolicyName(p) for p in policies) or ALL_POLICIES
     except ValueError:
         known = ", ".join(p.value for p in PolicyName)
-        raise ValueError(f"unknown policy in {list(policies)}: choose from {known}") from None
+        raise SimConfigError(f"unknown policy in {list(policies)}: choose from {known}") from None
     sim_config = SimConfig(
         model_map=dict(model_map or DEFAULT_MODEL_MAP),
         kind_map=dict(kind_map or DEFAULT_KIND_MAP),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lepton.core.errors import LeptonError
+from lepton.core.hints import FULL_GPU_MILLI
 from lepton.data import data_dir
 
 POD_COLUMNS = (
@@ -30,7 +31,6 @@ POD_COLUMNS = (
 )
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 QOS_COLUMN = "qos"  # optional: a trace without it is all batch (the old model)
-FULL_GPU_MILLI = 1000
 
 # The two workload kinds (the core's ``lepton.core.hints.WorkloadKind`` values).
 SERVICE = "Service"

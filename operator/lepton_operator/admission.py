@@ -50,10 +50,9 @@ from lepton.core.errors import LeptonError
 from lepton.core.names import (
     ANNOTATION_PHASES,
     ANNOTATION_POWER_LIMIT_WATTS,
-    GROUP,
+    API_VERSION,
     LABEL_JOB_UID,
     SCHEDULER_NAME,
-    VERSION,
 )
 from lepton.core.profiles import get_profile
 from lepton.core.times import format_time, parse_time
@@ -105,7 +104,7 @@ class PassMemory:
 def _ref(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
     meta = obj["metadata"]
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": kind,
         "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
     }

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lepton.core.names import GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
+from lepton.core.names import API_VERSION, GROUP, LABEL_GPU_PRODUCT, LABEL_JOB_UID, VERSION
 from lepton.core.profiles import get_profile
 
 # Every ConflictError's message says this (the handlers keep expected retries quiet by it).
@@ -60,7 +60,7 @@ class KubeApi:
         """Write a budget's status, failing with Conflict if the budget changed meanwhile."""
         meta = budget["metadata"]
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "EnergyBudget",
             "metadata": {"name": meta["name"], "resourceVersion": meta["resourceVersion"]},
             "status": status,

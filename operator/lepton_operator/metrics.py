@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from lepton.api.v1alpha1 import held_watt_hours
+from lepton.core.metering import JOULES_PER_WATT_HOUR
 
-JOULES_PER_WATT_HOUR = 3600.0
 LABELS = ("namespace", "energybudget")
 JOB_LABELS = ("namespace", "leptonjob", "job_uid", "energybudget")
 

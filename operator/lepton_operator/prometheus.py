@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from lepton.core.metering import JOULES_PER_WATT_HOUR
+
 # What a budget pays for (docs/decisions/0006-energy-books.md): the GPUs' active draw charged to
 # the pod plus the idle draw of what the pod holds — the basis of the estimate it reserved.
 CHARGED_METRICS = (
@@ -34,7 +36,6 @@ CHARGED_METRICS = (
 # query and the budgets dashboard select with it, so both count the same energy.
 CHARGED_METRICS_PATTERN = "|".join(re.escape(m) for m in CHARGED_METRICS)
 DEFAULT_QUERY_TEMPLATE = "default"
-JOULES_PER_WATT_HOUR = 3600.0
 # A series whose newest sample is this much older than the job's newest is a pod gone for good
 # (its exporter's retention ended), not one whose last samples are still to come.
 STALE_SERIES_SECONDS = 300.0
